@@ -1,0 +1,214 @@
+"""diskcache backend: the default, for one machine.
+
+Design
+------
+One diskcache ``Cache`` (a SQLite database plus a folder for large values)
+holds three kinds of keys per session, each key a JSON array so that no id
+can collide with another or act as a pattern::
+
+    [ns, "m", user, session]          -> "first next"   the session's sequence window
+    [ns, "e", user, session, seq]     -> payload        one entry, at its position
+    [ns, "q", user, session, qa_id]   -> seq            where an entry lives
+
+Appending writes one ``e`` and one ``q`` key and rewrites the small ``m``
+key, so a write costs the same at the 10th and the 10,000th turn; reading
+the last ``n`` turns reads ``m`` and ``n`` ``e`` keys. Every write runs inside
+``Cache.transact()`` (SQLite ``BEGIN IMMEDIATE``), which serialises writers
+across threads and processes, so concurrent writers lose nothing. diskcache's
+own eviction is off: nothing is dropped to save space.
+
+Retention: ``ttl`` gives every key an expiry (feedback keeps the entry's
+original expiry); ``max_entries`` evicts a session's oldest entries as new
+ones arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import diskcache
+
+from .base import Item, SessionKey
+
+__all__ = ["DiskBackend"]
+
+_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+
+class DiskBackend:
+    """Session entries in a diskcache directory.
+
+    The constructor does no I/O; the directory is created on first use.
+
+    >>> import tempfile
+    >>> b = DiskBackend(tempfile.mkdtemp())
+    >>> b.append([((None, "s1"), "q1", '{"qa_id": "q1"}')])
+    >>> b.read((None, "s1"))
+    ['{"qa_id": "q1"}']
+    >>> b.close()
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        namespace: str | None = None,
+        ttl: float | None = None,
+        max_entries: int | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.directory = os.fspath(directory)
+        self.namespace = namespace
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.timeout = timeout
+        self._cache: diskcache.Cache | None = None
+        self._open_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"DiskBackend({self.directory!r}, namespace={self.namespace!r})"
+
+    @property
+    def cache(self) -> diskcache.Cache:
+        """The underlying ``diskcache.Cache``, opened on first use."""
+        cache = self._cache
+        if cache is None:
+            with self._open_lock:
+                if self._cache is None:
+                    self._cache = diskcache.Cache(
+                        self.directory,
+                        timeout=self.timeout,
+                        eviction_policy="none",
+                        statistics=False,
+                        tag_index=False,
+                    )
+                cache = self._cache
+        return cache
+
+    # -- keys -------------------------------------------------------------
+
+    def _meta_key(self, key: SessionKey) -> str:
+        return _dumps([self.namespace, "m", key[0], key[1]])
+
+    def _entry_key(self, key: SessionKey, seq: int) -> str:
+        return _dumps([self.namespace, "e", key[0], key[1], seq])
+
+    def _qa_key(self, key: SessionKey, qa_id: str) -> str:
+        return _dumps([self.namespace, "q", key[0], key[1], qa_id])
+
+    def _window(self, cache: diskcache.Cache, meta_key: str) -> tuple[int, int]:
+        meta = cache.get(meta_key)
+        if meta is None:
+            return 0, 0
+        first, _, nxt = meta.partition(" ")
+        return int(first), int(nxt)
+
+    # -- protocol ---------------------------------------------------------
+
+    def append(self, items: Sequence[Item]) -> None:
+        cache = self.cache
+        ttl = self.ttl
+        windows: dict[SessionKey, tuple[int, int]] = {}
+        with cache.transact():
+            for key, qa_id, payload in items:
+                window = windows.get(key)
+                if window is None:
+                    window = self._window(cache, self._meta_key(key))
+                first, nxt = window
+                qa_key = self._qa_key(key, qa_id)
+                seq = cache.get(qa_key)
+                if seq is None:
+                    seq, nxt = nxt, nxt + 1
+                    cache.set(qa_key, seq, expire=ttl)
+                cache.set(self._entry_key(key, seq), payload, expire=ttl)
+                windows[key] = (self._trim(cache, key, first, nxt), nxt)
+            for key, (first, nxt) in windows.items():
+                cache.set(self._meta_key(key), f"{first} {nxt}", expire=ttl)
+
+    def _trim(self, cache: diskcache.Cache, key: SessionKey, first: int, nxt: int) -> int:
+        """Evict beyond ``max_entries`` and skip expired heads; return the new ``first``."""
+        if self.max_entries is not None:
+            while nxt - first > self.max_entries:
+                payload = cache.pop(self._entry_key(key, first))
+                if payload is not None:
+                    cache.delete(self._qa_key(key, json.loads(payload)["qa_id"]))
+                first += 1
+        if self.ttl is not None:
+            # Expired entries are always the oldest: move past a few per write.
+            for _ in range(8):
+                if first >= nxt - 1 or self._entry_key(key, first) in cache:
+                    break
+                first += 1
+        return first
+
+    def read(self, key: SessionKey, last_n: int | None = None) -> list[str]:
+        cache = self.cache
+        first, nxt = self._window(cache, self._meta_key(key))
+        if last_n is not None:
+            first = max(first, nxt - last_n)
+        out = []
+        for seq in range(first, nxt):
+            payload = cache.get(self._entry_key(key, seq))
+            if payload is not None:
+                out.append(payload)
+        return out
+
+    def get(self, key: SessionKey, qa_id: str) -> str | None:
+        cache = self.cache
+        seq = cache.get(self._qa_key(key, qa_id))
+        if seq is None:
+            return None
+        payload: str | None = cache.get(self._entry_key(key, seq))
+        return payload
+
+    def update(self, key: SessionKey, qa_id: str, change: Callable[[str], str]) -> str | None:
+        cache = self.cache
+        with cache.transact():
+            seq = cache.get(self._qa_key(key, qa_id))
+            if seq is None:
+                return None
+            entry_key = self._entry_key(key, seq)
+            payload, expire_time = cache.get(entry_key, expire_time=True)
+            if payload is None:
+                return None
+            new = change(payload)
+            expire = None if expire_time is None else max(expire_time - time.time(), 0.001)
+            cache.set(entry_key, new, expire=expire)
+            return new
+
+    def delete_session(self, key: SessionKey) -> int:
+        cache = self.cache
+        removed = 0
+        with cache.transact():
+            meta_key = self._meta_key(key)
+            first, nxt = self._window(cache, meta_key)
+            for seq in range(first, nxt):
+                payload = cache.pop(self._entry_key(key, seq))
+                if payload is not None:
+                    cache.delete(self._qa_key(key, json.loads(payload)["qa_id"]))
+                    removed += 1
+            cache.delete(meta_key)
+        return removed
+
+    def scan(self) -> Iterator[tuple[SessionKey, str]]:
+        cache = self.cache
+        for raw in cache.iterkeys():
+            if not isinstance(raw, str) or not raw.startswith("["):
+                continue
+            parts: list[Any] = json.loads(raw)
+            if len(parts) != 5 or parts[0] != self.namespace or parts[1] != "e":
+                continue
+            payload = cache.get(raw)
+            if payload is not None:
+                yield (parts[2], parts[3]), payload
+
+    def close(self) -> None:
+        with self._open_lock:
+            if self._cache is not None:
+                self._cache.close()
+                self._cache = None

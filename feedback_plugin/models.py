@@ -1,0 +1,138 @@
+"""The data model: one recorded turn, and the one place feedback is validated.
+
+Every entry point (store, handler, tools, REST, CLI) calls the ``check_*``
+functions here, so a score means the same thing everywhere.
+
+>>> check_score(5)
+5
+>>> check_score(True)
+Traceback (most recent call last):
+...
+feedback_plugin.errors.InvalidFeedbackError: feedback_score must be an int from 1 to 5, got True (bool)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import InvalidFeedbackError, InvalidIdError
+
+__all__ = [
+    "MAX_SCORE",
+    "MIN_SCORE",
+    "NEGATIVE_SCORE",
+    "POSITIVE_SCORE",
+    "SessionQAEntry",
+    "check_feedback",
+    "check_id",
+    "check_score",
+    "check_user",
+    "utcnow",
+]
+
+MIN_SCORE = 1
+MAX_SCORE = 5
+POSITIVE_SCORE = 5  # what thumbs up stores
+NEGATIVE_SCORE = 1  # what thumbs down stores
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class SessionQAEntry(BaseModel):
+    """One question/answer turn of a session, with its feedback.
+
+    >>> e = SessionQAEntry(qa_id="q1", session_id="s1", question="Hi?", answer="Hello.")
+    >>> (e.context, e.feedback_score, e.time.tzinfo is not None)
+    ([], None, True)
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    qa_id: str
+    session_id: str
+    question: str
+    answer: str
+    context: list[str] = Field(default_factory=list)
+    time: datetime = Field(default_factory=utcnow)
+    feedback_text: str | None = None
+    feedback_score: int | None = None
+    feedback_time: datetime | None = None
+    user_id: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    correction: str | None = None
+    """Extension: a corrected answer given with the feedback (memory issue)."""
+
+    @field_validator("time", "feedback_time")
+    @classmethod
+    def _as_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+    @property
+    def is_rated(self) -> bool:
+        """True when the turn carries a score or a comment."""
+        return self.feedback_score is not None or self.feedback_text is not None
+
+
+def check_id(value: object, name: str = "session_id") -> str:
+    """Return ``value`` if it is a non-empty string, else raise :class:`InvalidIdError`.
+
+    >>> check_id("../../x")
+    '../../x'
+    """
+    if not isinstance(value, str):
+        raise InvalidIdError(f"{name} must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidIdError(f"{name} must not be empty")
+    return value
+
+
+def check_user(value: object) -> str | None:
+    """``None`` (no owner) or a non-empty string."""
+    if value is None:
+        return None
+    return check_id(value, "user")
+
+
+def check_score(value: object) -> int | None:
+    """``None`` or an ``int`` in 1..5; ``bool``, ``float`` and ``str`` are refused."""
+    if value is None:
+        return None
+    if type(value) is not int or not MIN_SCORE <= value <= MAX_SCORE:
+        raise InvalidFeedbackError(
+            f"feedback_score must be an int from {MIN_SCORE} to {MAX_SCORE}, "
+            f"got {value!r} ({type(value).__name__})"
+        )
+    return value
+
+
+def check_feedback(
+    feedback_text: object, feedback_score: object
+) -> tuple[str | None, int | None]:
+    """Validate one rating; return ``(text, score)`` with blank text read as no text.
+
+    >>> check_feedback("  ", 4)
+    (None, 4)
+    >>> check_feedback(None, None)
+    Traceback (most recent call last):
+    ...
+    feedback_plugin.errors.InvalidFeedbackError: give feedback_text, feedback_score or both
+    """
+    if feedback_text is not None and not isinstance(feedback_text, str):
+        raise InvalidFeedbackError(
+            f"feedback_text must be a string, got {type(feedback_text).__name__}"
+        )
+    score = check_score(feedback_score)
+    text = feedback_text if feedback_text and feedback_text.strip() else None
+    if text is None and score is None:
+        raise InvalidFeedbackError("give feedback_text, feedback_score or both")
+    return text, score

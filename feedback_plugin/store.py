@@ -1,0 +1,398 @@
+"""SessionStore: recorded turns and their feedback, over a swappable backend.
+
+The store is the policy layer: it validates every id and rating (through
+:mod:`feedback_plugin.models`) before anything is written, scopes every key by
+user, queues new turns in a write-behind queue and gives read-your-writes,
+turns backend failures into the contract's return values, and tells
+listeners (the memory index) about every feedback change. The backend below
+it only does I/O.
+
+Durability: with ``write_behind=True`` (the default) :meth:`SessionStore.record`
+returns once the turn is queued; the queue reaches the backend within
+``flush_interval`` seconds, on any read or feedback call in the same process,
+on :meth:`flush`, on :meth:`close` and at interpreter exit. A process killed
+with SIGKILL loses at most the turns of its last ``flush_interval``. With
+``write_behind=False`` (or ``record(..., wait=True)``) a turn is on disk when
+``record`` returns.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .backends.base import Backend, Item, SessionKey
+from .backends.disk import DiskBackend
+from .errors import ConfigurationError, InvalidFeedbackError, StoreError
+from .models import (
+    NEGATIVE_SCORE,
+    POSITIVE_SCORE,
+    SessionQAEntry,
+    check_feedback,
+    check_id,
+    check_user,
+    utcnow,
+)
+from .writer import WriteBehind
+
+__all__ = ["ChangeListener", "SessionStore", "default_location"]
+
+log = logging.getLogger("feedback_plugin")
+
+ChangeListener = Callable[[SessionQAEntry], None]
+"""Called with an entry after its feedback changed (and after it was recorded)."""
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def default_location() -> str:
+    """``$FEEDBACK_PLUGIN_DIR``, else a per-user data directory.
+
+    Linux: ``$XDG_DATA_HOME/feedback_plugin`` (``~/.local/share/...``);
+    macOS: ``~/Library/Application Support/feedback_plugin``;
+    Windows: ``%LOCALAPPDATA%\\feedback_plugin``.
+    """
+    env = os.environ.get("FEEDBACK_PLUGIN_DIR")
+    if env:
+        return env
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return str(base / "feedback_plugin")
+
+
+class SessionStore:
+    """Recorded chat turns, keyed by session and user, with their feedback.
+
+    >>> import tempfile
+    >>> store = SessionStore(tempfile.mkdtemp())
+    >>> turn = store.record("s1", "What is 2+2?", "4")
+    >>> store.thumbs("s1", turn.qa_id, up=True)
+    True
+    >>> [(e.answer, e.feedback_score) for e in store.get_session("s1")]
+    [('4', 5)]
+    >>> store.close()
+
+    Args:
+        location: a directory for the diskcache backend (``None``: see
+            :func:`default_location`), or a ``redis://`` URL.
+        namespace: separates stores that share one directory or Redis database.
+        ttl: seconds after which a recorded turn expires (``None``: never).
+        max_entries: keep at most this many turns per session, dropping the oldest.
+        write_behind: queue new turns and write them in batches (see module docs).
+        flush_interval: seconds a queued turn may wait before it is written.
+        backend: use this :class:`~feedback_plugin.backends.Backend` instead of
+            building one from ``location``.
+
+    The constructor validates and does no I/O.
+    """
+
+    def __init__(
+        self,
+        location: str | os.PathLike[str] | None = None,
+        *,
+        namespace: str | None = None,
+        ttl: float | None = None,
+        max_entries: int | None = None,
+        write_behind: bool = True,
+        flush_interval: float = 0.05,
+        backend: Backend | None = None,
+    ) -> None:
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise ConfigurationError("namespace must be a non-empty string or None")
+        if ttl is not None and (isinstance(ttl, bool) or not ttl > 0):
+            raise ConfigurationError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        if max_entries is not None and (type(max_entries) is not int or max_entries < 1):
+            raise ConfigurationError(f"max_entries must be an int >= 1, got {max_entries!r}")
+        if not flush_interval >= 0:
+            raise ConfigurationError("flush_interval must be >= 0")
+        self.namespace = namespace
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.write_behind = write_behind
+        if backend is not None:
+            self.location = repr(backend)
+            self.backend: Backend = backend
+        else:
+            self.location = os.fspath(location) if location is not None else default_location()
+            self.backend = self._make_backend(self.location)
+        self._writer: WriteBehind[Item] = WriteBehind(
+            self.backend.append, interval=flush_interval
+        )
+        self._listeners: list[ChangeListener] = []
+        _open_stores.add(self)
+
+    def _make_backend(self, location: str) -> Backend:
+        if location.startswith(_REDIS_SCHEMES):
+            try:
+                from .backends.redis import RedisBackend  # type: ignore[import-not-found]
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"no Redis backend available for {location!r}: "
+                    "install feedback-plugin[redis] (Redis support arrives in a later release)"
+                ) from exc
+            backend: Backend = RedisBackend(
+                location, namespace=self.namespace, ttl=self.ttl, max_entries=self.max_entries
+            )
+            return backend
+        if "://" in location:
+            raise ConfigurationError(f"unsupported store location {location!r}")
+        return DiskBackend(
+            location, namespace=self.namespace, ttl=self.ttl, max_entries=self.max_entries
+        )
+
+    def __repr__(self) -> str:
+        return f"SessionStore({self.location!r}, namespace={self.namespace!r})"
+
+    def __enter__(self) -> SessionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing turns -------------------------------------------------------
+
+    def record(
+        self,
+        session_id: str,
+        question: str,
+        answer: str,
+        context: Iterable[str] = (),
+        *,
+        user: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        qa_id: str | None = None,
+        wait: bool | None = None,
+    ) -> SessionQAEntry:
+        """Record one turn and return it.
+
+        ``qa_id`` defaults to a new UUID; recording an existing ``qa_id`` again
+        replaces that turn in place. ``wait=True`` writes before returning
+        (raising :class:`StoreError` on failure), ``wait=False`` queues,
+        ``None`` follows the store's ``write_behind`` setting.
+        """
+        check_id(session_id)
+        user = check_user(user)
+        qa_id = str(uuid.uuid4()) if qa_id is None else check_id(qa_id, "qa_id")
+        entry = SessionQAEntry(
+            qa_id=qa_id,
+            session_id=session_id,
+            question=question,
+            answer=answer,
+            context=list(context),
+            user_id=user,
+            metadata=dict(metadata or {}),
+        )
+        item: Item = ((user, session_id), qa_id, entry.model_dump_json())
+        if wait or (wait is None and not self.write_behind):
+            self._io("record", self._write_now, [item])
+        else:
+            self._writer.put(item)
+        return entry
+
+    def _write_now(self, items: Sequence[Item]) -> None:
+        self._writer.flush()  # keep the order of turns already queued
+        self.backend.append(items)
+
+    def flush(self) -> None:
+        """Write every queued turn now; raise :class:`StoreError` if the backend fails."""
+        self._io("flush", self._writer.flush)
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer thread, release the backend.
+
+        The store can still be used afterwards (it reopens on demand).
+        """
+        try:
+            self._io("close", self._writer.close)
+        finally:
+            self.backend.close()
+
+    @property
+    def pending(self) -> int:
+        """How many recorded turns are queued and not yet written."""
+        return len(self._writer)
+
+    # -- reading -------------------------------------------------------------
+
+    def get_session(
+        self, session_id: str, *, user: str | None = None, last_n: int | None = None
+    ) -> list[SessionQAEntry]:
+        """The session's turns for this user, oldest first (the newest ``last_n``).
+
+        Unknown sessions give ``[]``. Raises :class:`StoreError` if the backend fails.
+        """
+        check_id(session_id)
+        user = check_user(user)
+        if last_n is not None and (type(last_n) is not int or last_n < 0):
+            raise ValueError(f"last_n must be an int >= 0 or None, got {last_n!r}")
+        if last_n == 0:
+            return []
+        payloads = self._io("get_session", self._read, (user, session_id), last_n)
+        return [SessionQAEntry.model_validate_json(p) for p in payloads]
+
+    def _read(self, key: SessionKey, last_n: int | None) -> list[str]:
+        if self._writer:
+            self._writer.flush()
+        return self.backend.read(key, last_n)
+
+    def get_entry(
+        self, session_id: str, qa_id: str, *, user: str | None = None
+    ) -> SessionQAEntry | None:
+        """One turn, or ``None`` if it does not exist for this user."""
+        check_id(session_id)
+        check_id(qa_id, "qa_id")
+        user = check_user(user)
+        payload = self._io("get_entry", self._get, (user, session_id), qa_id)
+        return None if payload is None else SessionQAEntry.model_validate_json(payload)
+
+    def _get(self, key: SessionKey, qa_id: str) -> str | None:
+        if self._writer:
+            self._writer.flush()
+        return self.backend.get(key, qa_id)
+
+    def iter_entries(self) -> Iterator[SessionQAEntry]:
+        """Every stored turn of every user and session, streamed, in no set order."""
+        self.flush()
+        for _key, payload in self.backend.scan():
+            yield SessionQAEntry.model_validate_json(payload)
+
+    # -- feedback --------------------------------------------------------------
+
+    def add_feedback(
+        self,
+        session_id: str,
+        qa_id: str,
+        feedback_text: str | None = None,
+        feedback_score: int | None = None,
+        *,
+        user: str | None = None,
+    ) -> bool:
+        """Rate a turn: set its comment, its 1–5 score, or both.
+
+        Only the fields given change: a comment added after a thumbs up keeps
+        the score. Raises :class:`InvalidFeedbackError` for a missing or bad
+        rating; returns ``False`` if the turn does not exist for this user or
+        the store is unavailable.
+        """
+        text, score = check_feedback(feedback_text, feedback_score)
+        changes: dict[str, Any] = {}
+        if text is not None:
+            changes["feedback_text"] = text
+        if score is not None:
+            changes["feedback_score"] = score
+        return self._change(session_id, qa_id, user, changes)
+
+    def thumbs(
+        self,
+        session_id: str,
+        qa_id: str,
+        up: bool,
+        feedback_text: str | None = None,
+        *,
+        user: str | None = None,
+    ) -> bool:
+        """Thumbs up (score 5) or down (score 1), with an optional comment."""
+        if not isinstance(up, bool):
+            raise InvalidFeedbackError(f"up must be True or False, got {up!r}")
+        score = POSITIVE_SCORE if up else NEGATIVE_SCORE
+        return self.add_feedback(session_id, qa_id, feedback_text, score, user=user)
+
+    def delete_feedback(self, session_id: str, qa_id: str, *, user: str | None = None) -> bool:
+        """Clear a turn's comment and score (the turn itself stays)."""
+        changes = {"feedback_text": None, "feedback_score": None, "correction": None}
+        return self._change(session_id, qa_id, user, changes)
+
+    def _change(
+        self, session_id: str, qa_id: str, user: str | None, changes: dict[str, Any]
+    ) -> bool:
+        check_id(session_id)
+        check_id(qa_id, "qa_id")
+        user = check_user(user)
+        changes["feedback_time"] = utcnow()
+
+        def apply(payload: str) -> str:
+            entry = SessionQAEntry.model_validate_json(payload)
+            return entry.model_copy(update=changes).model_dump_json()
+
+        try:
+            if self._writer:
+                self._writer.flush()
+            new = self.backend.update((user, session_id), qa_id, apply)
+        except Exception:
+            log.exception("feedback_plugin: feedback on %r/%r not stored", session_id, qa_id)
+            return False
+        if new is None:
+            return False
+        self._notify(SessionQAEntry.model_validate_json(new))
+        return True
+
+    def delete_session(self, session_id: str, *, user: str | None = None) -> int:
+        """Remove a session and all its turns for this user; return how many turns went."""
+        check_id(session_id)
+        user = check_user(user)
+        return int(self._io("delete_session", self._delete, (user, session_id)))
+
+    def _delete(self, key: SessionKey) -> int:
+        if self._writer:
+            self._writer.flush()
+        return self.backend.delete_session(key)
+
+    # -- listeners -------------------------------------------------------------
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener(entry)`` after every successful feedback change in this process."""
+        self._listeners.append(listener)
+
+    def _notify(self, entry: SessionQAEntry) -> None:
+        for listener in self._listeners:
+            try:
+                listener(entry)
+            except Exception:
+                log.exception("feedback_plugin: change listener %r failed", listener)
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _io(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"{what} failed on {self.location}: {type(exc).__name__}: {exc}") from exc
+
+    def _after_fork(self) -> None:
+        self._writer.after_fork()
+
+
+_open_stores: weakref.WeakSet[SessionStore] = weakref.WeakSet()
+_registry_lock = threading.Lock()
+
+
+def _flush_all_at_exit() -> None:
+    for store in list(_open_stores):
+        try:
+            store.close()
+        except Exception:
+            log.exception("feedback_plugin: turns still queued in %r were lost at exit", store)
+
+
+def _reset_after_fork() -> None:
+    for store in list(_open_stores):
+        store._after_fork()
+
+
+atexit.register(_flush_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)

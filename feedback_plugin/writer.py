@@ -1,0 +1,131 @@
+"""Write-behind: new turns leave the caller's thread at once and reach the backend in batches.
+
+A :class:`WriteBehind` owns a queue and one daemon thread. ``put`` appends to
+the queue and returns (a few hundred nanoseconds); the thread wakes on the
+first item, waits ``interval`` seconds for more to gather, then writes them
+in batches of up to ``batch_size``, one backend transaction each.
+
+``flush()`` writes everything queued before it was called, in the caller's
+thread, and raises if the backend fails; the store calls it before every read
+and feedback change, which gives read-your-writes inside one process.
+
+If the backend fails, the batch goes back to the front of the queue and the
+thread retries with back-off; the queue holds at most ``max_pending`` items,
+dropping (and logging) the oldest beyond that, so a dead store never grows
+memory without bound nor slows the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+__all__ = ["WriteBehind"]
+
+log = logging.getLogger("feedback_plugin")
+T = TypeVar("T")
+
+
+class WriteBehind(Generic[T]):
+    def __init__(
+        self,
+        write: Callable[[Sequence[T]], None],
+        *,
+        interval: float = 0.05,
+        batch_size: int = 500,
+        max_pending: int = 100_000,
+        name: str = "feedback-plugin-writer",
+    ) -> None:
+        self._write = write
+        self.interval = interval
+        self.batch_size = batch_size
+        self.max_pending = max_pending
+        self.name = name
+        self.dropped = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._items: deque[T] = deque()
+        self._wake = threading.Event()
+        self._write_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: T) -> None:
+        """Queue one item for writing; never blocks on I/O."""
+        if self._thread is None or self._pid != os.getpid():
+            self._start()
+        items = self._items
+        if len(items) >= self.max_pending:
+            items.popleft()
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.error("feedback_plugin: store unreachable, %d turns dropped", self.dropped)
+        items.append(item)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def flush(self) -> None:
+        """Write every queued item now; raise what the backend raises."""
+        with self._write_lock:
+            items = self._items
+            while items:
+                n = min(len(items), self.batch_size)
+                batch = [items.popleft() for _ in range(n)]
+                try:
+                    self._write(batch)
+                except BaseException:
+                    items.extendleft(reversed(batch))
+                    raise
+
+    def close(self) -> None:
+        """Stop the thread and write what is left (raises if the backend fails)."""
+        self._closed = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+        self._thread = None
+        self.flush()
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's queue (the parent writes it) and thread."""
+        self._reset()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._pid != os.getpid():
+                self._reset()
+            if self._thread is None:
+                self._closed = False
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while True:
+            self._wake.wait()
+            if self._closed:
+                return
+            time.sleep(max(self.interval, backoff))
+            self._wake.clear()
+            try:
+                self.flush()
+                backoff = 0.0
+            except Exception as exc:
+                backoff = min(max(backoff * 2, 0.5), 5.0)
+                log.error(
+                    "feedback_plugin: could not write %d turns (%s: %s); retrying in %.1fs",
+                    len(self._items), type(exc).__name__, exc, backoff,
+                )
+                self._wake.set()
