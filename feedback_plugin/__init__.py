@@ -20,8 +20,10 @@ from .errors import (
     InvalidIdError,
     StoreError,
 )
+from .memory import PositiveExampleSelector, PositiveMemoryRetriever
 from .models import SessionQAEntry
 from .store import SessionStore
+from .tools import FeedbackToolkit
 
 __version__ = "0.1.0"
 
@@ -29,8 +31,11 @@ __all__ = [
     "ConfigurationError",
     "FeedbackCallbackHandler",
     "FeedbackPluginError",
+    "FeedbackToolkit",
     "InvalidFeedbackError",
     "InvalidIdError",
+    "PositiveExampleSelector",
+    "PositiveMemoryRetriever",
     "SessionQAEntry",
     "SessionStore",
     "StoreError",

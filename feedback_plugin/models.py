@@ -115,24 +115,27 @@ def check_score(value: object) -> int | None:
     return value
 
 
+def _text(value: object, name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidFeedbackError(f"{name} must be a string, got {type(value).__name__}")
+    return value if value and value.strip() else None
+
+
 def check_feedback(
-    feedback_text: object, feedback_score: object
-) -> tuple[str | None, int | None]:
-    """Validate one rating; return ``(text, score)`` with blank text read as no text.
+    feedback_text: object, feedback_score: object, correction: object = None
+) -> tuple[str | None, int | None, str | None]:
+    """Validate one rating; return ``(text, score, correction)``, blank text read as none.
 
     >>> check_feedback("  ", 4)
-    (None, 4)
+    (None, 4, None)
     >>> check_feedback(None, None)
     Traceback (most recent call last):
     ...
     feedback_plugin.errors.InvalidFeedbackError: give feedback_text, feedback_score or both
     """
-    if feedback_text is not None and not isinstance(feedback_text, str):
-        raise InvalidFeedbackError(
-            f"feedback_text must be a string, got {type(feedback_text).__name__}"
-        )
+    text = _text(feedback_text, "feedback_text")
+    fixed = _text(correction, "correction")
     score = check_score(feedback_score)
-    text = feedback_text if feedback_text and feedback_text.strip() else None
-    if text is None and score is None:
+    if text is None and score is None and fixed is None:
         raise InvalidFeedbackError("give feedback_text, feedback_score or both")
-    return text, score
+    return text, score, fixed

@@ -41,6 +41,7 @@ from .models import (
     check_user,
     utcnow,
 )
+from .memory.index import MemoryIndex
 from .writer import WriteBehind
 
 __all__ = ["ChangeListener", "SessionStore", "default_location"]
@@ -131,7 +132,20 @@ class SessionStore:
             self.backend.append, interval=flush_interval
         )
         self._listeners: list[ChangeListener] = []
+        self._memory: MemoryIndex | None = None
         _open_stores.add(self)
+
+    @property
+    def memory(self) -> MemoryIndex:
+        """The index of rated turns behind positive memory (opened on first use).
+
+        Its file sits beside the backend's data when the backend names one
+        (``index_path``); otherwise it lives in this process's memory.
+        """
+        if self._memory is None:
+            path = getattr(self.backend, "index_path", None)
+            self._memory = MemoryIndex(path, namespace=self.namespace)
+        return self._memory
 
     def _make_backend(self, location: str) -> Backend:
         if location.startswith(_REDIS_SCHEMES):
@@ -218,6 +232,8 @@ class SessionStore:
             self._io("close", self._writer.close)
         finally:
             self.backend.close()
+            if self._memory is not None:
+                self._memory.close()
 
     @property
     def pending(self) -> int:
@@ -265,6 +281,9 @@ class SessionStore:
     def iter_entries(self) -> Iterator[SessionQAEntry]:
         """Every stored turn of every user and session, streamed, in no set order."""
         self.flush()
+        return self._scan()
+
+    def _scan(self) -> Iterator[SessionQAEntry]:
         for _key, payload in self.backend.scan():
             yield SessionQAEntry.model_validate_json(payload)
 
@@ -278,20 +297,26 @@ class SessionStore:
         feedback_score: int | None = None,
         *,
         user: str | None = None,
+        correction: str | None = None,
     ) -> bool:
-        """Rate a turn: set its comment, its 1–5 score, or both.
+        """Rate a turn: set its comment, its 1–5 score, a corrected answer, or several.
 
         Only the fields given change: a comment added after a thumbs up keeps
-        the score. Raises :class:`InvalidFeedbackError` for a missing or bad
-        rating; returns ``False`` if the turn does not exist for this user or
-        the store is unavailable.
+        the score. ``correction`` (an extension) stores the right answer
+        beside the original; positive memory then returns the corrected
+        answer, whatever the score (see the README). Raises
+        :class:`InvalidFeedbackError` for a missing or bad rating; returns
+        ``False`` if the turn does not exist for this user or the store is
+        unavailable.
         """
-        text, score = check_feedback(feedback_text, feedback_score)
+        text, score, correction = check_feedback(feedback_text, feedback_score, correction)
         changes: dict[str, Any] = {}
         if text is not None:
             changes["feedback_text"] = text
         if score is not None:
             changes["feedback_score"] = score
+        if correction is not None:
+            changes["correction"] = correction
         return self._change(session_id, qa_id, user, changes)
 
     def thumbs(
@@ -322,13 +347,18 @@ class SessionStore:
         user = check_user(user)
         changes["feedback_time"] = utcnow()
 
+        memory = self.memory
+
         def apply(payload: str) -> str:
             entry = SessionQAEntry.model_validate_json(payload)
-            return entry.model_copy(update=changes).model_dump_json()
+            changed = entry.model_copy(update=changes)
+            memory.apply(changed)  # inside the backend's transaction: both change or neither
+            return changed.model_dump_json()
 
         try:
             if self._writer:
                 self._writer.flush()
+            memory.ensure_built(self._scan)
             new = self.backend.update((user, session_id), qa_id, apply)
         except Exception:
             log.exception("feedback_plugin: feedback on %r/%r not stored", session_id, qa_id)

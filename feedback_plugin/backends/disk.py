@@ -70,6 +70,11 @@ class DiskBackend:
         self._cache: diskcache.Cache | None = None
         self._open_lock = threading.Lock()
 
+    @property
+    def index_path(self) -> str:
+        """Where the positive-memory index lives: beside the cache."""
+        return os.path.join(self.directory, "memory.sqlite3")
+
     def __repr__(self) -> str:
         return f"DiskBackend({self.directory!r}, namespace={self.namespace!r})"
 

@@ -1,0 +1,74 @@
+"""PositiveExampleSelector: liked turns as few-shot examples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.example_selectors import BaseExampleSelector
+from pydantic import BaseModel, ConfigDict
+
+from ..models import POSITIVE_SCORE
+from .retriever import search_memory
+
+__all__ = ["PositiveExampleSelector"]
+
+
+class PositiveExampleSelector(BaseExampleSelector, BaseModel):
+    """Pick the ``k`` liked turns most relevant to the input as few-shot examples.
+
+    Each example is ``{"question": ..., "answer": ...}`` (the corrected answer
+    where there is one), ready for a ``FewShotChatMessagePromptTemplate``
+    whose example prompt uses ``{question}`` and ``{answer}``.
+
+    ``input_key`` names the input variable holding the query; by default all
+    string inputs are joined.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    store: Any
+    k: int = 2
+    user: str | None = None
+    session_id: str | None = None
+    min_score: int = 4
+    input_key: str | None = None
+    question_key: str = "question"
+    answer_key: str = "answer"
+    examples_session: str = "few-shot-examples"
+    """Session that :meth:`add_example` records hand-written examples in."""
+
+    def _query(self, input_variables: dict[str, Any]) -> str:
+        if self.input_key is not None:
+            return str(input_variables.get(self.input_key, ""))
+        return " ".join(v for v in input_variables.values() if isinstance(v, str))
+
+    def select_examples(self, input_variables: dict[str, Any]) -> list[dict[str, Any]]:
+        found = search_memory(
+            self.store,
+            self._query(input_variables),
+            k=self.k,
+            user=self.user,
+            session_id=self.session_id,
+            min_score=self.min_score,
+        )
+        return [
+            {
+                self.question_key: entry.question,
+                self.answer_key: entry.correction if entry.correction is not None else entry.answer,
+            }
+            for entry, _ in found
+        ]
+
+    def add_example(self, example: dict[str, str]) -> Any:
+        """Record a hand-written example as a liked turn; return its ``qa_id``."""
+        entry = self.store.record(
+            self.examples_session,
+            example[self.question_key],
+            example[self.answer_key],
+            user=self.user,
+            wait=True,
+        )
+        self.store.add_feedback(
+            self.examples_session, entry.qa_id, feedback_score=POSITIVE_SCORE, user=self.user
+        )
+        return entry.qa_id

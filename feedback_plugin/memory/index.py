@@ -1,0 +1,299 @@
+"""MemoryIndex: the ranking engine behind positive memory (SQLite FTS5, BM25).
+
+Design
+------
+One SQLite database (``memory.sqlite3`` beside the diskcache directory)
+holds every *rated or corrected* turn of every user: a ``turns`` table with
+the fields retrieval filters on, and an external-content FTS5 table over
+question and answer (Porter stemming, Unicode folding), kept in step by
+triggers. Unrated turns never enter it, so it stays a fraction of the store.
+
+The store calls :meth:`MemoryIndex.apply` inside the same backend transaction
+that changes a turn's feedback, so the next query -- in any process sharing
+the directory -- sees the change. The index is a *candidate generator*, not
+the truth: the retriever re-reads every hit from the store before returning
+it and drops (and forgets) hits the store no longer backs, which covers
+turns evicted by TTL or ``max_entries`` and a crash between the two commits.
+
+Queries become an FTS5 ``OR`` of quoted terms (never raw FTS syntax), ranked
+by ``bm25()`` with the question weighted over the answer. A store that
+predates the index is indexed from a full scan on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..models import SessionQAEntry
+
+__all__ = ["Hit", "MemoryIndex", "match_query"]
+
+_TERM = re.compile(r"\w+", re.UNICODE)
+MAX_TERMS = 64
+QUESTION_WEIGHT, ANSWER_WEIGHT = 1.0, 0.4
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS turns(
+    id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    qa_id TEXT NOT NULL,
+    score INTEGER,
+    corrected INTEGER NOT NULL DEFAULT 0,
+    time REAL NOT NULL,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    UNIQUE(owner, session_id, qa_id)
+);
+CREATE INDEX IF NOT EXISTS turns_recent ON turns(owner, time);
+CREATE VIRTUAL TABLE IF NOT EXISTS turns_fts USING fts5(
+    question, answer, content='turns', content_rowid='id',
+    tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS turns_ai AFTER INSERT ON turns BEGIN
+    INSERT INTO turns_fts(rowid, question, answer) VALUES (new.id, new.question, new.answer);
+END;
+CREATE TRIGGER IF NOT EXISTS turns_ad AFTER DELETE ON turns BEGIN
+    INSERT INTO turns_fts(turns_fts, rowid, question, answer)
+        VALUES ('delete', old.id, old.question, old.answer);
+    DELETE FROM vectors WHERE id = old.id;
+END;
+CREATE TRIGGER IF NOT EXISTS turns_au AFTER UPDATE OF question, answer ON turns
+WHEN old.question IS NOT new.question OR old.answer IS NOT new.answer BEGIN
+    INSERT INTO turns_fts(turns_fts, rowid, question, answer)
+        VALUES ('delete', old.id, old.question, old.answer);
+    INSERT INTO turns_fts(rowid, question, answer) VALUES (new.id, new.question, new.answer);
+    DELETE FROM vectors WHERE id = old.id;
+END;
+CREATE TABLE IF NOT EXISTS vectors(
+    id INTEGER NOT NULL, model TEXT NOT NULL, vec TEXT NOT NULL, PRIMARY KEY(id, model)
+);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def match_query(text: str) -> str | None:
+    """An FTS5 query that ORs the words of ``text``, each quoted; ``None`` if it has none.
+
+    >>> match_query("How do I reset my password?")
+    '"how" OR "do" OR "i" OR "reset" OR "my" OR "password"'
+    >>> match_query("?!") is None
+    True
+    """
+    seen: dict[str, None] = {}
+    for term in _TERM.findall(text.lower()):
+        seen.setdefault(term.replace("_", " "), None)
+        if len(seen) >= MAX_TERMS:
+            break
+    return " OR ".join(f'"{t}"' for t in seen) or None
+
+
+def owner_key(namespace: str | None, user: str | None) -> str:
+    """The index's scope for one user of one store namespace."""
+    return json.dumps([namespace, user], ensure_ascii=True)
+
+
+def in_memory(entry: SessionQAEntry) -> bool:
+    """Whether a turn belongs in the index: it has a score or a correction."""
+    return entry.feedback_score is not None or entry.correction is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One candidate from the index."""
+
+    session_id: str
+    qa_id: str
+    relevance: float  # -bm25: higher is more relevant; 0 for a query with no terms
+    row_id: int
+
+
+class MemoryIndex:
+    """Full-text index of rated turns; see the module docstring.
+
+    The constructor does no I/O. ``path=None`` keeps the index in memory
+    (one process only).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None, *, namespace: str | None = None) -> None:
+        self.path = ":memory:" if path is None else os.fspath(path)
+        self.namespace = namespace
+        self._lock = threading.RLock()
+        self._con: sqlite3.Connection | None = None
+        self._pid = 0
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"MemoryIndex({self.path!r})"
+
+    # -- connection --------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._con is not None and self._pid == os.getpid():
+            return self._con
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        con = sqlite3.connect(
+            self.path, timeout=60, isolation_level=None, check_same_thread=False
+        )
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.executescript(_SCHEMA)
+        self._con, self._pid, self._ready = con, os.getpid(), False
+        return con
+
+    def ensure_built(self, scan: Callable[[], Iterable[SessionQAEntry]]) -> None:
+        """Index an existing store once (upgrades), then never again."""
+        if self._ready:
+            return
+        with self._lock:
+            con = self._connect()
+            if con.execute("SELECT 1 FROM meta WHERE key='built'").fetchone() is None:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    if con.execute("SELECT 1 FROM meta WHERE key='built'").fetchone() is None:
+                        for entry in scan():
+                            if in_memory(entry):
+                                self._upsert(con, entry)
+                        con.execute("INSERT INTO meta VALUES ('built', '1')")
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            self._ready = True
+
+    # -- writes ------------------------------------------------------------
+
+    def _upsert(self, con: sqlite3.Connection, entry: SessionQAEntry) -> None:
+        con.execute(
+            "INSERT INTO turns(owner, session_id, qa_id, score, corrected, time, question, answer)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(owner, session_id, qa_id) DO UPDATE SET"
+            " score=excluded.score, corrected=excluded.corrected, time=excluded.time,"
+            " question=excluded.question, answer=excluded.answer",
+            (
+                owner_key(self.namespace, entry.user_id),
+                entry.session_id,
+                entry.qa_id,
+                entry.feedback_score,
+                int(entry.correction is not None),
+                entry.time.timestamp(),
+                entry.question,
+                entry.correction if entry.correction is not None else entry.answer,
+            ),
+        )
+
+    def apply(self, entry: SessionQAEntry) -> None:
+        """Bring one turn's row in line with its feedback (insert, update or delete)."""
+        with self._lock:
+            con = self._connect()
+            if in_memory(entry):
+                self._upsert(con, entry)
+            else:
+                self._delete(con, entry.user_id, entry.session_id, entry.qa_id)
+
+    def forget(self, user: str | None, session_id: str, qa_id: str) -> None:
+        """Drop one turn (the store no longer backs it)."""
+        with self._lock:
+            self._delete(self._connect(), user, session_id, qa_id)
+
+    def _delete(self, con: sqlite3.Connection, user: str | None, session_id: str, qa_id: str) -> None:
+        con.execute(
+            "DELETE FROM turns WHERE owner=? AND session_id=? AND qa_id=?",
+            (owner_key(self.namespace, user), session_id, qa_id),
+        )
+
+    # -- queries -----------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        *,
+        user: str | None,
+        limit: int,
+        min_score: int,
+        session_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Hit]:
+        """Best-first candidates for ``query`` among this user's remembered turns.
+
+        A query without words returns the most recent remembered turns.
+        """
+        where = ["t.owner = ?", "(t.score >= ? OR t.corrected = 1)"]
+        args: list[object] = [owner_key(self.namespace, user), min_score]
+        if session_id is not None:
+            where.append("t.session_id = ?")
+            args.append(session_id)
+        if since is not None:
+            where.append("t.time >= ?")
+            args.append(since.timestamp())
+        if until is not None:
+            where.append("t.time <= ?")
+            args.append(until.timestamp())
+        match = match_query(query)
+        with self._lock:
+            con = self._connect()
+            if match is None:
+                rows = con.execute(
+                    f"SELECT t.session_id, t.qa_id, 0.0, t.id FROM turns t"
+                    f" WHERE {' AND '.join(where)} ORDER BY t.time DESC LIMIT ?",
+                    (*args, limit),
+                ).fetchall()
+            else:
+                rows = con.execute(
+                    "SELECT t.session_id, t.qa_id,"
+                    f" -bm25(turns_fts, {QUESTION_WEIGHT}, {ANSWER_WEIGHT}) AS rel, t.id"
+                    " FROM turns_fts JOIN turns t ON t.id = turns_fts.rowid"
+                    f" WHERE turns_fts MATCH ? AND {' AND '.join(where)}"
+                    " ORDER BY rel DESC LIMIT ?",
+                    (match, *args, limit),
+                ).fetchall()
+        return [Hit(r[0], r[1], float(r[2]), r[3]) for r in rows]
+
+    def recent(self, *, user: str | None, limit: int, min_score: int) -> list[Hit]:
+        """The most recently recorded remembered turns (candidates for semantic ranking)."""
+        return self.search("", user=user, limit=limit, min_score=min_score)
+
+    # -- vectors (semantic ranking cache) ----------------------------------
+
+    def vectors(self, model: str, row_ids: Iterable[int]) -> dict[int, list[float]]:
+        ids = list(row_ids)
+        if not ids:
+            return {}
+        with self._lock:
+            rows = self._connect().execute(
+                f"SELECT id, vec FROM vectors WHERE model = ? AND id IN ({','.join('?' * len(ids))})",
+                (model, *ids),
+            ).fetchall()
+        return {row_id: json.loads(vec) for row_id, vec in rows}
+
+    def save_vectors(self, model: str, vectors: dict[int, list[float]]) -> None:
+        with self._lock:
+            self._connect().executemany(
+                "INSERT OR REPLACE INTO vectors(id, model, vec) SELECT ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM turns WHERE id = ?)",
+                ((i, model, json.dumps(v), i) for i, v in vectors.items()),
+            )
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._connect().execute("SELECT count(*) FROM turns").fetchone()[0])
+
+    def rows(self) -> Iterator[tuple[str, str, str]]:
+        """``(owner, session_id, qa_id)`` of every indexed turn."""
+        with self._lock:
+            yield from self._connect().execute("SELECT owner, session_id, qa_id FROM turns")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None and self._pid == os.getpid():
+                self._con.close()
+            self._con, self._ready = None, False

@@ -1,0 +1,228 @@
+"""PositiveMemoryRetriever: liked turns handed back to a chain as Documents."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field, field_validator
+
+from ..models import SessionQAEntry, check_id, check_score, check_user
+
+if TYPE_CHECKING:
+    from ..store import SessionStore
+
+__all__ = ["PositiveMemoryRetriever", "entry_document", "search_memory"]
+
+SEMANTIC_POOL = 50
+"""Candidates a semantic ranking considers: the best lexical ones plus the most recent."""
+
+
+def entry_document(entry: SessionQAEntry, relevance: float) -> Document:
+    """A remembered turn as a Document: question and (corrected) answer in the text."""
+    answer = entry.correction if entry.correction is not None else entry.answer
+    return Document(
+        page_content=f"Question: {entry.question}\nAnswer: {answer}",
+        metadata={
+            "qa_id": entry.qa_id,
+            "session_id": entry.session_id,
+            "user_id": entry.user_id,
+            "question": entry.question,
+            "answer": answer,
+            "original_answer": entry.answer,
+            "correction": entry.correction,
+            "feedback_score": entry.feedback_score,
+            "feedback_text": entry.feedback_text,
+            "time": entry.time.isoformat(),
+            "metadata": entry.metadata,
+            "relevance": relevance,
+        },
+    )
+
+
+def _remembered(entry: SessionQAEntry, min_score: int) -> bool:
+    score = entry.feedback_score
+    return entry.correction is not None or (score is not None and score >= min_score)
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0
+
+
+def search_memory(
+    store: SessionStore,
+    query: str,
+    *,
+    k: int = 4,
+    user: str | None = None,
+    session_id: str | None = None,
+    min_score: int = 4,
+    metadata_filter: Mapping[str, Any] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    min_relevance: float | None = None,
+    embeddings: Embeddings | None = None,
+) -> list[tuple[SessionQAEntry, float]]:
+    """The ``k`` remembered turns most relevant to ``query``, with their relevance.
+
+    Every hit is re-read from the store, so a rating lowered or cleared a
+    moment ago (in any process) never comes back.
+    """
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a string, got {type(query).__name__}")
+    query = query.replace("\x00", " ")
+    index = store.memory
+    index.ensure_built(store.iter_entries)
+    pool = max(k * 3, 10) if metadata_filter is None else max(k * 20, 100)
+    if embeddings is not None:
+        pool = max(pool, SEMANTIC_POOL)
+    hits = index.search(
+        query, user=user, limit=pool, min_score=min_score,
+        session_id=session_id, since=since, until=until,
+    )
+    if embeddings is not None:
+        seen = {h.row_id for h in hits}
+        hits += [h for h in index.search(
+            "", user=user, limit=SEMANTIC_POOL, min_score=min_score,
+            session_id=session_id, since=since, until=until,
+        ) if h.row_id not in seen]
+
+    found: list[tuple[SessionQAEntry, float, int]] = []
+    for hit in hits:
+        entry = store.get_entry(hit.session_id, hit.qa_id, user=user)
+        if entry is None or not _remembered(entry, min_score):
+            index.forget(user, hit.session_id, hit.qa_id)  # the store no longer backs it
+            continue
+        if metadata_filter and any(
+            entry.metadata.get(key, _MISSING) != value for key, value in metadata_filter.items()
+        ):
+            continue
+        found.append((entry, hit.relevance, hit.row_id))
+
+    if embeddings is not None and found:
+        found = _semantic(embeddings, index, query, found)
+    if min_relevance is not None:
+        found = [f for f in found if f[1] >= min_relevance]
+    return [(entry, relevance) for entry, relevance, _ in found[:k]]
+
+
+_MISSING = object()
+
+
+def _semantic(
+    embeddings: Embeddings,
+    index: Any,
+    query: str,
+    found: list[tuple[SessionQAEntry, float, int]],
+) -> list[tuple[SessionQAEntry, float, int]]:
+    """Re-rank by 0.5 × normalised BM25 + 0.5 × cosine similarity (vectors cached)."""
+    model = f"{type(embeddings).__module__}.{type(embeddings).__qualname__}:{getattr(embeddings, 'model', '')}"
+    cached = index.vectors(model, (row for _, _, row in found))
+    missing = [(entry, row) for entry, _, row in found if row not in cached]
+    if missing:
+        texts = [entry_document(e, 0.0).page_content for e, _ in missing]
+        new = dict(zip((row for _, row in missing), embeddings.embed_documents(texts)))
+        index.save_vectors(model, new)
+        cached.update(new)
+    qvec = embeddings.embed_query(query) if query.strip() else None
+    top = max((rel for _, rel, _ in found), default=0.0) or 1.0
+    scored = [
+        (entry, 0.5 * rel / top + 0.5 * (_cosine(qvec, cached[row]) if qvec else 0.0), row)
+        for entry, rel, row in found
+    ]
+    scored.sort(key=lambda f: f[1], reverse=True)
+    return scored
+
+
+class PositiveMemoryRetriever(BaseRetriever):
+    """Positively rated turns, ranked by relevance to the query.
+
+    Returns turns with ``feedback_score >= min_score`` (or a correction) of
+    this ``user``, across all their sessions or just ``session_id``. Lowering
+    or clearing a rating removes the turn from the very next query.
+
+    >>> import tempfile
+    >>> from feedback_plugin import SessionStore
+    >>> store = SessionStore(tempfile.mkdtemp())
+    >>> t = store.record("s1", "How do I reset my password?", "Settings > Security > Reset.")
+    >>> store.thumbs("s1", t.qa_id, up=True)
+    True
+    >>> docs = PositiveMemoryRetriever(store=store).invoke("password reset")
+    >>> docs[0].metadata["answer"]
+    'Settings > Security > Reset.'
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    store: Any = Field(description="the SessionStore to remember from")
+    k: int = 4
+    user: str | None = None
+    session_id: str | None = None
+    min_score: int = 4
+    metadata_filter: dict[str, Any] | None = None
+    """Only turns whose metadata has these exact values, e.g. ``{"prompt_version": "v2"}``."""
+    since: datetime | None = None
+    until: datetime | None = None
+    min_relevance: float | None = None
+    """Drop hits less relevant than this (BM25 relevance, or the hybrid score with embeddings)."""
+    embeddings: Embeddings | None = None
+    """Optional: rank semantically, hybrid with the lexical score."""
+
+    @field_validator("store")
+    @classmethod
+    def _is_store(cls, value: Any) -> Any:
+        from ..store import SessionStore
+
+        if not isinstance(value, SessionStore):
+            raise TypeError(f"store must be a SessionStore, got {type(value).__name__}")
+        return value
+
+    @field_validator("k")
+    @classmethod
+    def _positive_k(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("k must be >= 1")
+        return value
+
+    @field_validator("min_score")
+    @classmethod
+    def _score(cls, value: int) -> int:
+        checked = check_score(value)
+        assert checked is not None
+        return checked
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        return check_user(value)
+
+    @field_validator("session_id")
+    @classmethod
+    def _session(cls, value: str | None) -> str | None:
+        return None if value is None else check_id(value)
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        options: dict[str, Any] = {
+            "k": self.k, "user": self.user, "session_id": self.session_id,
+            "min_score": self.min_score, "metadata_filter": self.metadata_filter,
+            "since": self.since, "until": self.until,
+            "min_relevance": self.min_relevance, "embeddings": self.embeddings,
+        }
+        unknown = set(kwargs) - set(options)
+        if unknown:
+            raise TypeError(f"unexpected retriever options: {sorted(unknown)}")
+        options.update(kwargs)
+        return [
+            entry_document(entry, relevance)
+            for entry, relevance in search_memory(self.store, query, **options)
+        ]

@@ -1,0 +1,207 @@
+"""FeedbackToolkit: let an agent rate turns and search what users liked.
+
+Three tools, named exactly ``add_feedback``, ``clear_feedback`` and
+``search_positive_memory``. Every failure -- a score of 9, an unknown
+``qa_id``, a store that is down -- comes back to the agent as a readable
+string starting with ``Error:``; no tool raises out of the agent loop, and a
+refused call changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.tools import BaseTool, BaseToolkit
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from .errors import FeedbackPluginError
+from .memory.retriever import search_memory
+from .models import MAX_SCORE, MIN_SCORE, check_score, check_user
+
+__all__ = [
+    "AddFeedbackTool",
+    "ClearFeedbackTool",
+    "FeedbackToolkit",
+    "SearchPositiveMemoryTool",
+]
+
+
+def _readable(error: ValidationError) -> str:
+    parts = [
+        f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in error.errors()
+    ]
+    return "Error: invalid arguments: " + "; ".join(parts)
+
+
+class _FeedbackTool(BaseTool):
+    """What the three tools share: the store, the default session and the user."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    store: Any
+    session_id: str | None = None
+    user: str | None = None
+    handle_validation_error: Any = _readable
+    handle_tool_error: Any = True
+
+    def _session(self, session_id: str | None) -> str | None:
+        return session_id or self.session_id
+
+    def _guard(self, fn: Any, *args: Any, **kwargs: Any) -> str:
+        try:
+            result: str = fn(*args, **kwargs)
+            return result
+        except (FeedbackPluginError, ValueError, TypeError) as exc:
+            return f"Error: {exc}"
+        except Exception as exc:  # the store is down: tell the agent, keep the loop alive
+            return f"Error: the feedback store failed ({type(exc).__name__}: {exc})"
+
+
+class AddFeedbackInput(BaseModel):
+    qa_id: str = Field(description="id of the chat turn to rate")
+    feedback_score: StrictInt | None = Field(
+        default=None,
+        description=f"rating from {MIN_SCORE} (bad) to {MAX_SCORE} (excellent)",
+    )
+    feedback_text: str | None = Field(default=None, description="the user's comment, if any")
+    correction: str | None = Field(
+        default=None, description="the right answer, if the user gave one"
+    )
+    session_id: str | None = Field(
+        default=None, description="session of the turn; defaults to the current session"
+    )
+
+
+class AddFeedbackTool(_FeedbackTool):
+    name: str = "add_feedback"
+    description: str = (
+        "Record the user's rating of one earlier answer. Give qa_id and a "
+        f"feedback_score from {MIN_SCORE} to {MAX_SCORE}, a feedback_text comment, "
+        "or both (and a correction if the user said what the right answer is)."
+    )
+    args_schema: type[BaseModel] = AddFeedbackInput
+
+    def _run(
+        self,
+        qa_id: str,
+        feedback_score: int | None = None,
+        feedback_text: str | None = None,
+        correction: str | None = None,
+        session_id: str | None = None,
+        **_: Any,
+    ) -> str:
+        return self._guard(self._add, qa_id, feedback_score, feedback_text, correction, session_id)
+
+    def _add(
+        self,
+        qa_id: str,
+        score: int | None,
+        text: str | None,
+        correction: str | None,
+        session_id: str | None,
+    ) -> str:
+        session = self._session(session_id)
+        if session is None:
+            return "Error: no session_id: pass the session of the turn"
+        ok = self.store.add_feedback(
+            session, qa_id, text, score, user=self.user, correction=correction
+        )
+        if not ok:
+            return f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)"
+        return f"Feedback saved for turn {qa_id}."
+
+
+class ClearFeedbackInput(BaseModel):
+    qa_id: str = Field(description="id of the chat turn whose rating to clear")
+    session_id: str | None = Field(
+        default=None, description="session of the turn; defaults to the current session"
+    )
+
+
+class ClearFeedbackTool(_FeedbackTool):
+    name: str = "clear_feedback"
+    description: str = (
+        "Remove the user's rating and comment from one earlier answer, e.g. when "
+        "the user takes back a thumbs up or down."
+    )
+    args_schema: type[BaseModel] = ClearFeedbackInput
+
+    def _run(self, qa_id: str, session_id: str | None = None, **_: Any) -> str:
+        return self._guard(self._clear, qa_id, session_id)
+
+    def _clear(self, qa_id: str, session_id: str | None) -> str:
+        session = self._session(session_id)
+        if session is None:
+            return "Error: no session_id: pass the session of the turn"
+        if not self.store.delete_feedback(session, qa_id, user=self.user):
+            return f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)"
+        return f"Feedback cleared for turn {qa_id}."
+
+
+class SearchInput(BaseModel):
+    query: str = Field(description="what to look for among answers the user liked")
+
+
+class SearchPositiveMemoryTool(_FeedbackTool):
+    name: str = "search_positive_memory"
+    description: str = (
+        "Search earlier answers that this user rated positively (or corrected). "
+        "Use it before answering a question the user may have asked before."
+    )
+    args_schema: type[BaseModel] = SearchInput
+    k: int = 4
+    min_score: int = 4
+
+    def _run(self, query: str, **_: Any) -> str:
+        return self._guard(self._search, query)
+
+    def _search(self, query: str) -> str:
+        found = search_memory(
+            self.store, query, k=self.k, user=self.user, min_score=self.min_score
+        )
+        if not found:
+            return "No remembered answers match."
+        lines = []
+        for i, (entry, _relevance) in enumerate(found, 1):
+            answer = entry.correction if entry.correction is not None else entry.answer
+            lines.append(
+                f"{i}. Q: {entry.question}\n   A: {answer}\n"
+                f"   (qa_id {entry.qa_id}, session {entry.session_id}, "
+                f"score {entry.feedback_score})"
+            )
+        return "\n".join(lines)
+
+
+class FeedbackToolkit(BaseToolkit):
+    """The ``add_feedback``, ``clear_feedback`` and ``search_positive_memory`` tools.
+
+    >>> import tempfile
+    >>> from feedback_plugin import SessionStore
+    >>> tools = FeedbackToolkit(store=SessionStore(tempfile.mkdtemp()), session_id="s1").get_tools()
+    >>> [t.name for t in tools]
+    ['add_feedback', 'clear_feedback', 'search_positive_memory']
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    store: Any
+    session_id: str | None = None
+    user: str | None = None
+    k: int = 4
+    min_score: int = 4
+
+    def model_post_init(self, context: Any) -> None:
+        from .store import SessionStore
+
+        if not isinstance(self.store, SessionStore):
+            raise TypeError(f"store must be a SessionStore, got {type(self.store).__name__}")
+        check_user(self.user)
+        check_score(self.min_score)
+
+    def get_tools(self) -> list[BaseTool]:
+        shared = {"store": self.store, "session_id": self.session_id, "user": self.user}
+        return [
+            AddFeedbackTool(**shared),
+            ClearFeedbackTool(**shared),
+            SearchPositiveMemoryTool(**shared, k=self.k, min_score=self.min_score),
+        ]
