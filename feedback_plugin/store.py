@@ -133,6 +133,8 @@ class SessionStore:
         )
         self._listeners: list[ChangeListener] = []
         self._memory: MemoryIndex | None = None
+        self._feed_position: str | None = None
+        self._feed_lock = threading.Lock()
         _open_stores.add(self)
 
     @property
@@ -147,15 +149,38 @@ class SessionStore:
             self._memory = MemoryIndex(path, namespace=self.namespace)
         return self._memory
 
+    def ready_memory(self) -> MemoryIndex:
+        """The memory index, built, and caught up with changes made by other processes.
+
+        A backend with a shared index file (diskcache) needs no catching up;
+        one with a change feed (Redis) keeps a per-process index that reads
+        the feed here, before every query.
+        """
+        index = self.memory
+        changes_since = getattr(self.backend, "changes_since", None)
+        if changes_since is None:
+            index.ensure_built(self._scan)
+            return index
+        with self._feed_lock:
+            self.flush()
+            if self._feed_position is not None:
+                caught_up = changes_since(self._feed_position)
+                if caught_up is not None:
+                    self._feed_position, payloads = caught_up
+                    for payload in payloads:
+                        index.apply(SessionQAEntry.model_validate_json(payload))
+                    return index
+            position = self.backend.feed_position()  # type: ignore[attr-defined]
+            index.rebuild(self._scan)
+            self._feed_position = position
+        return index
+
     def _make_backend(self, location: str) -> Backend:
         if location.startswith(_REDIS_SCHEMES):
             try:
-                from .backends.redis import RedisBackend  # type: ignore[import-not-found]
-            except ImportError as exc:
-                raise ConfigurationError(
-                    f"no Redis backend available for {location!r}: "
-                    "install feedback-plugin[redis] (Redis support arrives in a later release)"
-                ) from exc
+                from .backends.redis import RedisBackend
+            except ImportError as exc:  # pragma: no cover
+                raise ConfigurationError(f"no Redis backend for {location!r}: {exc}") from exc
             backend: Backend = RedisBackend(
                 location, namespace=self.namespace, ttl=self.ttl, max_entries=self.max_entries
             )
@@ -347,18 +372,22 @@ class SessionStore:
         user = check_user(user)
         changes["feedback_time"] = utcnow()
 
+        # A shared index file is updated inside the backend's transaction (both
+        # change or neither); a per-process index learns from the change feed.
+        shared = not hasattr(self.backend, "changes_since")
         memory = self.memory
 
         def apply(payload: str) -> str:
-            entry = SessionQAEntry.model_validate_json(payload)
-            changed = entry.model_copy(update=changes)
-            memory.apply(changed)  # inside the backend's transaction: both change or neither
+            changed = SessionQAEntry.model_validate_json(payload).model_copy(update=changes)
+            if shared:
+                memory.apply(changed)
             return changed.model_dump_json()
 
         try:
             if self._writer:
                 self._writer.flush()
-            memory.ensure_built(self._scan)
+            if shared:
+                memory.ensure_built(self._scan)
             new = self.backend.update((user, session_id), qa_id, apply)
         except Exception:
             log.exception("feedback_plugin: feedback on %r/%r not stored", session_id, qa_id)

@@ -169,6 +169,23 @@ class MemoryIndex:
                     raise
             self._ready = True
 
+    def rebuild(self, scan: Callable[[], Iterable[SessionQAEntry]]) -> None:
+        """Empty the index and fill it again from ``scan`` (one transaction)."""
+        with self._lock:
+            con = self._connect()
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.execute("DELETE FROM turns")
+                for entry in scan():
+                    if in_memory(entry):
+                        self._upsert(con, entry)
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('built', '1')")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            self._ready = True
+
     # -- writes ------------------------------------------------------------
 
     def _upsert(self, con: sqlite3.Connection, entry: SessionQAEntry) -> None:

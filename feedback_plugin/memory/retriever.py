@@ -79,8 +79,7 @@ def search_memory(
     if not isinstance(query, str):
         raise TypeError(f"query must be a string, got {type(query).__name__}")
     query = query.replace("\x00", " ")
-    index = store.memory
-    index.ensure_built(store.iter_entries)
+    index = store.ready_memory()
     pool = max(k * 3, 10) if metadata_filter is None else max(k * 20, 100)
     if embeddings is not None:
         pool = max(pool, SEMANTIC_POOL)

@@ -1,0 +1,293 @@
+"""Redis backend: one store shared by app workers on several machines.
+
+Design
+------
+Every id is JSON-encoded and then base64url-encoded before it enters a key,
+so no session id can reach another key or act as a glob pattern::
+
+    fp:{ns}:l:{sk}          LIST of encoded qa ids: the session's order
+    fp:{ns}:e:{sk}:{qa}     STRING: one entry's payload (its own TTL)
+    fp:{ns}:changes         STREAM of feedback changes (for positive memory)
+
+where ``{ns}`` encodes the namespace, ``{sk}`` the ``(user, session_id)`` key
+and ``{qa}`` the qa id. Appends and reads run as Lua scripts (atomic, one
+round trip); batches of appends go out in one pipeline. Feedback is an
+optimistic read-modify-write: ``WATCH`` the entry, compute the new payload,
+``MULTI``/``SET KEEPTTL``/``XADD``/``EXEC``, retried if another writer got
+there first, so concurrent writers on different machines lose nothing.
+
+Positive memory: plain Redis 7 has no full-text search, so each process
+keeps its own SQLite FTS5 index of rated turns in memory, built from a scan
+on first use and kept fresh from the ``changes`` stream, which every query
+reads first (one ``XREAD``) -- so the next query in any process sees a
+feedback change made anywhere. The stream keeps the last
+``stream_maxlen`` changes; a process that falls further behind rebuilds.
+
+Retention: ``ttl`` applies per entry, as on diskcache; ``max_entries``
+trims the oldest entries of a session on append.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from .base import Item, SessionKey
+
+__all__ = ["RedisBackend"]
+
+_APPEND = """
+-- KEYS[1] list, KEYS[2] entry; ARGV: qa, payload, ttl_ms, max_entries, entry_prefix
+local is_new = redis.call('EXISTS', KEYS[2]) == 0
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl)
+else
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+if is_new then redis.call('RPUSH', KEYS[1], ARGV[1]) end
+local cap = tonumber(ARGV[4])
+if cap > 0 then
+  while redis.call('LLEN', KEYS[1]) > cap do
+    redis.call('DEL', ARGV[5] .. redis.call('LPOP', KEYS[1]))
+  end
+end
+if ttl > 0 then
+  for _ = 1, 8 do
+    local head = redis.call('LINDEX', KEYS[1], 0)
+    if not head or redis.call('EXISTS', ARGV[5] .. head) == 1 then break end
+    redis.call('LPOP', KEYS[1])
+  end
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return 1
+"""
+
+_READ = """
+-- KEYS[1] list; ARGV: start, entry_prefix
+local ids = redis.call('LRANGE', KEYS[1], tonumber(ARGV[1]), -1)
+if #ids == 0 then return {} end
+local keys = {}
+for i, id in ipairs(ids) do keys[i] = ARGV[2] .. id end
+local out = {}
+for _, v in ipairs(redis.call('MGET', unpack(keys))) do
+  if v then out[#out + 1] = v end
+end
+return out
+"""
+
+_DELETE = """
+-- KEYS[1] list; ARGV: entry_prefix
+local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+local n = 0
+for _, id in ipairs(ids) do n = n + redis.call('DEL', ARGV[1] .. id) end
+redis.call('DEL', KEYS[1])
+return n
+"""
+
+
+def _enc(value: object) -> str:
+    raw = json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _dec(text: str) -> Any:
+    return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+
+
+class RedisBackend:
+    """Session entries in Redis (``redis://host:port/db``).
+
+    The constructor validates and does no I/O; it connects on first use.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str | None = None,
+        ttl: float | None = None,
+        max_entries: int | None = None,
+        stream_maxlen: int = 100_000,
+        client: Any = None,
+    ) -> None:
+        try:
+            import redis
+        except ImportError as exc:  # pragma: no cover - exercised without the extra
+            from ..errors import ConfigurationError
+
+            raise ConfigurationError(
+                "the Redis backend needs the redis client: pip install 'feedback-plugin[redis]'"
+            ) from exc
+        self.url = url
+        self.namespace = namespace
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.stream_maxlen = stream_maxlen
+        self._redis = redis
+        self._client = client
+        self._prefix = f"fp:{_enc(namespace)}:"
+        self.changes_key = self._prefix + "changes"
+        self._scripts: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self.url!r}, namespace={self.namespace!r})"
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._redis.Redis.from_url(
+                self.url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5,
+                health_check_interval=30,
+            )
+        return self._client
+
+    def _script(self, name: str, source: str) -> Any:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self.client.register_script(source)
+        return script
+
+    # -- keys -------------------------------------------------------------
+
+    def _list_key(self, key: SessionKey) -> str:
+        return f"{self._prefix}l:{_enc(list(key))}"
+
+    def _entry_prefix(self, key: SessionKey) -> str:
+        return f"{self._prefix}e:{_enc(list(key))}:"
+
+    @property
+    def _ttl_ms(self) -> int:
+        return 0 if self.ttl is None else max(int(self.ttl * 1000), 1)
+
+    # -- protocol ---------------------------------------------------------
+
+    def append(self, items: Sequence[Item]) -> None:
+        script = self._script("append", _APPEND)
+        pipe = self.client.pipeline(transaction=True)
+        for key, qa_id, payload in items:
+            prefix, qa = self._entry_prefix(key), _enc(qa_id)
+            script(
+                keys=[self._list_key(key), prefix + qa],
+                args=[qa, payload, self._ttl_ms, self.max_entries or 0, prefix],
+                client=pipe,
+            )
+        pipe.execute()
+
+    def read(self, key: SessionKey, last_n: int | None = None) -> list[str]:
+        start = 0 if last_n is None else -last_n
+        result: list[str] = self._script("read", _READ)(
+            keys=[self._list_key(key)], args=[start, self._entry_prefix(key)]
+        )
+        return result
+
+    def get(self, key: SessionKey, qa_id: str) -> str | None:
+        payload: str | None = self.client.get(self._entry_prefix(key) + _enc(qa_id))
+        return payload
+
+    def update(self, key: SessionKey, qa_id: str, change: Callable[[str], str]) -> str | None:
+        entry_key = self._entry_prefix(key) + _enc(qa_id)
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(entry_key)
+                    payload = pipe.get(entry_key)
+                    if payload is None:
+                        pipe.unwatch()
+                        return None
+                    new = change(payload)
+                    pipe.multi()
+                    pipe.set(entry_key, new, keepttl=True)
+                    pipe.xadd(
+                        self.changes_key,
+                        {"k": _enc(list(key)), "p": new},
+                        maxlen=self.stream_maxlen,
+                        approximate=True,
+                    )
+                    pipe.execute()
+                    return new
+                except self._redis.WatchError:
+                    continue
+
+    def delete_session(self, key: SessionKey) -> int:
+        removed: int = self._script("delete", _DELETE)(
+            keys=[self._list_key(key)], args=[self._entry_prefix(key)]
+        )
+        return removed
+
+    def scan(self) -> Iterator[tuple[SessionKey, str]]:
+        client = self.client
+        pattern = f"{self._prefix}e:*"  # the prefix is base64url: no glob characters
+        batch: list[str] = []
+        for name in client.scan_iter(match=pattern, count=1000):
+            batch.append(name)
+            if len(batch) >= 500:
+                yield from self._fetch(batch)
+                batch = []
+        if batch:
+            yield from self._fetch(batch)
+
+    def _fetch(self, names: list[str]) -> Iterator[tuple[SessionKey, str]]:
+        start = len(self._prefix) + 2
+        for name, payload in zip(names, self.client.mget(names)):
+            if payload is not None:
+                user, session_id = _dec(name[start:].partition(":")[0])
+                yield (user, session_id), payload
+
+    # -- change feed (positive memory) -------------------------------------
+
+    def feed_position(self) -> str:
+        """The id of the newest change, to read changes after it later."""
+        last = self.client.xrevrange(self.changes_key, count=1)
+        return str(last[0][0]) if last else "0-0"
+
+    def changes_since(self, position: str) -> tuple[str, list[str]] | None:
+        """Payloads changed after ``position``, and the new position.
+
+        ``None`` when ``position`` was trimmed from the stream: changes may
+        be missing, and the reader must rebuild from a scan.
+        """
+        out: list[str] = []
+        checked = position == "0-0"
+        while True:
+            reply = self.client.xread({self.changes_key: position}, count=10_000)
+            if not reply:
+                return position, out
+            if not checked:
+                checked = True
+                first = self.client.xrange(self.changes_key, count=1)
+                if first and _older(position, first[0][0]):
+                    return None
+            messages = reply[0][1]
+            out.extend(fields["p"] for _, fields in messages)
+            position = messages[-1][0]
+            if len(messages) < 10_000:
+                return position, out
+
+    def drop(self) -> int:
+        """Delete every key of this namespace (tests, resets); return how many went."""
+        client, removed = self.client, 0
+        batch: list[str] = []
+        for name in client.scan_iter(match=self._prefix + "*", count=1000):
+            batch.append(name)
+            if len(batch) >= 500:
+                removed += client.delete(*batch)
+                batch = []
+        if batch:
+            removed += client.delete(*batch)
+        return removed
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+            self._scripts.clear()
+
+
+def _older(a: str, b: str) -> bool:
+    """Whether stream id ``a`` is older than ``b``."""
+    ams, _, aseq = a.partition("-")
+    bms, _, bseq = b.partition("-")
+    return (int(ams), int(aseq or 0)) < (int(bms), int(bseq or 0))
