@@ -397,6 +397,17 @@ class SessionStore:
         self._notify(SessionQAEntry.model_validate_json(new))
         return True
 
+    def list_sessions(self, *, user: str | None = None) -> list[str]:
+        """This user's session ids, oldest session first."""
+        user = check_user(user)
+        names: list[str] = self._io("list_sessions", self._sessions, user)
+        return names
+
+    def _sessions(self, user: str | None) -> list[str]:
+        if self._writer:
+            self._writer.flush()
+        return self.backend.sessions(user)
+
     def delete_session(self, session_id: str, *, user: str | None = None) -> int:
         """Remove a session and all its turns for this user; return how many turns went."""
         check_id(session_id)

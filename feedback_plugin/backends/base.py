@@ -50,6 +50,9 @@ class Backend(Protocol):
         the read and the write, across threads and processes.
         """
 
+    def sessions(self, user: str | None) -> list[str]:
+        """Session ids this user has turns in, oldest session first."""
+
     def delete_session(self, key: SessionKey) -> int:
         """Remove a session and all its entries; return how many were removed."""
 

@@ -9,6 +9,10 @@ can collide with another or act as a pattern::
     [ns, "m", user, session]          -> "first next"   the session's sequence window
     [ns, "e", user, session, seq]     -> payload        one entry, at its position
     [ns, "q", user, session, qa_id]   -> seq            where an entry lives
+    [ns, "u", user]                   -> JSON list      the user's session ids
+
+The user's session list is rewritten only when a session starts, so its
+cost grows with the number of sessions, never with the number of turns.
 
 Appending writes one ``e`` and one ``q`` key and rewrites the small ``m``
 key, so a write costs the same at the 10th and the 10,000th turn; reading
@@ -106,6 +110,9 @@ class DiskBackend:
     def _qa_key(self, key: SessionKey, qa_id: str) -> str:
         return _dumps([self.namespace, "q", key[0], key[1], qa_id])
 
+    def _user_key(self, user: str | None) -> str:
+        return _dumps([self.namespace, "u", user])
+
     def _window(self, cache: diskcache.Cache, meta_key: str) -> tuple[int, int]:
         meta = cache.get(meta_key)
         if meta is None:
@@ -124,6 +131,8 @@ class DiskBackend:
                 window = windows.get(key)
                 if window is None:
                     window = self._window(cache, self._meta_key(key))
+                    if window == (0, 0):
+                        self._add_session(cache, key)
                 first, nxt = window
                 qa_key = self._qa_key(key, qa_id)
                 seq = cache.get(qa_key)
@@ -134,6 +143,18 @@ class DiskBackend:
                 windows[key] = (self._trim(cache, key, first, nxt), nxt)
             for key, (first, nxt) in windows.items():
                 cache.set(self._meta_key(key), f"{first} {nxt}", expire=ttl)
+
+    def _add_session(self, cache: diskcache.Cache, key: SessionKey) -> None:
+        user_key = self._user_key(key[0])
+        names: list[str] = json.loads(cache.get(user_key, "[]"))
+        if key[1] not in names:
+            names.append(key[1])
+            cache.set(user_key, _dumps(names))
+
+    def sessions(self, user: str | None) -> list[str]:
+        cache = self.cache
+        names: list[str] = json.loads(cache.get(self._user_key(user), "[]"))
+        return [n for n in names if self._meta_key((user, n)) in cache]
 
     def _trim(self, cache: diskcache.Cache, key: SessionKey, first: int, nxt: int) -> int:
         """Evict beyond ``max_entries`` and skip expired heads; return the new ``first``."""
@@ -198,6 +219,11 @@ class DiskBackend:
                     cache.delete(self._qa_key(key, json.loads(payload)["qa_id"]))
                     removed += 1
             cache.delete(meta_key)
+            user_key = self._user_key(key[0])
+            names = json.loads(cache.get(user_key, "[]"))
+            if key[1] in names:
+                names.remove(key[1])
+                cache.set(user_key, _dumps(names))
         return removed
 
     def scan(self) -> Iterator[tuple[SessionKey, str]]:

@@ -7,6 +7,7 @@ so no session id can reach another key or act as a glob pattern::
 
     fp:{ns}:l:{sk}          LIST of encoded qa ids: the session's order
     fp:{ns}:e:{sk}:{qa}     STRING: one entry's payload (its own TTL)
+    fp:{ns}:u:{user}        ZSET of the user's encoded session keys, by start time
     fp:{ns}:changes         STREAM of feedback changes (for positive memory)
 
 where ``{ns}`` encodes the namespace, ``{sk}`` the ``(user, session_id)`` key
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -39,7 +41,11 @@ from .base import Item, SessionKey
 __all__ = ["RedisBackend"]
 
 _APPEND = """
--- KEYS[1] list, KEYS[2] entry; ARGV: qa, payload, ttl_ms, max_entries, entry_prefix
+-- KEYS[1] list, KEYS[2] entry, KEYS[3] user's sessions
+-- ARGV: qa, payload, ttl_ms, max_entries, entry_prefix, session key, now
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZADD', KEYS[3], 'NX', tonumber(ARGV[7]), ARGV[6])
+end
 local is_new = redis.call('EXISTS', KEYS[2]) == 0
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
@@ -79,11 +85,12 @@ return out
 """
 
 _DELETE = """
--- KEYS[1] list; ARGV: entry_prefix
+-- KEYS[1] list, KEYS[2] user's sessions; ARGV: entry_prefix, session key
 local ids = redis.call('LRANGE', KEYS[1], 0, -1)
 local n = 0
 for _, id in ipairs(ids) do n = n + redis.call('DEL', ARGV[1] .. id) end
 redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
 return n
 """
 
@@ -158,6 +165,9 @@ class RedisBackend:
     def _entry_prefix(self, key: SessionKey) -> str:
         return f"{self._prefix}e:{_enc(list(key))}:"
 
+    def _user_key(self, user: str | None) -> str:
+        return f"{self._prefix}u:{_enc(user)}"
+
     @property
     def _ttl_ms(self) -> int:
         return 0 if self.ttl is None else max(int(self.ttl * 1000), 1)
@@ -167,11 +177,13 @@ class RedisBackend:
     def append(self, items: Sequence[Item]) -> None:
         script = self._script("append", _APPEND)
         pipe = self.client.pipeline(transaction=True)
-        for key, qa_id, payload in items:
+        now = time.time()
+        for i, (key, qa_id, payload) in enumerate(items):
             prefix, qa = self._entry_prefix(key), _enc(qa_id)
             script(
-                keys=[self._list_key(key), prefix + qa],
-                args=[qa, payload, self._ttl_ms, self.max_entries or 0, prefix],
+                keys=[self._list_key(key), prefix + qa, self._user_key(key[0])],
+                args=[qa, payload, self._ttl_ms, self.max_entries or 0, prefix,
+                      _enc(list(key)), now + i * 1e-6],
                 client=pipe,
             )
         pipe.execute()
@@ -213,9 +225,20 @@ class RedisBackend:
 
     def delete_session(self, key: SessionKey) -> int:
         removed: int = self._script("delete", _DELETE)(
-            keys=[self._list_key(key)], args=[self._entry_prefix(key)]
+            keys=[self._list_key(key), self._user_key(key[0])],
+            args=[self._entry_prefix(key), _enc(list(key))],
         )
         return removed
+
+    def sessions(self, user: str | None) -> list[str]:
+        client = self.client
+        encoded = client.zrange(self._user_key(user), 0, -1)
+        if not encoded:
+            return []
+        pipe = client.pipeline(transaction=False)
+        for sk in encoded:
+            pipe.exists(f"{self._prefix}l:{sk}")
+        return [_dec(sk)[1] for sk, alive in zip(encoded, pipe.execute()) if alive]
 
     def scan(self) -> Iterator[tuple[SessionKey, str]]:
         client = self.client
