@@ -112,7 +112,9 @@ class SessionStore:
     ) -> None:
         if namespace is not None and (not isinstance(namespace, str) or not namespace):
             raise ConfigurationError("namespace must be a non-empty string or None")
-        if ttl is not None and (isinstance(ttl, bool) or not ttl > 0):
+        if ttl is not None and (
+            isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0
+        ):
             raise ConfigurationError(f"ttl must be a positive number of seconds, got {ttl!r}")
         if max_entries is not None and (type(max_entries) is not int or max_entries < 1):
             raise ConfigurationError(f"max_entries must be an int >= 1, got {max_entries!r}")
@@ -131,6 +133,7 @@ class SessionStore:
         self._writer: WriteBehind[Item] = WriteBehind(
             self.backend.append, interval=flush_interval
         )
+        _open_writers.add(self._writer)  # flushed at exit even if this store is dropped
         self._listeners: list[ChangeListener] = []
         self._memory: MemoryIndex | None = None
         self._feed_position: str | None = None
@@ -174,6 +177,29 @@ class SessionStore:
             index.rebuild(self._scan)
             self._feed_position = position
         return index
+
+    def refresh_memory(self, session_id: str, qa_id: str, *, user: str | None = None) -> None:
+        """Bring one turn's memory-index row in line with the store (a stale hit).
+
+        With a shared index the row is rewritten inside a backend transaction,
+        so a rating changed by another process at the same moment cannot be
+        undone by this repair.
+        """
+        memory, key = self.memory, (user, session_id)
+        if hasattr(self.backend, "changes_since"):  # per-process index: the feed corrects races
+            payload = self.backend.get(key, qa_id)
+            if payload is None:
+                memory.forget(user, session_id, qa_id)
+            else:
+                memory.apply(SessionQAEntry.model_validate_json(payload))
+            return
+
+        def same(payload: str) -> str:
+            memory.apply(SessionQAEntry.model_validate_json(payload))
+            return payload
+
+        if self.backend.update(key, qa_id, same) is None:
+            memory.forget(user, session_id, qa_id)
 
     def _make_backend(self, location: str) -> Backend:
         if location.startswith(_REDIS_SCHEMES):
@@ -284,8 +310,10 @@ class SessionStore:
         return [SessionQAEntry.model_validate_json(p) for p in payloads]
 
     def _read(self, key: SessionKey, last_n: int | None) -> list[str]:
-        if self._writer:
-            self._writer.flush()
+        # Always flush, even with an empty queue: flush() waits for a batch the
+        # writer thread has taken off the queue but not yet written
+        # (read-your-writes).
+        self._writer.flush()
         return self.backend.read(key, last_n)
 
     def get_entry(
@@ -299,8 +327,7 @@ class SessionStore:
         return None if payload is None else SessionQAEntry.model_validate_json(payload)
 
     def _get(self, key: SessionKey, qa_id: str) -> str | None:
-        if self._writer:
-            self._writer.flush()
+        self._writer.flush()
         return self.backend.get(key, qa_id)
 
     def iter_entries(self) -> Iterator[SessionQAEntry]:
@@ -384,8 +411,7 @@ class SessionStore:
             return changed.model_dump_json()
 
         try:
-            if self._writer:
-                self._writer.flush()
+            self._writer.flush()
             if shared:
                 memory.ensure_built(self._scan)
             new = self.backend.update((user, session_id), qa_id, apply)
@@ -404,8 +430,7 @@ class SessionStore:
         return names
 
     def _sessions(self, user: str | None) -> list[str]:
-        if self._writer:
-            self._writer.flush()
+        self._writer.flush()
         return self.backend.sessions(user)
 
     def delete_session(self, session_id: str, *, user: str | None = None) -> int:
@@ -415,8 +440,7 @@ class SessionStore:
         return int(self._io("delete_session", self._delete, (user, session_id)))
 
     def _delete(self, key: SessionKey) -> int:
-        if self._writer:
-            self._writer.flush()
+        self._writer.flush()
         return self.backend.delete_session(key)
 
     # -- listeners -------------------------------------------------------------
@@ -447,6 +471,9 @@ class SessionStore:
 
 
 _open_stores: weakref.WeakSet[SessionStore] = weakref.WeakSet()
+# A writer outlives its store while its thread runs (the thread holds it), so a
+# store dropped right after record() still has its queued turns written at exit.
+_open_writers: weakref.WeakSet[WriteBehind[Item]] = weakref.WeakSet()
 _registry_lock = threading.Lock()
 
 
@@ -456,6 +483,11 @@ def _flush_all_at_exit() -> None:
             store.close()
         except Exception:
             log.exception("feedback_plugin: turns still queued in %r were lost at exit", store)
+    for writer in list(_open_writers):  # also waits for a batch its thread has in flight
+        try:
+            writer.close()
+        except Exception:
+            log.exception("feedback_plugin: %d queued turns were lost at exit", len(writer))
 
 
 def _reset_after_fork() -> None:

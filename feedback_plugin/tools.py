@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.tools import BaseTool, BaseToolkit
+from langchain_core.tools import BaseTool, BaseToolkit, ToolException
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from .errors import FeedbackPluginError
@@ -48,13 +48,19 @@ class _FeedbackTool(BaseTool):
         return session_id or self.session_id
 
     def _guard(self, fn: Any, *args: Any, **kwargs: Any) -> str:
+        """Run ``fn``; turn any failure into a ToolException, which LangChain hands the
+        agent as the message text with ``status="error"`` (``handle_tool_error=True``)."""
         try:
             result: str = fn(*args, **kwargs)
             return result
+        except ToolException:
+            raise
         except (FeedbackPluginError, ValueError, TypeError) as exc:
-            return f"Error: {exc}"
+            raise ToolException(f"Error: {exc}") from exc
         except Exception as exc:  # the store is down: tell the agent, keep the loop alive
-            return f"Error: the feedback store failed ({type(exc).__name__}: {exc})"
+            raise ToolException(
+                f"Error: the feedback store failed ({type(exc).__name__}: {exc})"
+            ) from exc
 
 
 class AddFeedbackInput(BaseModel):
@@ -102,12 +108,12 @@ class AddFeedbackTool(_FeedbackTool):
     ) -> str:
         session = self._session(session_id)
         if session is None:
-            return "Error: no session_id: pass the session of the turn"
+            raise ToolException("Error: no session_id: pass the session of the turn")
         ok = self.store.add_feedback(
             session, qa_id, text, score, user=self.user, correction=correction
         )
         if not ok:
-            return f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)"
+            raise ToolException(f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)")
         return f"Feedback saved for turn {qa_id}."
 
 
@@ -132,9 +138,9 @@ class ClearFeedbackTool(_FeedbackTool):
     def _clear(self, qa_id: str, session_id: str | None) -> str:
         session = self._session(session_id)
         if session is None:
-            return "Error: no session_id: pass the session of the turn"
+            raise ToolException("Error: no session_id: pass the session of the turn")
         if not self.store.delete_feedback(session, qa_id, user=self.user):
-            return f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)"
+            raise ToolException(f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)")
         return f"Feedback cleared for turn {qa_id}."
 
 
@@ -150,7 +156,7 @@ class SearchPositiveMemoryTool(_FeedbackTool):
     )
     args_schema: type[BaseModel] = SearchInput
     k: int = 4
-    min_score: int = 4
+    min_score: StrictInt = 4  # strict: True, 4.0, "4" are refused, as for a rating
 
     def _run(self, query: str, **_: Any) -> str:
         return self._guard(self._search, query)
@@ -188,7 +194,7 @@ class FeedbackToolkit(BaseToolkit):
     session_id: str | None = None
     user: str | None = None
     k: int = 4
-    min_score: int = 4
+    min_score: StrictInt = 4  # strict: True, 4.0, "4" are refused, as for a rating
 
     def model_post_init(self, context: Any) -> None:
         from .store import SessionStore

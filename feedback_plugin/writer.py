@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
@@ -52,6 +51,7 @@ class WriteBehind(Generic[T]):
     def _reset(self) -> None:
         self._items: deque[T] = deque()
         self._wake = threading.Event()
+        self._stop = threading.Event()  # set by close(): cuts the gathering pause short
         self._write_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -91,6 +91,7 @@ class WriteBehind(Generic[T]):
     def close(self) -> None:
         """Stop the thread and write what is left (raises if the backend fails)."""
         self._closed = True
+        self._stop.set()
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -108,6 +109,7 @@ class WriteBehind(Generic[T]):
                 self._reset()
             if self._thread is None:
                 self._closed = False
+                self._stop.clear()
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
 
@@ -117,8 +119,10 @@ class WriteBehind(Generic[T]):
             self._wake.wait()
             if self._closed:
                 return
-            time.sleep(max(self.interval, backoff))
+            self._stop.wait(max(self.interval, backoff))
             self._wake.clear()
+            if self._closed:  # close() may have set _wake before the clear: it flushes
+                return
             try:
                 self.flush()
                 backoff = 0.0

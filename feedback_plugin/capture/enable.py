@@ -17,7 +17,7 @@ runnable so that those keys are copied into metadata before any run starts.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -98,18 +98,23 @@ def enabled(
         _scoped.reset(token)
 
 
-class _ConfigurableSession(RunnableBinding[Any, Any]):
-    """Copies session keys from ``configurable`` into ``metadata`` on every call."""
+def _session_copier(keys: tuple[str, ...]) -> Callable[[RunnableConfig], RunnableConfig]:
+    """A config factory copying session keys from ``configurable`` into ``metadata``.
 
-    session_keys: Sequence[str] = (*SESSION_KEYS, "user_id")
+    A config factory (not a ``RunnableBinding`` subclass field) so that
+    ``.with_config()``, ``.bind()``, ``.with_types()``, ``.with_retry()`` and
+    ``.with_listeners()`` on the wrapped runnable keep the keys.
+    """
 
-    def _merge_configs(self, *configs: RunnableConfig | None) -> RunnableConfig:
-        config = super()._merge_configs(*configs)
+    def copy_session(config: RunnableConfig) -> RunnableConfig:
         configurable = config.get("configurable") or {}
-        found = {k: configurable[k] for k in self.session_keys if k in configurable}
-        if found:
-            config["metadata"] = {**found, **(config.get("metadata") or {})}
-        return config
+        found = {k: configurable[k] for k in keys if k in configurable}
+        if not found:
+            return {}
+        # explicit metadata wins over configurable
+        return {"metadata": {**found, **(config.get("metadata") or {})}}
+
+    return copy_session
 
 
 def with_configurable_session(
@@ -121,5 +126,5 @@ def with_configurable_session(
     ``session_id``, ``thread_id``, ``conversation_id``, ``langfuse_session_id``
     and ``user_id`` unless ``keys`` says otherwise.
     """
-    extra: dict[str, Any] = {} if keys is None else {"session_keys": tuple(keys)}
-    return _ConfigurableSession(bound=runnable, **extra)
+    session_keys = (*SESSION_KEYS, "user_id") if keys is None else tuple(keys)
+    return RunnableBinding(bound=runnable, config_factories=[_session_copier(session_keys)])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
@@ -43,6 +44,8 @@ def _id(value: object) -> str | None:
         return str(value)
     if isinstance(value, str) and value:
         return value
+    if isinstance(value, UUID):
+        return str(value)
     return None
 
 
@@ -92,6 +95,8 @@ def question_from(inputs: Any) -> str:
     """
     if isinstance(inputs, str):
         return inputs
+    if inputs is None:
+        return ""
     if isinstance(inputs, PromptValue):
         inputs = inputs.to_messages()
     if isinstance(inputs, BaseMessage):
@@ -132,6 +137,8 @@ def answer_from(outputs: Any) -> str:
     """
     if isinstance(outputs, str):
         return outputs
+    if outputs is None:  # e.g. a stream abandoned before its first chunk was accounted
+        return ""
     if isinstance(outputs, BaseMessage):
         return _message_text(outputs)
     if isinstance(outputs, LLMResult):

@@ -129,6 +129,10 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
                 turn = self._turns.get(root)
                 if turn is not None:
                     turn.children.append(run_id)
+                    if turn.session_id is None and metadata:
+                        # e.g. with_configurable_session(...) wrapping an inner step only
+                        turn.session_id = session_id_from(metadata, None)
+                        turn.user = user_from(metadata, turn.user)
                 return turn
         self._root_of[run_id] = run_id
         self._turns[run_id] = _Turn(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.example_selectors import BaseExampleSelector
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from ..models import POSITIVE_SCORE
+from ..models import POSITIVE_SCORE, check_score
 from .retriever import search_memory
 
 __all__ = ["PositiveExampleSelector"]
@@ -36,6 +36,13 @@ class PositiveExampleSelector(BaseExampleSelector, BaseModel):
     answer_key: str = "answer"
     examples_session: str = "few-shot-examples"
     """Session that :meth:`add_example` records hand-written examples in."""
+
+    @field_validator("min_score", mode="before")  # before: no lax coercion of True, 4.0, "4"
+    @classmethod
+    def _score(cls, value: int) -> int:
+        checked = check_score(value)
+        assert checked is not None
+        return checked
 
     def _query(self, input_variables: dict[str, Any]) -> str:
         if self.input_key is not None:

@@ -149,20 +149,26 @@ class MemoryIndex:
         self._con, self._pid, self._ready = con, os.getpid(), False
         return con
 
+    def _built_key(self) -> str:
+        # One flag per namespace: stores of several namespaces share the file,
+        # and each one's scan only sees its own namespace.
+        return "built" if self.namespace is None else "built:" + owner_key(self.namespace, None)
+
     def ensure_built(self, scan: Callable[[], Iterable[SessionQAEntry]]) -> None:
         """Index an existing store once (upgrades), then never again."""
         if self._ready:
             return
+        key = self._built_key()
         with self._lock:
             con = self._connect()
-            if con.execute("SELECT 1 FROM meta WHERE key='built'").fetchone() is None:
+            if con.execute("SELECT 1 FROM meta WHERE key=?", (key,)).fetchone() is None:
                 con.execute("BEGIN IMMEDIATE")
                 try:
-                    if con.execute("SELECT 1 FROM meta WHERE key='built'").fetchone() is None:
+                    if con.execute("SELECT 1 FROM meta WHERE key=?", (key,)).fetchone() is None:
                         for entry in scan():
                             if in_memory(entry):
                                 self._upsert(con, entry)
-                        con.execute("INSERT INTO meta VALUES ('built', '1')")
+                        con.execute("INSERT INTO meta VALUES (?, '1')", (key,))
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")

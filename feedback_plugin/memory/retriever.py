@@ -87,24 +87,23 @@ def search_memory(
         query, user=user, limit=pool, min_score=min_score,
         session_id=session_id, since=since, until=until,
     )
+    found = _backed(store, index, hits, user, min_score, metadata_filter)
+    # The index knows no metadata: while the filter leaves fewer than k of a
+    # full pool, widen the pool (else better-matching turns that fail the
+    # filter would hide every turn that passes it).
+    while metadata_filter and len(found) < k and len(hits) == pool:
+        pool *= 4
+        hits = index.search(
+            query, user=user, limit=pool, min_score=min_score,
+            session_id=session_id, since=since, until=until,
+        )
+        found = _backed(store, index, hits, user, min_score, metadata_filter)
     if embeddings is not None:
         seen = {h.row_id for h in hits}
-        hits += [h for h in index.search(
+        found += _backed(store, index, [h for h in index.search(
             "", user=user, limit=SEMANTIC_POOL, min_score=min_score,
             session_id=session_id, since=since, until=until,
-        ) if h.row_id not in seen]
-
-    found: list[tuple[SessionQAEntry, float, int]] = []
-    for hit in hits:
-        entry = store.get_entry(hit.session_id, hit.qa_id, user=user)
-        if entry is None or not _remembered(entry, min_score):
-            index.forget(user, hit.session_id, hit.qa_id)  # the store no longer backs it
-            continue
-        if metadata_filter and any(
-            entry.metadata.get(key, _MISSING) != value for key, value in metadata_filter.items()
-        ):
-            continue
-        found.append((entry, hit.relevance, hit.row_id))
+        ) if h.row_id not in seen], user, min_score, metadata_filter)
 
     if embeddings is not None and found:
         found = _semantic(embeddings, index, query, found)
@@ -114,6 +113,29 @@ def search_memory(
 
 
 _MISSING = object()
+
+
+def _backed(
+    store: SessionStore,
+    index: Any,
+    hits: list[Any],
+    user: str | None,
+    min_score: int,
+    metadata_filter: Mapping[str, Any] | None,
+) -> list[tuple[SessionQAEntry, float, int]]:
+    """The hits the store still backs (re-read, so never stale) that pass the filter."""
+    found: list[tuple[SessionQAEntry, float, int]] = []
+    for hit in hits:
+        entry = store.get_entry(hit.session_id, hit.qa_id, user=user)
+        if entry is None or not _remembered(entry, min_score):
+            store.refresh_memory(hit.session_id, hit.qa_id, user=user)  # a stale row
+            continue
+        if metadata_filter and any(
+            entry.metadata.get(key, _MISSING) != value for key, value in metadata_filter.items()
+        ):
+            continue
+        found.append((entry, hit.relevance, hit.row_id))
+    return found
 
 
 def _semantic(
@@ -191,7 +213,7 @@ class PositiveMemoryRetriever(BaseRetriever):
             raise ValueError("k must be >= 1")
         return value
 
-    @field_validator("min_score")
+    @field_validator("min_score", mode="before")  # before: no lax coercion of True, 4.0, "4"
     @classmethod
     def _score(cls, value: int) -> int:
         checked = check_score(value)
