@@ -13,6 +13,7 @@ feedback_plugin.errors.InvalidFeedbackError: feedback_score must be an int from 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -76,6 +77,26 @@ class SessionQAEntry(BaseModel):
         if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
+
+    def to_json(self) -> str:
+        """The stored form: JSON text that is always valid UTF-8.
+
+        >>> SessionQAEntry.from_json(SessionQAEntry(qa_id="q", session_id="\\ud800",
+        ...     question="", answer="").to_json()).session_id == "\\ud800"
+        True
+        """
+        try:
+            return self.model_dump_json()
+        except ValueError:  # lone surrogates: escape them, as json does
+            return json.dumps(self.model_dump(mode="json"), ensure_ascii=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SessionQAEntry:
+        """Parse what :meth:`to_json` wrote."""
+        try:
+            return cls.model_validate_json(text)
+        except ValueError:
+            return cls.model_validate(json.loads(text))
 
     @property
     def is_rated(self) -> bool:

@@ -171,7 +171,7 @@ class SessionStore:
                 if caught_up is not None:
                     self._feed_position, payloads = caught_up
                     for payload in payloads:
-                        index.apply(SessionQAEntry.model_validate_json(payload))
+                        index.apply(SessionQAEntry.from_json(payload))
                     return index
             position = self.backend.feed_position()  # type: ignore[attr-defined]
             index.rebuild(self._scan)
@@ -191,11 +191,11 @@ class SessionStore:
             if payload is None:
                 memory.forget(user, session_id, qa_id)
             else:
-                memory.apply(SessionQAEntry.model_validate_json(payload))
+                memory.apply(SessionQAEntry.from_json(payload))
             return
 
         def same(payload: str) -> str:
-            memory.apply(SessionQAEntry.model_validate_json(payload))
+            memory.apply(SessionQAEntry.from_json(payload))
             return payload
 
         if self.backend.update(key, qa_id, same) is None:
@@ -259,10 +259,12 @@ class SessionStore:
             user_id=user,
             metadata=dict(metadata or {}),
         )
-        item: Item = ((user, session_id), qa_id, entry.model_dump_json())
+        item: Item = ((user, session_id), qa_id, entry.to_json())
         if wait or (wait is None and not self.write_behind):
             self._io("record", self._write_now, [item])
         else:
+            if _exit_hook_pid != os.getpid():
+                _install_child_exit_hook()
             self._writer.put(item)
         return entry
 
@@ -307,7 +309,7 @@ class SessionStore:
         if last_n == 0:
             return []
         payloads = self._io("get_session", self._read, (user, session_id), last_n)
-        return [SessionQAEntry.model_validate_json(p) for p in payloads]
+        return [SessionQAEntry.from_json(p) for p in payloads]
 
     def _read(self, key: SessionKey, last_n: int | None) -> list[str]:
         # Always flush, even with an empty queue: flush() waits for a batch the
@@ -324,7 +326,7 @@ class SessionStore:
         check_id(qa_id, "qa_id")
         user = check_user(user)
         payload = self._io("get_entry", self._get, (user, session_id), qa_id)
-        return None if payload is None else SessionQAEntry.model_validate_json(payload)
+        return None if payload is None else SessionQAEntry.from_json(payload)
 
     def _get(self, key: SessionKey, qa_id: str) -> str | None:
         self._writer.flush()
@@ -337,7 +339,7 @@ class SessionStore:
 
     def _scan(self) -> Iterator[SessionQAEntry]:
         for _key, payload in self.backend.scan():
-            yield SessionQAEntry.model_validate_json(payload)
+            yield SessionQAEntry.from_json(payload)
 
     # -- feedback --------------------------------------------------------------
 
@@ -405,10 +407,10 @@ class SessionStore:
         memory = self.memory
 
         def apply(payload: str) -> str:
-            changed = SessionQAEntry.model_validate_json(payload).model_copy(update=changes)
+            changed = SessionQAEntry.from_json(payload).model_copy(update=changes)
             if shared:
                 memory.apply(changed)
-            return changed.model_dump_json()
+            return changed.to_json()
 
         try:
             self._writer.flush()
@@ -420,7 +422,7 @@ class SessionStore:
             return False
         if new is None:
             return False
-        self._notify(SessionQAEntry.model_validate_json(new))
+        self._notify(SessionQAEntry.from_json(new))
         return True
 
     def list_sessions(self, *, user: str | None = None) -> list[str]:
@@ -488,6 +490,23 @@ def _flush_all_at_exit() -> None:
             writer.close()
         except Exception:
             log.exception("feedback_plugin: %d queued turns were lost at exit", len(writer))
+
+
+_exit_hook_pid = os.getpid()  # atexit covers the importing process
+
+
+def _install_child_exit_hook() -> None:
+    """Flush at the end of a ``multiprocessing`` child too.
+
+    A forked child leaves through ``os._exit``, which skips ``atexit``; its
+    ``multiprocessing`` finalizers still run, so register one there (the child
+    clears the registry it inherited, hence on first use, not at fork time).
+    """
+    global _exit_hook_pid
+    _exit_hook_pid = os.getpid()
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        mp_util.Finalize(None, _flush_all_at_exit, exitpriority=0)
 
 
 def _reset_after_fork() -> None:

@@ -95,6 +95,21 @@ def match_query(text: str) -> str | None:
     return " OR ".join(f'"{t}"' for t in seen) or None
 
 
+def _sql(text: str) -> str:
+    """Ids as SQLite can store them: JSON-escaped ASCII (lone surrogates included)."""
+    return json.dumps(text, ensure_ascii=True)
+
+
+def _unsql(text: str) -> str:
+    value: str = json.loads(text)
+    return value
+
+
+def _fts(text: str) -> str:
+    """Text for the full-text index: unencodable characters become U+FFFD."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def owner_key(namespace: str | None, user: str | None) -> str:
     """The index's scope for one user of one store namespace."""
     return json.dumps([namespace, user], ensure_ascii=True)
@@ -203,13 +218,13 @@ class MemoryIndex:
             " question=excluded.question, answer=excluded.answer",
             (
                 owner_key(self.namespace, entry.user_id),
-                entry.session_id,
-                entry.qa_id,
+                _sql(entry.session_id),
+                _sql(entry.qa_id),
                 entry.feedback_score,
                 int(entry.correction is not None),
                 entry.time.timestamp(),
-                entry.question,
-                entry.correction if entry.correction is not None else entry.answer,
+                _fts(entry.question),
+                _fts(entry.correction if entry.correction is not None else entry.answer),
             ),
         )
 
@@ -230,7 +245,7 @@ class MemoryIndex:
     def _delete(self, con: sqlite3.Connection, user: str | None, session_id: str, qa_id: str) -> None:
         con.execute(
             "DELETE FROM turns WHERE owner=? AND session_id=? AND qa_id=?",
-            (owner_key(self.namespace, user), session_id, qa_id),
+            (owner_key(self.namespace, user), _sql(session_id), _sql(qa_id)),
         )
 
     # -- queries -----------------------------------------------------------
@@ -254,7 +269,7 @@ class MemoryIndex:
         args: list[object] = [owner_key(self.namespace, user), min_score]
         if session_id is not None:
             where.append("t.session_id = ?")
-            args.append(session_id)
+            args.append(_sql(session_id))
         if since is not None:
             where.append("t.time >= ?")
             args.append(since.timestamp())
@@ -279,7 +294,7 @@ class MemoryIndex:
                     " ORDER BY rel DESC LIMIT ?",
                     (match, *args, limit),
                 ).fetchall()
-        return [Hit(r[0], r[1], float(r[2]), r[3]) for r in rows]
+        return [Hit(_unsql(r[0]), _unsql(r[1]), float(r[2]), r[3]) for r in rows]
 
     def recent(self, *, user: str | None, limit: int, min_score: int) -> list[Hit]:
         """The most recently recorded remembered turns (candidates for semantic ranking)."""
@@ -313,7 +328,10 @@ class MemoryIndex:
     def rows(self) -> Iterator[tuple[str, str, str]]:
         """``(owner, session_id, qa_id)`` of every indexed turn."""
         with self._lock:
-            yield from self._connect().execute("SELECT owner, session_id, qa_id FROM turns")
+            for owner, session_id, qa_id in self._connect().execute(
+                "SELECT owner, session_id, qa_id FROM turns"
+            ).fetchall():
+                yield owner, _unsql(session_id), _unsql(qa_id)
 
     def close(self) -> None:
         with self._lock:
