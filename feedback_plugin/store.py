@@ -157,8 +157,12 @@ class SessionStore:
 
         A backend with a shared index file (diskcache) needs no catching up;
         one with a change feed (Redis) keeps a per-process index that reads
-        the feed here, before every query.
+        the feed here, before every query. Raises :class:`StoreError` on failure.
         """
+        index: MemoryIndex = self._io("memory", self._ready_memory)
+        return index
+
+    def _ready_memory(self) -> MemoryIndex:
         index = self.memory
         changes_since = getattr(self.backend, "changes_since", None)
         if changes_since is None:

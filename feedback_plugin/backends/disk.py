@@ -24,19 +24,30 @@ own eviction is off: nothing is dropped to save space.
 Retention: ``ttl`` gives every key an expiry (feedback keeps the entry's
 original expiry); ``max_entries`` evicts a session's oldest entries as new
 ones arrive.
+
+Tuning: ``settings`` passes diskcache settings through to ``diskcache.Cache``,
+among them SQLite pragmas as ``sqlite_<pragma>`` (``sqlite_synchronous=2``
+for FULL fsync on every commit, ``sqlite_max_page_count`` to cap the file,
+...). diskcache *stores* settings in the directory's ``Settings`` table and
+applies them to every later connection, also from stores opened without
+them: to undo one, open once with the old value given explicitly.
+``eviction_policy`` cannot be changed (nothing may be evicted silently).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import diskcache
 
+from ..errors import ConfigurationError
 from .base import Item, SessionKey
 
 __all__ = ["DiskBackend"]
@@ -65,7 +76,13 @@ class DiskBackend:
         ttl: float | None = None,
         max_entries: int | None = None,
         timeout: float = 60.0,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
+        settings = dict(settings or {})
+        if settings.get("eviction_policy", "none") != "none":
+            raise ConfigurationError("DiskBackend keeps eviction_policy='none': it never evicts")
+        settings.pop("eviction_policy", None)
+        self.settings = settings
         self.directory = os.fspath(directory)
         self.namespace = namespace
         self.ttl = ttl
@@ -93,8 +110,7 @@ class DiskBackend:
                         self.directory,
                         timeout=self.timeout,
                         eviction_policy="none",
-                        statistics=False,
-                        tag_index=False,
+                        **{"statistics": False, "tag_index": False, **self.settings},
                     )
                 cache = self._cache
         return cache
@@ -227,16 +243,34 @@ class DiskBackend:
         return removed
 
     def scan(self) -> Iterator[tuple[SessionKey, str]]:
+        """Stream every entry of this namespace with one range query.
+
+        Entry keys share the prefix ``[ns,"e",`` so SQLite walks diskcache's
+        key index instead of every key; values are decoded by diskcache's own
+        ``Disk.fetch`` (large ones live in files). A read-only connection of
+        its own keeps the scan off the writers' way (WAL snapshot).
+        """
         cache = self.cache
-        for raw in cache.iterkeys():
-            if not isinstance(raw, str) or not raw.startswith("["):
-                continue
-            parts: list[Any] = json.loads(raw)
-            if len(parts) != 5 or parts[0] != self.namespace or parts[1] != "e":
-                continue
-            payload = cache.get(raw)
-            if payload is not None:
+        prefix = _dumps([self.namespace, "e"])[:-1] + ","
+        upper = prefix[:-1] + "-"  # the character after ","
+        uri = Path(self.directory, diskcache.core.DBNAME).resolve().as_uri() + "?mode=ro"
+        con = sqlite3.connect(uri, uri=True, timeout=self.timeout)
+        try:
+            rows = con.execute(
+                "SELECT key, mode, filename, value FROM Cache"
+                " WHERE key >= ? AND key < ? AND raw = 1"
+                " AND (expire_time IS NULL OR expire_time > ?)",
+                (prefix, upper, time.time()),
+            )
+            for key, mode, filename, value in rows:
+                parts = json.loads(key)
+                try:
+                    payload = cache.disk.fetch(mode, filename, value, False)
+                except OSError:  # its file went with an eviction since the query began
+                    continue
                 yield (parts[2], parts[3]), payload
+        finally:
+            con.close()
 
     def close(self) -> None:
         with self._open_lock:

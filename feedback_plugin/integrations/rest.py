@@ -1,0 +1,677 @@
+"""REST API for feedback: a FastAPI router to mount in an app, and a ready app.
+
+Install with ``pip install "feedback-plugin[web]"``. Mount the router in an
+existing FastAPI app::
+
+    from fastapi import FastAPI
+    from feedback_plugin import SessionStore
+    from feedback_plugin.integrations.rest import ApiKeyAuth, create_router
+
+    app = FastAPI()
+    app.include_router(create_router(SessionStore(), auth=ApiKeyAuth({"s3cret": "alice"})))
+
+or run the ready app (keys from ``FEEDBACK_PLUGIN_API_KEYS``)::
+
+    uvicorn --factory feedback_plugin.integrations.rest:create_app
+
+Endpoints (all under ``/api``, all scoped to the caller's user)::
+
+    GET    /api/sessions?feedback=any|positive|negative|unrated   session summaries
+    GET    /api/turns?session_id=...&last_n=...                   a session's turns
+    GET    /api/turns/{qa_id}?session_id=...                      one turn
+    PUT    /api/turns/{qa_id}/feedback?session_id=...             rate a turn
+    DELETE /api/turns/{qa_id}/feedback?session_id=...             clear its rating
+    GET    /api/memory?q=...&k=...                                positive memory search
+
+Session ids travel in the query string because any string (``/``, ``..``,
+``?``, unicode) is a valid session id; turn ids go in the path, percent-encoded
+(``/`` as ``%2F`` works too). Listing the turns of a session that does not
+exist, or is another user's, gives ``[]``; a single turn gives 404.
+``/api/sessions`` reads every turn of the caller's sessions to count ratings,
+so its cost grows with the caller's number of turns.
+
+Auth: ``Authorization: Bearer <key>``, each key mapped to one user
+(:class:`ApiKeyAuth`). A key acts only on its own user's turns: another
+user's turn answers 404, exactly like a turn that does not exist. A key has
+the scopes ``read`` (GET) and ``feedback`` (PUT/DELETE), both by default.
+Without auth (``auth=None``) the API is open and acts as user ``None``: for
+local demos only.
+
+Status codes: 400 a PUT body that cannot even be read, 401 missing or
+unknown key (with ``WWW-Authenticate: Bearer``), 403 key without the needed
+scope, 404 unknown turn, 422 bad input (score not an int 1..5, score and
+thumbs together, no feedback at all, empty ids), 503 store unavailable.
+Authentication comes first: a request without a valid key gets its 401
+before its body is looked at. Every error body is JSON ``{"detail": ...}``;
+a request that fails changes nothing.
+
+Rating buckets used by ``/api/sessions``: a turn is *positive* when its score
+is >= 4 (what positive memory returns; thumbs up stores 5), *negative* when
+its score is <= 2 (thumbs down stores 1), *unrated* when it has no score, no
+comment and no correction. A turn scored 3, or with only a comment or a
+correction, is in none of the three.
+"""
+
+import hmac
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from hashlib import sha256
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..errors import ConfigurationError, InvalidFeedbackError, InvalidIdError, StoreError
+from ..memory.retriever import search_memory
+from ..models import (
+    MAX_SCORE,
+    MIN_SCORE,
+    NEGATIVE_SCORE,
+    POSITIVE_SCORE,
+    SessionQAEntry,
+    check_feedback,
+    check_score,
+    check_user,
+)
+from ..store import SessionStore
+
+__all__ = ["ApiKeyAuth", "create_app", "create_router"]
+
+log = logging.getLogger("feedback_plugin")
+
+SCOPES = frozenset({"read", "feedback"})
+"""``read``: the GET endpoints; ``feedback``: PUT and DELETE on a turn's feedback."""
+
+POSITIVE_MIN = 4
+"""A turn is positive when its score is at least this (the retriever's default)."""
+NEGATIVE_MAX = 2
+"""A turn is negative when its score is at most this."""
+
+MAX_MEMORY_K = 50
+
+ENV_KEYS = "FEEDBACK_PLUGIN_API_KEYS"
+ENV_KEYS_FILE = "FEEDBACK_PLUGIN_API_KEYS_FILE"
+
+
+# -- auth ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the user every operation is scoped to, and what they may do."""
+
+    user: str | None
+    scopes: frozenset[str]
+
+
+_OPEN = Principal(user=None, scopes=SCOPES)
+
+
+class ApiKeyAuth:
+    """API keys, each mapped to one user and a set of scopes.
+
+    >>> auth = ApiKeyAuth({"k1": "alice", "k2": {"user": "bob", "scopes": ["read"]}})
+    >>> auth.authenticate("k1").user, sorted(auth.authenticate("k1").scopes)
+    ('alice', ['feedback', 'read'])
+    >>> auth.authenticate("k2").scopes
+    frozenset({'read'})
+    >>> auth.authenticate("nope") is None
+    True
+
+    Keys are kept only as SHA-256 digests and compared with
+    :func:`hmac.compare_digest` against every configured key, so the time a
+    lookup takes does not depend on how much of a key was right.
+    """
+
+    def __init__(self, keys: Mapping[str, str | Mapping[str, Any]]) -> None:
+        if not isinstance(keys, Mapping):
+            raise ConfigurationError(f"API keys must be a mapping, got {type(keys).__name__}")
+        if not keys:
+            raise ConfigurationError("no API keys given")
+        entries: list[tuple[bytes, Principal]] = []
+        for key, spec in keys.items():
+            if not isinstance(key, str) or not key.strip() or key != key.strip():
+                raise ConfigurationError(
+                    "an API key must be a non-empty string without surrounding whitespace"
+                )
+            entries.append((_digest(key), _principal(spec)))
+        self._entries: tuple[tuple[bytes, Principal], ...] = tuple(entries)
+
+    def __repr__(self) -> str:  # never shows the keys
+        users = sorted({str(p.user) for _, p in self._entries})
+        return f"ApiKeyAuth({len(self._entries)} keys for users {users})"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def authenticate(self, key: str) -> Principal | None:
+        """The principal a key belongs to, or ``None`` for an unknown key."""
+        digest = _digest(key)
+        found: Principal | None = None
+        for known, principal in self._entries:  # no early exit
+            if hmac.compare_digest(known, digest):
+                found = principal
+        return found
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> "ApiKeyAuth":
+        """Keys from a JSON object: ``{key: user}`` or ``{key: {"user": u, "scopes": [...]}}``."""
+        return cls(_raw_keys_from_file(os.fspath(path)))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ApiKeyAuth | None":
+        """Keys from ``FEEDBACK_PLUGIN_API_KEYS`` and/or ``FEEDBACK_PLUGIN_API_KEYS_FILE``.
+
+        ``FEEDBACK_PLUGIN_API_KEYS`` is ``"key1:alice,key2:bob"`` (both scopes
+        each; a key cannot contain ``:`` or ``,`` there, use the file for
+        that); ``FEEDBACK_PLUGIN_API_KEYS_FILE`` names a JSON file (see
+        :meth:`from_file`). When both are set their keys are merged. Returns
+        ``None`` when neither is set; a variable that is set but holds no key
+        is a :class:`ConfigurationError` (the API never opens by mistake).
+        """
+        env = os.environ if environ is None else environ
+        inline = env.get(ENV_KEYS)
+        file = env.get(ENV_KEYS_FILE)
+        if inline is None and file is None:
+            return None
+        keys: dict[str, str | Mapping[str, Any]] = {}
+        if file is not None:
+            if not file.strip():
+                raise ConfigurationError(f"{ENV_KEYS_FILE} is set but empty")
+            keys.update(_raw_keys_from_file(file))
+        if inline is not None:
+            for part in inline.split(","):
+                if not part.strip():
+                    continue
+                key, sep, user = part.strip().partition(":")
+                if not sep or not key.strip() or not user.strip():
+                    raise ConfigurationError(
+                        f"{ENV_KEYS} entries must look like 'key:user', got an entry "
+                        f"of {len(part.strip())} characters without that shape"
+                    )
+                key = key.strip()
+                if key in keys and _principal(keys[key]).user != user.strip():
+                    raise ConfigurationError(f"an API key in {ENV_KEYS} is mapped to two users")
+                keys[key] = user.strip()
+            if not keys:
+                raise ConfigurationError(f"{ENV_KEYS} is set but holds no 'key:user' entry")
+        return cls(keys)
+
+
+def _raw_keys_from_file(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read API keys from {path!r}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{path!r} must hold a JSON object of API keys")
+    return data
+
+
+def _digest(key: str) -> bytes:
+    return sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+def _principal(spec: object) -> Principal:
+    if isinstance(spec, str):
+        return Principal(user=_key_user(spec), scopes=SCOPES)
+    if not isinstance(spec, Mapping):
+        raise ConfigurationError(
+            f"an API key must map to a user name or {{'user': ..., 'scopes': [...]}}, "
+            f"got {type(spec).__name__}"
+        )
+    unknown = set(spec) - {"user", "scopes"}
+    if unknown:
+        raise ConfigurationError(f"unknown API key settings: {sorted(unknown)}")
+    raw_scopes = spec.get("scopes", sorted(SCOPES))
+    if not isinstance(raw_scopes, (list, tuple, set, frozenset)) or not all(
+        isinstance(s, str) for s in raw_scopes
+    ):
+        raise ConfigurationError("scopes must be a list of strings")
+    scopes = frozenset(raw_scopes)
+    if not scopes:
+        raise ConfigurationError("an API key needs at least one scope")
+    if not scopes <= SCOPES:
+        raise ConfigurationError(
+            f"unknown scopes {sorted(scopes - SCOPES)}; known: {sorted(SCOPES)}"
+        )
+    return Principal(user=_key_user(spec.get("user")), scopes=scopes)
+
+
+def _key_user(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError("an API key's user must be a non-empty string")
+    user = check_user(value)
+    assert user is not None
+    return user
+
+
+# -- request and response models ---------------------------------------------
+
+
+class ErrorResponse(BaseModel):
+    """Every error except a 422: ``{"detail": "what went wrong"}``."""
+
+    detail: str
+
+
+class FeedbackRequest(BaseModel):
+    """Feedback on one turn: a score *or* thumbs, and/or a comment and a correction.
+
+    Only the fields given change; at least one must carry something.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: int | None = Field(
+        default=None, ge=MIN_SCORE, le=MAX_SCORE, description="rating 1–5 (an integer)"
+    )
+    thumbs: Literal["up", "down"] | None = Field(
+        default=None, description="thumbs up stores score 5, thumbs down score 1"
+    )
+    text: str | None = Field(default=None, description="free-form comment")
+    correction: str | None = Field(default=None, description="the right answer, if it was wrong")
+
+    @field_validator("score", mode="before")  # before: no lax coercion of True, 3.0, "4"
+    @classmethod
+    def _score(cls, value: object) -> int | None:
+        return check_score(value)
+
+    @model_validator(mode="after")
+    def _one_rating(self) -> "FeedbackRequest":
+        if self.score is not None and self.thumbs is not None:
+            raise ValueError("give score or thumbs, not both")
+        check_feedback(self.text, self.effective_score, self.correction)
+        return self
+
+    @property
+    def effective_score(self) -> int | None:
+        """The score to store: ``score``, or what the thumbs stand for."""
+        if self.thumbs is not None:
+            return POSITIVE_SCORE if self.thumbs == "up" else NEGATIVE_SCORE
+        return self.score
+
+
+class SessionSummary(BaseModel):
+    """One session of the caller and how its turns were rated."""
+
+    session_id: str
+    turns: int = Field(description="number of turns")
+    positive: int = Field(description=f"turns with score >= {POSITIVE_MIN}")
+    negative: int = Field(description=f"turns with score <= {NEGATIVE_MAX}")
+    unrated: int = Field(description="turns with no score, comment or correction")
+    last_time: datetime | None = Field(description="when the newest turn was recorded")
+
+
+class MemoryHit(BaseModel):
+    """A remembered (positively rated or corrected) turn and its relevance to the query."""
+
+    qa_id: str
+    session_id: str
+    question: str
+    answer: str = Field(description="the corrected answer when one was given, else the answer")
+    feedback_score: int | None
+    relevance: float
+
+
+FeedbackFilter = Literal["any", "positive", "negative", "unrated"]
+
+
+# -- the router ----------------------------------------------------------------
+
+_open_warned = False
+_open_warned_lock = threading.Lock()
+
+
+def _warn_open() -> None:
+    global _open_warned
+    with _open_warned_lock:
+        if _open_warned:
+            return
+        _open_warned = True
+    log.warning(
+        "feedback_plugin REST API has no auth: anyone who can reach it reads and rates "
+        "the turns of user None. Set %s for anything but a local demo.",
+        ENV_KEYS,
+    )
+
+
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        400: "the body could not be read (not UTF-8 / not JSON)",
+        401: "missing or unknown API key",
+        403: "the API key lacks the scope this needs",
+        404: "no such turn for this user",
+        503: "the store is unavailable",
+    }
+    return {code: {"model": ErrorResponse, "description": text[code]} for code in codes}
+
+
+@contextmanager
+def _store_errors(where: str) -> Iterator[None]:
+    """Store failures become 503; bad ids or ratings the models let through become 422.
+
+    ``OSError`` and ``sqlite3.Error`` count as store failures too: the memory
+    search can meet them raw (building the index scans the backend directly).
+    """
+    try:
+        yield
+    except (StoreError, OSError, sqlite3.Error) as exc:
+        log.warning("feedback_plugin REST: %s failed: %s: %s", where, type(exc).__name__, exc)
+        raise HTTPException(
+            status_code=503,
+            detail="the feedback store is unavailable, try again later",
+            headers={"Retry-After": "5"},
+        ) from exc
+    except (InvalidIdError, InvalidFeedbackError) as exc:
+        # Only the library's own input errors: a stored payload that fails to
+        # parse (a pydantic ValueError) must stay a server error.
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("query",), "msg": str(exc), "input": None}]
+        ) from exc
+
+
+def _is_unrated(entry: SessionQAEntry) -> bool:
+    return not entry.is_rated and entry.correction is None
+
+
+def _summary(session_id: str, entries: list[SessionQAEntry]) -> SessionSummary:
+    scores = [e.feedback_score for e in entries]
+    return SessionSummary(
+        session_id=session_id,
+        turns=len(entries),
+        positive=sum(1 for s in scores if s is not None and s >= POSITIVE_MIN),
+        negative=sum(1 for s in scores if s is not None and s <= NEGATIVE_MAX),
+        unrated=sum(1 for e in entries if _is_unrated(e)),
+        last_time=max((e.time for e in entries), default=None),
+    )
+
+
+_KEEP: dict[str, Callable[[SessionSummary], bool]] = {
+    "any": lambda s: True,
+    "positive": lambda s: s.positive > 0,
+    "negative": lambda s: s.negative > 0,
+    "unrated": lambda s: s.unrated > 0,
+}
+
+
+def _authenticate(keys: ApiKeyAuth, request: Request) -> Principal:
+    """The caller's principal from ``Authorization: Bearer <key>``, else a 401."""
+    scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(
+            401, "missing API key (Authorization: Bearer <key>)", headers=_UNAUTHORIZED
+        )
+    found = keys.authenticate(token)
+    if found is None:
+        raise HTTPException(401, "unknown API key", headers=_UNAUTHORIZED)
+    return found
+
+
+def _check_scope(who: Principal, scope: str) -> None:
+    if scope not in who.scopes:
+        raise HTTPException(
+            403,
+            f"this API key lacks the {scope!r} scope",
+            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+        )
+
+
+def _auth_first_route(keys: ApiKeyAuth) -> type[APIRoute]:
+    """A route class that answers 401 / 403 before the request body is even parsed.
+
+    FastAPI parses a JSON body before it runs any dependency, so without this a
+    caller with no key would get a 422 for a malformed body instead of a 401.
+    The dependencies still check the key too (and put it in the OpenAPI schema).
+    """
+
+    class AuthFirstRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+            writes = {"PUT", "PATCH", "POST", "DELETE"} & (self.methods or set())
+            scope = "feedback" if writes else "read"
+
+            async def authorized(request: Request) -> Response:
+                _check_scope(_authenticate(keys, request), scope)
+                return await handler(request)
+
+            return authorized
+
+    return AuthFirstRoute
+
+
+def create_router(
+    store: SessionStore, *, auth: ApiKeyAuth | None = None, memory_k: int = 4
+) -> APIRouter:
+    """The feedback endpoints (prefix ``/api``) over ``store``.
+
+    Args:
+        store: where turns and feedback live.
+        auth: the API keys; ``None`` makes the API open, acting as user ``None``
+            (a warning is logged once).
+        memory_k: how many hits ``/api/memory`` returns when ``k`` is not given.
+    """
+    if not isinstance(store, SessionStore):
+        raise TypeError(f"store must be a SessionStore, got {type(store).__name__}")
+    if auth is not None and not isinstance(auth, ApiKeyAuth):
+        raise TypeError(f"auth must be an ApiKeyAuth or None, got {type(auth).__name__}")
+    if type(memory_k) is not int or not 1 <= memory_k <= MAX_MEMORY_K:
+        raise ConfigurationError(f"memory_k must be an int from 1 to {MAX_MEMORY_K}")
+
+    if auth is None:
+        _warn_open()
+
+        def principal() -> Principal:
+            return _OPEN
+
+        auth_codes: tuple[int, ...] = ()
+        route_class: type[APIRoute] = APIRoute
+    else:
+        keys = auth
+        bearer = HTTPBearer(
+            auto_error=False,
+            scheme_name="ApiKey",
+            description="an API key mapped to one user: `Authorization: Bearer <key>`",
+        )
+
+        def principal(  # type: ignore[misc]
+            request: Request,
+            _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        ) -> Principal:
+            return _authenticate(keys, request)
+
+        auth_codes = (401, 403)
+        route_class = _auth_first_route(keys)
+
+    def scoped(scope: str) -> Callable[[Principal], str | None]:
+        def user(who: Annotated[Principal, Depends(principal)]) -> str | None:
+            _check_scope(who, scope)
+            return who.user
+
+        return user
+
+    Reader = Annotated[str | None, Depends(scoped("read"))]
+    Writer = Annotated[str | None, Depends(scoped("feedback"))]
+    SessionId = Annotated[
+        str, Query(min_length=1, description="the session (any non-empty string)")
+    ]
+    QaId = Annotated[str, PathParam(min_length=1, description="the turn's id (percent-encoded)")]
+
+    router = APIRouter(prefix="/api", tags=["feedback"], route_class=route_class)
+
+    def existing(session_id: str, qa_id: str, user: str | None) -> SessionQAEntry:
+        entry = store.get_entry(session_id, qa_id, user=user)
+        if entry is None:
+            raise HTTPException(404, "no such turn")
+        return entry
+
+    def changed(ok: bool, session_id: str, qa_id: str, user: str | None) -> SessionQAEntry:
+        """The entry after a change; 404 if it is gone, 503 if the change failed."""
+        entry = existing(session_id, qa_id, user)
+        if not ok:  # the entry is there, so the store refused the write
+            raise StoreError("the feedback write failed (see the log)")
+        return entry
+
+    @router.get(
+        "/sessions",
+        response_model=list[SessionSummary],
+        summary="List the caller's sessions, filtered by feedback",
+        responses=_responses(*auth_codes, 503),
+    )
+    def list_sessions(
+        user: Reader,
+        feedback: Annotated[
+            FeedbackFilter,
+            Query(
+                description="any: every session; positive / negative / unrated: sessions "
+                f"with at least one turn scored >= {POSITIVE_MIN} / scored <= {NEGATIVE_MAX} "
+                "/ without any feedback"
+            ),
+        ] = "any",
+    ) -> list[SessionSummary]:
+        keep = _KEEP[feedback]
+        out = []
+        with _store_errors("list sessions"):
+            for session_id in store.list_sessions(user=user):
+                summary = _summary(session_id, store.get_session(session_id, user=user))
+                if summary.turns and keep(summary):
+                    out.append(summary)
+        return out
+
+    @router.get(
+        "/turns",
+        response_model=list[SessionQAEntry],
+        summary="A session's turns, oldest first",
+        responses=_responses(*auth_codes, 503),
+    )
+    def list_turns(
+        user: Reader,
+        session_id: SessionId,
+        last_n: Annotated[int | None, Query(ge=0, description="only the newest n turns")] = None,
+    ) -> list[SessionQAEntry]:
+        with _store_errors("get session"):
+            return store.get_session(session_id, user=user, last_n=last_n)
+
+    @router.get(
+        "/turns/{qa_id:path}",
+        response_model=SessionQAEntry,
+        summary="One turn",
+        responses=_responses(*auth_codes, 404, 503),
+    )
+    def get_turn(user: Reader, qa_id: QaId, session_id: SessionId) -> SessionQAEntry:
+        with _store_errors("get turn"):
+            return existing(session_id, qa_id, user)
+
+    @router.put(
+        "/turns/{qa_id:path}/feedback",
+        response_model=SessionQAEntry,
+        summary="Rate a turn (score or thumbs, comment, correction); returns the turn",
+        responses=_responses(400, *auth_codes, 404, 503),
+    )
+    def put_feedback(
+        user: Writer, qa_id: QaId, session_id: SessionId, feedback: FeedbackRequest
+    ) -> SessionQAEntry:
+        with _store_errors("add feedback"):
+            existing(session_id, qa_id, user)
+            ok = store.add_feedback(
+                session_id,
+                qa_id,
+                feedback.text,
+                feedback.effective_score,
+                user=user,
+                correction=feedback.correction,
+            )
+            return changed(ok, session_id, qa_id, user)
+
+    @router.delete(
+        "/turns/{qa_id:path}/feedback",
+        response_model=SessionQAEntry,
+        summary="Clear a turn's feedback (the turn stays); returns the turn",
+        responses=_responses(*auth_codes, 404, 503),
+    )
+    def delete_feedback(user: Writer, qa_id: QaId, session_id: SessionId) -> SessionQAEntry:
+        with _store_errors("delete feedback"):
+            existing(session_id, qa_id, user)
+            ok = store.delete_feedback(session_id, qa_id, user=user)
+            return changed(ok, session_id, qa_id, user)
+
+    @router.get(
+        "/memory",
+        response_model=list[MemoryHit],
+        summary="Search the caller's positive memory",
+        responses=_responses(*auth_codes, 503),
+    )
+    def memory(
+        user: Reader,
+        q: Annotated[str, Query(description="what to look for")],
+        k: Annotated[
+            int | None, Query(ge=1, le=MAX_MEMORY_K, description=f"hits (default {memory_k})")
+        ] = None,
+    ) -> list[MemoryHit]:
+        with _store_errors("search memory"):
+            hits = search_memory(store, q, k=k or memory_k, user=user)
+        return [
+            MemoryHit(
+                qa_id=entry.qa_id,
+                session_id=entry.session_id,
+                question=entry.question,
+                answer=entry.correction if entry.correction is not None else entry.answer,
+                feedback_score=entry.feedback_score,
+                relevance=relevance,
+            )
+            for entry, relevance in hits
+        ]
+
+    return router
+
+
+def create_app(store: SessionStore | None = None, *, auth: ApiKeyAuth | None = None) -> FastAPI:
+    """A FastAPI app serving :func:`create_router` plus ``GET /healthz``.
+
+    ``store`` defaults to ``SessionStore()`` (``$FEEDBACK_PLUGIN_DIR``), closed
+    when the app shuts down; ``auth`` defaults to :meth:`ApiKeyAuth.from_env`
+    (open, with a warning, when no key is configured).
+    """
+    own_store = store is None
+    the_store = SessionStore() if store is None else store
+    the_auth = ApiKeyAuth.from_env() if auth is None else auth
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        try:
+            yield
+        finally:
+            if own_store:
+                the_store.close()
+
+    from .. import __version__
+
+    app = FastAPI(
+        title="feedback_plugin",
+        version=__version__,
+        description="Recorded chat turns and their thumbs / score feedback.",
+        lifespan=lifespan,
+    )
+    app.include_router(create_router(the_store, auth=the_auth))
+
+    @app.get("/healthz", tags=["health"], summary="Liveness probe (no auth)")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
