@@ -170,10 +170,11 @@ class SearchPositiveMemoryTool(_FeedbackTool):
         lines = []
         for i, (entry, _relevance) in enumerate(found, 1):
             answer = entry.correction if entry.correction is not None else entry.answer
+            note = ", corrected answer given by the user" if entry.correction is not None else ""
             lines.append(
                 f"{i}. Q: {entry.question}\n   A: {answer}\n"
                 f"   (qa_id {entry.qa_id}, session {entry.session_id}, "
-                f"score {entry.feedback_score})"
+                f"score {entry.feedback_score}{note})"
             )
         return "\n".join(lines)
 

@@ -57,6 +57,7 @@ class WriteBehind(Generic[T]):
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._closed = False
+        self._failing = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -67,13 +68,24 @@ class WriteBehind(Generic[T]):
             self._start()
         items = self._items
         if len(items) >= self.max_pending:
-            items.popleft()
-            self.dropped += 1
-            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-                log.error("feedback_plugin: store unreachable, %d turns dropped", self.dropped)
+            self._relieve()
         items.append(item)
         if not self._wake.is_set():
             self._wake.set()
+
+    def _relieve(self) -> None:
+        """The queue is full: write it in the caller (back-pressure) while the
+        backend works; drop the oldest turn only while it is failing."""
+        if not self._failing:
+            try:
+                self.flush()
+                return
+            except Exception as exc:
+                log.error("feedback_plugin: store unreachable (%s: %s)", type(exc).__name__, exc)
+        self._items.popleft()
+        self.dropped += 1
+        if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+            log.error("feedback_plugin: store unreachable, %d turns dropped", self.dropped)
 
     def flush(self) -> None:
         """Write every queued item now; raise what the backend raises."""
@@ -86,7 +98,9 @@ class WriteBehind(Generic[T]):
                     self._write(batch)
                 except BaseException:
                     items.extendleft(reversed(batch))
+                    self._failing = True
                     raise
+                self._failing = False
 
     def close(self) -> None:
         """Stop the thread and write what is left (raises if the backend fails)."""

@@ -100,9 +100,12 @@ def index() -> MemoryIndex:
 
 
 def test_match_query_quotes_each_word_lowercased_and_ors_them() -> None:
-    assert match_query("How do I reset my password?") == (
-        '"how" OR "do" OR "i" OR "reset" OR "my" OR "password"'
-    )
+    assert match_query("Resetting MY Password? Now!") == '"resetting" OR "password" OR "now"'
+
+
+def test_match_query_leaves_out_stop_words_unless_nothing_else_is_left() -> None:
+    assert match_query("How do I reset my password?") == '"reset" OR "password"'
+    assert match_query("How do I?") == '"how" OR "do" OR "i"'
 
 
 def test_match_query_deduplicates_terms() -> None:
@@ -111,7 +114,8 @@ def test_match_query_deduplicates_terms() -> None:
 
 def test_match_query_never_passes_fts_syntax_through() -> None:
     q = match_query('AND OR NOT "* ^ NEAR(')
-    assert q == '"and" OR "or" OR "not" OR "near"'
+    assert q == '"not" OR "near"'
+    assert match_query('AND OR "*') == '"and" OR "or"'
     # No operator survives outside quotes: every token between the ORs is a quoted word.
     for part in q.split(" OR "):
         assert part.startswith('"') and part.endswith('"')
@@ -408,3 +412,24 @@ def test_index_file_sits_beside_the_store(store: SessionStore, store_dir: Path) 
             ]
     finally:
         con.close()
+
+
+def test_an_index_of_an_older_layout_is_rebuilt_from_the_store(
+    store: SessionStore, store_dir: Path
+) -> None:
+    from feedback_plugin import PositiveMemoryRetriever
+
+    t = store.record("s1", "How do I reset my password?", "Use the link.", wait=True)
+    assert store.thumbs("s1", t.qa_id, up=True)
+    store.close()
+    con = sqlite3.connect(store_dir / "memory.sqlite3")
+    con.execute("PRAGMA user_version = 1")  # pretend an older release wrote it
+    con.execute("DELETE FROM turns")
+    con.commit()
+    con.close()
+    reopened = SessionStore(store_dir)
+    try:
+        docs = PositiveMemoryRetriever(store=reopened).invoke("password")
+        assert [d.metadata["qa_id"] for d in docs] == [t.qa_id]
+    finally:
+        reopened.close()

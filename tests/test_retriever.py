@@ -365,7 +365,7 @@ def test_time_window(store: SessionStore) -> None:
 def test_min_relevance_drops_weak_matches(store: SessionStore) -> None:
     fill(store)
     strong = turn(store, "s1", "How do I reset my password?", "Settings > Security.")
-    weak = turn(store, "s2", "What about my account?", "Ask support.")
+    weak = turn(store, "s2", "What about my account password?", "Ask support.")
     docs = retriever(store).invoke("reset my password")
     rel = {d.metadata["qa_id"]: d.metadata["relevance"] for d in docs}
     assert rel[strong] > rel[weak]

@@ -22,6 +22,7 @@ predates the index is indexed from a full scan on first use.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -39,10 +40,13 @@ _TERM = re.compile(r"\w+", re.UNICODE)
 MAX_TERMS = 64
 QUESTION_WEIGHT, ANSWER_WEIGHT = 1.0, 0.4
 
+SCHEMA_VERSION = 2
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS turns(
     id INTEGER PRIMARY KEY,
     owner TEXT NOT NULL,
+    tok TEXT NOT NULL,
     session_id TEXT NOT NULL,
     qa_id TEXT NOT NULL,
     score INTEGER,
@@ -54,22 +58,24 @@ CREATE TABLE IF NOT EXISTS turns(
 );
 CREATE INDEX IF NOT EXISTS turns_recent ON turns(owner, time);
 CREATE VIRTUAL TABLE IF NOT EXISTS turns_fts USING fts5(
-    question, answer, content='turns', content_rowid='id',
+    tok, question, answer, content='turns', content_rowid='id',
     tokenize='porter unicode61 remove_diacritics 2'
 );
 CREATE TRIGGER IF NOT EXISTS turns_ai AFTER INSERT ON turns BEGIN
-    INSERT INTO turns_fts(rowid, question, answer) VALUES (new.id, new.question, new.answer);
+    INSERT INTO turns_fts(rowid, tok, question, answer)
+        VALUES (new.id, new.tok, new.question, new.answer);
 END;
 CREATE TRIGGER IF NOT EXISTS turns_ad AFTER DELETE ON turns BEGIN
-    INSERT INTO turns_fts(turns_fts, rowid, question, answer)
-        VALUES ('delete', old.id, old.question, old.answer);
+    INSERT INTO turns_fts(turns_fts, rowid, tok, question, answer)
+        VALUES ('delete', old.id, old.tok, old.question, old.answer);
     DELETE FROM vectors WHERE id = old.id;
 END;
 CREATE TRIGGER IF NOT EXISTS turns_au AFTER UPDATE OF question, answer ON turns
 WHEN old.question IS NOT new.question OR old.answer IS NOT new.answer BEGIN
-    INSERT INTO turns_fts(turns_fts, rowid, question, answer)
-        VALUES ('delete', old.id, old.question, old.answer);
-    INSERT INTO turns_fts(rowid, question, answer) VALUES (new.id, new.question, new.answer);
+    INSERT INTO turns_fts(turns_fts, rowid, tok, question, answer)
+        VALUES ('delete', old.id, old.tok, old.question, old.answer);
+    INSERT INTO turns_fts(rowid, tok, question, answer)
+        VALUES (new.id, new.tok, new.question, new.answer);
     DELETE FROM vectors WHERE id = old.id;
 END;
 CREATE TABLE IF NOT EXISTS vectors(
@@ -78,12 +84,30 @@ CREATE TABLE IF NOT EXISTS vectors(
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+_DROP = """
+DROP TRIGGER IF EXISTS turns_ai; DROP TRIGGER IF EXISTS turns_ad; DROP TRIGGER IF EXISTS turns_au;
+DROP TABLE IF EXISTS turns_fts; DROP TABLE IF EXISTS turns; DROP TABLE IF EXISTS vectors;
+DROP TABLE IF EXISTS meta;
+"""
+
+STOPWORDS = frozenset(
+    "a an and are as at be but by can could do does for from had has have how i if in is it"
+    " its me my of on or our should so than that the their them then there these they this"
+    " to was we were what when where which who why will with would you your".split()
+)
+"""English words too common to rank by: left out of a query unless it has nothing else."""
+
 
 def match_query(text: str) -> str | None:
     """An FTS5 query that ORs the words of ``text``, each quoted; ``None`` if it has none.
 
+    Stop words are left out unless the text has no other word: BM25 gives
+    them next to no weight, yet each one makes the index visit most rows.
+
     >>> match_query("How do I reset my password?")
-    '"how" OR "do" OR "i" OR "reset" OR "my" OR "password"'
+    '"reset" OR "password"'
+    >>> match_query("How do I?")
+    '"how" OR "do" OR "i"'
     >>> match_query("?!") is None
     True
     """
@@ -92,7 +116,13 @@ def match_query(text: str) -> str | None:
         seen.setdefault(term.replace("_", " "), None)
         if len(seen) >= MAX_TERMS:
             break
-    return " OR ".join(f'"{t}"' for t in seen) or None
+    terms = [t for t in seen if t not in STOPWORDS] or list(seen)
+    return " OR ".join(f'"{t}"' for t in terms) or None
+
+
+def owner_token(owner: str) -> str:
+    """One FTS token per owner, so a query visits only that user's rows."""
+    return "o" + hashlib.blake2b(owner.encode(), digest_size=10).hexdigest()
 
 
 def _sql(text: str) -> str:
@@ -160,6 +190,17 @@ class MemoryIndex:
         )
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            if con.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                # An older layout: start over; the index is rebuilt from the store.
+                for statement in filter(str.strip, _DROP.split(";")):
+                    con.execute(statement)
+                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
         con.executescript(_SCHEMA)
         self._con, self._pid, self._ready = con, os.getpid(), False
         return con
@@ -210,14 +251,16 @@ class MemoryIndex:
     # -- writes ------------------------------------------------------------
 
     def _upsert(self, con: sqlite3.Connection, entry: SessionQAEntry) -> None:
+        owner = owner_key(self.namespace, entry.user_id)
         con.execute(
-            "INSERT INTO turns(owner, session_id, qa_id, score, corrected, time, question, answer)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO turns(owner, tok, session_id, qa_id, score, corrected, time, question,"
+            " answer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(owner, session_id, qa_id) DO UPDATE SET"
             " score=excluded.score, corrected=excluded.corrected, time=excluded.time,"
             " question=excluded.question, answer=excluded.answer",
             (
-                owner_key(self.namespace, entry.user_id),
+                owner,
+                owner_token(owner),
                 _sql(entry.session_id),
                 _sql(entry.qa_id),
                 entry.feedback_score,
@@ -265,8 +308,9 @@ class MemoryIndex:
 
         A query without words returns the most recent remembered turns.
         """
+        owner = owner_key(self.namespace, user)
         where = ["t.owner = ?", "(t.score >= ? OR t.corrected = 1)"]
-        args: list[object] = [owner_key(self.namespace, user), min_score]
+        args: list[object] = [owner, min_score]
         if session_id is not None:
             where.append("t.session_id = ?")
             args.append(_sql(session_id))
@@ -282,17 +326,17 @@ class MemoryIndex:
             if match is None:
                 rows = con.execute(
                     f"SELECT t.session_id, t.qa_id, 0.0, t.id FROM turns t"
-                    f" WHERE {' AND '.join(where)} ORDER BY t.time DESC LIMIT ?",
+                    f" WHERE {' AND '.join(where)} ORDER BY t.time DESC, t.id DESC LIMIT ?",
                     (*args, limit),
                 ).fetchall()
             else:
                 rows = con.execute(
                     "SELECT t.session_id, t.qa_id,"
-                    f" -bm25(turns_fts, {QUESTION_WEIGHT}, {ANSWER_WEIGHT}) AS rel, t.id"
+                    f" -bm25(turns_fts, 0.0, {QUESTION_WEIGHT}, {ANSWER_WEIGHT}) AS rel, t.id"
                     " FROM turns_fts JOIN turns t ON t.id = turns_fts.rowid"
                     f" WHERE turns_fts MATCH ? AND {' AND '.join(where)}"
-                    " ORDER BY rel DESC LIMIT ?",
-                    (match, *args, limit),
+                    " ORDER BY rel DESC, t.time DESC, t.id DESC LIMIT ?",
+                    (f'tok:"{owner_token(owner)}" AND {{question answer}}:({match})', *args, limit),
                 ).fetchall()
         return [Hit(_unsql(r[0]), _unsql(r[1]), float(r[2]), r[3]) for r in rows]
 
