@@ -135,7 +135,7 @@ class WriteBehind(Generic[T]):
                 return
             self._stop.wait(max(self.interval, backoff))
             self._wake.clear()
-            if self._closed:  # close() may have set _wake before the clear: it flushes
+            if self._stop.is_set():  # close() may have set _wake before the clear: it flushes
                 return
             try:
                 self.flush()

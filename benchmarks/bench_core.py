@@ -1,0 +1,737 @@
+#!/usr/bin/env python3
+"""Core benchmark: what recording costs a LangChain app, measured side by side in one run.
+
+Run from the repository root (inside the project's venv)::
+
+    python benchmarks/bench_core.py            # full run, about a minute
+    python benchmarks/bench_core.py --quick    # smoke test, about 15 seconds
+    python benchmarks/bench_core.py --json benchmarks/results/core.json
+
+It prints one markdown table and a PASS/FAIL line per target, and always
+exits 0: a failed target is a finding to report, not a crash.
+
+What is measured (every store is a real diskcache directory in a temp dir):
+
+1. Handler overhead on ``RunnableLambda(lambda x: x)``: a recording
+   ``FeedbackCallbackHandler`` (the config carries a session id, so every
+   invoke really records a turn) vs a no-op ``BaseCallbackHandler``. The
+   variants run in interleaved rounds (order reversed every other round) and
+   the median per-invoke time of each is compared. The write-behind queue is flushed
+   after every recording round, outside the timed loop; that flush is
+   reported in its own row (amortised per turn) so the real write cost is
+   visible, not hidden.
+2. ``prompt | FakeListChatModel | StrOutputParser`` with the handler vs no
+   callbacks at all, same interleaving (plus a no-op handler, diagnostic).
+3. ``record`` (write-behind and ``wait=True``), ``add_feedback`` and
+   ``get_session(last_n=10)`` p50 in a session of 10, 1,000 and 10,000
+   entries. All sessions are pre-filled (write-behind + flush) before any
+   timing, so every size is measured against the same database.
+4. 4 writer processes (spawn) x 2,000 turns into one store directory and one
+   session: turns/s until every turn is durable (each writer's ``flush()``
+   returned), and a check that every turn is there, once, in order.
+
+Rows marked "diagnostic" carry no target; they split an overhead into its
+parts: LangChain's own cost of having any callback handler, the handler's work
+on the caller's thread (write-behind thread held back), and the write-behind
+thread's work (CPU "all threads" vs "caller"). Each store is also closed right
+after its last record and must close in under a second.
+
+Other processes on the machine skew wall-clock figures: the header prints the
+load average before and after the run; the CPU figures are less sensitive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Make the repository importable when the script is run without an install.
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from feedback_plugin import FeedbackCallbackHandler, SessionStore  # noqa: E402
+
+# -- targets ------------------------------------------------------------------
+
+HANDLER_RATIO_MAX = 1.5
+CHAIN_RATIO_MAX = 1.15
+WRITE_P50_MAX_US = 300.0
+READ_P50_MAX_US = 1000.0
+FLAT_MAX = 1.5
+
+
+@dataclass
+class Settings:
+    rounds: int = 7
+    handler_invokes: int = 2000
+    chain_invokes: int = 2000
+    warmup: int = 300
+    sizes: tuple[int, ...] = (10, 1_000, 10_000)
+    op_calls: int = 500
+    procs: int = 4
+    turns_per_proc: int = 2000
+
+
+QUICK = Settings(
+    rounds=3,
+    handler_invokes=300,
+    chain_invokes=200,
+    warmup=50,
+    sizes=(10, 100, 1_000),
+    op_calls=100,
+    procs=4,
+    turns_per_proc=200,
+)
+
+
+@dataclass
+class Row:
+    name: str
+    value: str
+    target: str = ""
+    ok: bool | None = None  # None: information only
+
+    @property
+    def result(self) -> str:
+        return "" if self.ok is None else ("PASS" if self.ok else "**FAIL**")
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    closes: list[float] = field(default_factory=list)  # seconds each store.close() took
+
+    def add(self, name: str, value: str, target: str = "", ok: bool | None = None) -> None:
+        self.rows.append(Row(name, value, target, ok))
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def us(seconds: float) -> float:
+    return seconds * 1e6
+
+
+def fmt_us(value: float) -> str:
+    return f"{value:,.1f} µs"
+
+
+def timed_close(store: SessionStore) -> float:
+    """Close a store right after use, as an app's shutdown would; return the seconds it took."""
+    start = time.perf_counter()
+    store.close()
+    return time.perf_counter() - start
+
+
+# -- 1 and 2: callback overhead ----------------------------------------------
+
+
+@dataclass
+class Timing:
+    """Per-invoke figures of one variant, median over the rounds (seconds)."""
+
+    wall: float
+    caller_cpu: float  # CPU of the thread running the loop
+    process_cpu: float  # CPU of every thread, the write-behind thread included
+    after: float  # what the ``after`` hook returned (flush time), per invoke
+    rounds_wall: list[float]
+
+
+def interleaved(
+    variants: dict[str, Callable[[], object]],
+    *,
+    rounds: int,
+    invokes: int,
+    warmup: int,
+    after: dict[str, Callable[[], float]] | None = None,
+) -> dict[str, Timing]:
+    """Run each variant ``invokes`` times per round, reversing the order every other round.
+
+    ``after[name]()`` runs after each round of that variant, outside the timed
+    loop (a flush); what it returns is reported per invoke.
+    """
+    names = list(variants)
+    after = after or {}
+    for name in names:  # warm caches, import paths, the writer thread
+        fn = variants[name]
+        for _ in range(warmup):
+            fn()
+        if name in after:
+            after[name]()
+    raw: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            fn = variants[name]
+            wall, cpu, proc = time.perf_counter(), time.thread_time(), time.process_time()
+            for _ in range(invokes):
+                fn()
+            wall = time.perf_counter() - wall
+            cpu = time.thread_time() - cpu
+            proc = time.process_time() - proc
+            post = after[name]() if name in after else 0.0
+            raw[name].append((wall / invokes, cpu / invokes, proc / invokes, post / invokes))
+    out = {}
+    for name, rows in raw.items():
+        walls = [r[0] for r in rows]
+        out[name] = Timing(
+            wall=statistics.median(walls),
+            caller_cpu=statistics.median(r[1] for r in rows),
+            process_cpu=statistics.median(r[2] for r in rows),
+            after=statistics.median(r[3] for r in rows),
+            rounds_wall=walls,
+        )
+    return out
+
+
+def fmt_timing(t: Timing) -> str:
+    return (
+        f"{us(t.wall):,.1f} µs (CPU: caller {us(t.caller_cpu):,.0f}, "
+        f"all threads {us(t.process_cpu):,.0f})"
+    )
+
+
+def timing_data(t: Timing) -> dict[str, Any]:
+    return {
+        "wall_us": us(t.wall),
+        "caller_cpu_us": us(t.caller_cpu),
+        "process_cpu_us": us(t.process_cpu),
+        "flush_after_loop_per_turn_us": us(t.after),
+        "rounds_wall_us": [us(x) for x in t.rounds_wall],
+    }
+
+
+def flusher(store: SessionStore, pending: list[int] | None = None) -> Callable[[], float]:
+    def flush() -> float:
+        if pending is not None:
+            pending.append(store.pending)
+        start = time.perf_counter()
+        store.flush()
+        return time.perf_counter() - start
+
+    return flush
+
+
+def bench_handler(s: Settings, base: Path, rep: Report) -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.runnables import RunnableLambda
+
+    class NoOpHandler(BaseCallbackHandler):
+        """Receives every callback and does nothing."""
+
+    store = SessionStore(base / "handler")
+    handler = FeedbackCallbackHandler(store)
+    # Diagnostic only: the same handler over a store whose write-behind thread
+    # stays asleep during the loop (flush_interval of an hour), so the loop
+    # shows the handler's own cost on the caller's thread and nothing else.
+    held = SessionStore(base / "handler-held", flush_interval=3600)
+    held_handler = FeedbackCallbackHandler(held)
+    chain = RunnableLambda(lambda x: x)
+    sid = "bench-handler"
+    meta = {"session_id": sid}
+    cfg_noop: Any = {"callbacks": [NoOpHandler()], "metadata": meta}
+    cfg_rec: Any = {"callbacks": [handler], "metadata": meta}
+    cfg_held: Any = {"callbacks": [held_handler], "metadata": meta}
+    question = "How do I reset my password?"
+    pending_at_end: list[int] = []
+
+    log(f"handler overhead: {s.rounds} rounds x {s.handler_invokes} invokes per variant")
+    t = interleaved(
+        {
+            "noop": lambda: chain.invoke(question, config=cfg_noop),
+            "recording": lambda: chain.invoke(question, config=cfg_rec),
+            "held": lambda: chain.invoke(question, config=cfg_held),
+        },
+        rounds=s.rounds,
+        invokes=s.handler_invokes,
+        warmup=s.warmup,
+        after={"recording": flusher(store, pending_at_end), "held": flusher(held)},
+    )
+    noop, rec, hld = t["noop"], t["recording"], t["held"]
+    ratio = rec.wall / noop.wall
+    ratio_flush = (rec.wall + rec.after) / noop.wall
+    expected = s.warmup + s.rounds * s.handler_invokes
+    recorded = len(store.get_session(sid))
+    pending_share = statistics.median(pending_at_end[1:] or pending_at_end) / s.handler_invokes
+    rep.closes.append(timed_close(store))
+    held.close()
+
+    rep.add("RunnableLambda + no-op BaseCallbackHandler, per invoke", fmt_timing(noop))
+    rep.add("RunnableLambda + recording FeedbackCallbackHandler, per invoke", fmt_timing(rec))
+    rep.add(
+        "handler overhead ratio (recording / no-op)",
+        f"{ratio:.2f}x",
+        f"<= {HANDLER_RATIO_MAX}x",
+        ratio <= HANDLER_RATIO_MAX,
+    )
+    rep.add(
+        f"flush after the loop, amortised per turn ({pending_share:.0%} of a round's "
+        "turns still queued when its loop ended)",
+        fmt_us(us(rec.after)),
+    )
+    rep.add("ratio counting that flush too ((recording + flush) / no-op)", f"{ratio_flush:.2f}x")
+    rep.add(
+        "diagnostic: CPU-time ratio, caller thread / all threads (recording / no-op)",
+        f"{rec.caller_cpu / noop.caller_cpu:.2f}x / {rec.process_cpu / noop.process_cpu:.2f}x",
+    )
+    rep.add(
+        "diagnostic: recording handler, write-behind thread held back during the loop",
+        fmt_timing(hld) + f", ratio {hld.wall / noop.wall:.2f}x",
+    )
+    rep.add(
+        "diagnostic: ... its deferred writes, flushed after the loop, per turn",
+        fmt_us(us(hld.after)),
+    )
+    rep.add(
+        "turns the handler recorded (check)",
+        f"{recorded:,} / {expected:,}",
+        "all",
+        recorded == expected,
+    )
+    rep.data["handler"] = {
+        "noop": timing_data(noop),
+        "recording": timing_data(rec),
+        "recording_writer_held": timing_data(hld),
+        "ratio": ratio,
+        "ratio_with_flush": ratio_flush,
+        "queued_share_at_loop_end": pending_share,
+        "recorded": recorded,
+        "expected": expected,
+    }
+
+
+def bench_chain(s: Settings, base: Path, rep: Report) -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.language_models import FakeListChatModel
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+
+    class NoOpHandler(BaseCallbackHandler):
+        """Receives every callback and does nothing."""
+
+    prompt = ChatPromptTemplate.from_messages(
+        [
+            ("system", "You are the support assistant of Acme Notes. Answer briefly."),
+            ("human", "{question}"),
+        ]
+    )
+    model = FakeListChatModel(
+        responses=[
+            "Open Settings > Account > Reset password and follow the e-mail link.",
+            "Invoices are under Billing > History; each one downloads as a PDF.",
+            "Use File > Export to save notes as Markdown, PDF or a JSON archive.",
+        ]
+    )
+    chain = prompt | model | StrOutputParser()
+    store = SessionStore(base / "chain")
+    handler = FeedbackCallbackHandler(store)
+    sid = "bench-chain"
+    meta = {"session_id": sid}
+    cfg_without: Any = {"metadata": meta}
+    cfg_with: Any = {"callbacks": [handler], "metadata": meta}
+    cfg_noop: Any = {"callbacks": [NoOpHandler()], "metadata": meta}
+    inputs = {"question": "How do I reset my password?"}
+
+    log(f"chain overhead: {s.rounds} rounds x {s.chain_invokes} invokes per variant")
+    t = interleaved(
+        {
+            "without": lambda: chain.invoke(inputs, config=cfg_without),
+            "with": lambda: chain.invoke(inputs, config=cfg_with),
+            "noop": lambda: chain.invoke(inputs, config=cfg_noop),
+        },
+        rounds=s.rounds,
+        invokes=s.chain_invokes,
+        warmup=s.warmup,
+        after={"with": flusher(store)},
+    )
+    without, with_, noop = t["without"], t["with"], t["noop"]
+    ratio = with_.wall / without.wall
+    expected = s.warmup + s.rounds * s.chain_invokes
+    entries = store.get_session(sid)
+    recorded = len(entries)
+    last = entries[-1] if entries else None
+    sane = (
+        last is not None and last.question == inputs["question"] and last.answer in model.responses
+    )
+    rep.closes.append(timed_close(store))
+
+    rep.add("prompt | FakeListChatModel | StrOutputParser, no callbacks", fmt_timing(without))
+    rep.add("same chain + FeedbackCallbackHandler", fmt_timing(with_))
+    rep.add(
+        "chain overhead ratio (with / without)",
+        f"{ratio:.2f}x",
+        f"<= {CHAIN_RATIO_MAX}x",
+        ratio <= CHAIN_RATIO_MAX,
+    )
+    rep.add("chain: flush after the loop, amortised per turn", fmt_us(us(with_.after)))
+    rep.add(
+        "diagnostic: chain CPU-time ratio, caller thread / all threads (with / without)",
+        f"{with_.caller_cpu / without.caller_cpu:.2f}x / "
+        f"{with_.process_cpu / without.process_cpu:.2f}x",
+    )
+    rep.add(
+        "diagnostic: same chain + a no-op BaseCallbackHandler (LangChain's own callback cost)",
+        fmt_timing(noop) + f", ratio {noop.wall / without.wall:.2f}x",
+    )
+    rep.add(
+        "turns the handler recorded, question/answer right (check)",
+        f"{recorded:,} / {expected:,}",
+        "all",
+        recorded == expected and sane,
+    )
+    rep.data["chain"] = {
+        "without": timing_data(without),
+        "with": timing_data(with_),
+        "noop_handler": timing_data(noop),
+        "ratio": ratio,
+        "noop_ratio": noop.wall / without.wall,
+        "recorded": recorded,
+        "expected": expected,
+    }
+
+
+# -- 3: store operations at growing session sizes -----------------------------
+
+
+def p50_us(fn: Callable[[int], object], calls: int) -> float:
+    times = []
+    clock = time.perf_counter_ns
+    for i in range(calls):
+        start = clock()
+        fn(i)
+        times.append(clock() - start)
+    return statistics.median(times) / 1000
+
+
+def bench_store_ops(s: Settings, base: Path, rep: Report) -> None:
+    store = SessionStore(base / "ops")
+    answer = "Open Settings > Account > Reset password, then follow the link we e-mail you. " * 3
+    context = ["Password reset: Settings > Account > Reset password sends a link."] * 2
+    log(f"store ops: pre-filling sessions of {', '.join(f'{n:,}' for n in s.sizes)} entries")
+
+    def fill(sid: str, n: int) -> list[str]:
+        got = [store.record(sid, f"question {i} of {sid}", answer, context).qa_id for i in range(n)]
+        store.flush()
+        return got
+
+    # add_feedback rates turns never rated before (the common case: one rating per turn,
+    # and the costlier path, since a first rating also inserts the turn into the memory
+    # index). At a size smaller than the number of calls, the calls spread over several
+    # sessions of that size, so every figure is "first rating of a turn in a session of n".
+    rng = random.Random(7)
+    targets: dict[int, list[tuple[str, str]]] = {}
+    for n in s.sizes:
+        fill(f"wb-{n}", n)
+        fill(f"sync-{n}", n)
+        fill(f"rd-{n}", n)
+        pool = []
+        for k in range(-(-s.op_calls // n)):
+            sid = f"fb-{n}-{k}"
+            pool += [(sid, qa) for qa in fill(sid, n)]
+        targets[n] = rng.sample(pool, s.op_calls)
+    warm = fill("warm-up", 3)
+
+    def record_wb(n: int) -> Callable[[int], object]:
+        return lambda i: store.record(f"wb-{n}", "How do I export?", answer, context)
+
+    def record_sync(n: int) -> Callable[[int], object]:
+        return lambda i: store.record(f"sync-{n}", "How do I export?", answer, context, wait=True)
+
+    def first_rating(n: int) -> Callable[[int], object]:
+        picks = targets[n]
+        return lambda i: store.add_feedback(
+            picks[i][0], picks[i][1], "helpful" if i % 2 else None, 1 + i % 5
+        )
+
+    def re_rating(n: int) -> Callable[[int], object]:
+        picks = targets[n]
+        return lambda i: store.add_feedback(picks[i][0], picks[i][1], None, 5 - i % 5)
+
+    def read(n: int) -> Callable[[int], object]:
+        return lambda i: store.get_session(f"rd-{n}", last_n=10)
+
+    def warm_record(n: int) -> None:
+        store.record("warm-up", "q", answer, context, wait=n % 2 == 0)
+
+    ops: dict[str, tuple[Callable[[int], Callable[[int], object]], float | None]] = {
+        "record (write-behind)": (record_wb, WRITE_P50_MAX_US),
+        "record (wait=True, synchronous)": (record_sync, WRITE_P50_MAX_US),
+        "add_feedback (first rating of a turn)": (first_rating, WRITE_P50_MAX_US),
+        "add_feedback (re-rating a rated turn)": (re_rating, None),
+        "get_session(last_n=10)": (read, READ_P50_MAX_US),
+    }
+    results: dict[str, dict[int, float]] = {}
+    amortised_flush: dict[int, float] = {}
+    for op, (make, _limit) in ops.items():
+        results[op] = {}
+        for n in s.sizes:
+            fn = make(n)
+            # warm the code path on the warm-up session, so no timed call is a first call
+            store.add_feedback("warm-up", warm[n % 3], feedback_score=1 + n % 5)
+            store.get_session("warm-up", last_n=10)
+            warm_record(n)
+            store.flush()
+            results[op][n] = p50_us(fn, s.op_calls)
+            start = time.perf_counter()
+            store.flush()
+            if op == "record (write-behind)":
+                amortised_flush[n] = us(time.perf_counter() - start) / s.op_calls
+        log(f"  {op}: " + ", ".join(f"{results[op][n]:.0f} µs" for n in s.sizes))
+    # sanity: every session has what was written to it, every rating landed
+    checks = (
+        {f"wb-{n}": n + s.op_calls for n in s.sizes}
+        | {f"sync-{n}": n + s.op_calls for n in s.sizes}
+        | {f"rd-{n}": n for n in s.sizes}
+    )
+    counts = {sid: len(store.get_session(sid)) for sid in checks}
+    bad: dict[str, object] = {
+        sid: (counts[sid], want) for sid, want in checks.items() if counts[sid] != want
+    }
+    unrated = sum(
+        1
+        for n in s.sizes
+        for sid, qa in targets[n]
+        if (e := store.get_entry(sid, qa)) is None or e.feedback_score is None
+    )
+    if unrated:
+        bad["ratings missing"] = unrated
+    close_s = timed_close(store)
+
+    small, big = s.sizes[0], s.sizes[-1]
+    for op, (_make, limit) in ops.items():
+        if limit is None:
+            rep.add(
+                f"{op} p50, sessions of {' / '.join(f'{n:,}' for n in s.sizes)}",
+                " / ".join(f"{results[op][n]:,.1f}" for n in s.sizes) + " µs",
+            )
+            continue
+        for n in s.sizes:
+            value = results[op][n]
+            rep.add(
+                f"{op} p50, session of {n:,}",
+                fmt_us(value),
+                f"<= {limit:,.0f} µs",
+                value <= limit,
+            )
+        flat = results[op][big] / results[op][small]
+        rep.add(
+            f"{op} flatness: p50 at {big:,} / p50 at {small:,}",
+            f"{flat:.2f}x",
+            f"<= {FLAT_MAX}x",
+            flat <= FLAT_MAX,
+        )
+    rep.add(
+        "record (write-behind): its later flush, amortised per turn, sessions of "
+        + " / ".join(f"{n:,}" for n in s.sizes),
+        " / ".join(f"{amortised_flush[n]:,.1f}" for n in s.sizes) + " µs",
+    )
+    rep.add(
+        "entries and ratings after the timings (check)",
+        "all present" if not bad else f"mismatch: {bad}",
+        "all",
+        not bad,
+    )
+    rep.closes.append(close_s)
+    rep.data["store_ops_p50_us"] = {
+        op: {str(n): v for n, v in r.items()} for op, r in results.items()
+    }
+    rep.data["record_wb_flush_per_turn_us"] = {str(n): v for n, v in amortised_flush.items()}
+
+
+# -- 4: several writer processes -------------------------------------------------
+
+
+def _writer_proc(
+    directory: str, wid: int, turns: int, wait: bool, ready: Any, go: Any, done: Any
+) -> None:
+    store = SessionStore(directory)
+    sid = "mp-shared-sync" if wait else "mp-shared"
+    store.record("warm-up", "q", "a", wait=True)  # open the database before the clock starts
+    ready.put(wid)
+    go.wait()
+    for i in range(turns):
+        store.record(sid, f"w{wid}-q{i}", f"answer {i} from writer {wid}", wait=wait)
+    store.flush()  # every turn of this writer is in the database now
+    durable = time.perf_counter()
+    done.put((wid, durable, timed_close(store)))
+
+
+def run_writers(directory: Path, s: Settings, wait: bool) -> tuple[float, list[str], float]:
+    ctx = mp.get_context("spawn")
+    ready, done, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [
+        ctx.Process(
+            target=_writer_proc,
+            args=(str(directory), w, s.turns_per_proc, wait, ready, go, done),
+        )
+        for w in range(s.procs)
+    ]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.get(timeout=120)
+    start = time.perf_counter()
+    go.set()
+    reports = [done.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    elapsed = max(r[1] for r in reports) - start
+    slowest_close = max(r[2] for r in reports)
+    store = SessionStore(directory)
+    sid = "mp-shared-sync" if wait else "mp-shared"
+    questions = [e.question for e in store.get_session(sid)]
+    store.close()
+    return elapsed, questions, slowest_close
+
+
+def check_writers(questions: list[str], s: Settings) -> tuple[bool, str]:
+    total = s.procs * s.turns_per_proc
+    unique = len(set(questions))
+    in_order = True
+    for w in range(s.procs):
+        mine = [int(q.split("-q")[1]) for q in questions if q.startswith(f"w{w}-q")]
+        if mine != list(range(s.turns_per_proc)):
+            in_order = False
+    ok = len(questions) == total and unique == total and in_order
+    detail = f"{len(questions):,} / {total:,} found, {unique:,} distinct"
+    detail += ", each writer's turns in order" if in_order else ", ORDER OR SET WRONG"
+    return ok, detail
+
+
+def bench_processes(s: Settings, base: Path, rep: Report) -> None:
+    directory = base / "multi"
+    total = s.procs * s.turns_per_proc
+    for wait in (False, True):
+        label = "synchronous (wait=True)" if wait else "write-behind (default)"
+        log(f"{s.procs} writer processes x {s.turns_per_proc:,} turns, {label}")
+        elapsed, questions, slowest_close = run_writers(directory, s, wait)
+        rep.closes.append(slowest_close)
+        ok, detail = check_writers(questions, s)
+        rate = total / elapsed
+        rep.add(
+            f"{s.procs} processes x {s.turns_per_proc:,} turns into one store and session, {label}",
+            f"{rate:,.0f} turns/s ({elapsed:.2f} s)",
+        )
+        rep.add(f"  ... every turn there ({label}, check)", detail, "all", ok)
+        rep.data["processes_sync" if wait else "processes"] = {
+            "turns_per_s": rate,
+            "seconds": elapsed,
+            "found": len(questions),
+            "expected": total,
+            "ok": ok,
+        }
+
+
+# -- main -----------------------------------------------------------------------
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def print_table(rep: Report, s: Settings, quick: bool) -> None:
+    import diskcache
+    import langchain_core
+    import pydantic
+
+    print(f"\n## feedback_plugin core benchmark{' (--quick: smaller counts)' if quick else ''}\n")
+    print(
+        f"Python {platform.python_version()}, langchain-core {langchain_core.__version__}, "
+        f"pydantic {pydantic.VERSION}, diskcache {diskcache.__version__}, "
+        f"{os.cpu_count()} CPUs, {platform.system()} {platform.machine()}; "
+        f"{s.rounds} interleaved rounds, p50 of {s.op_calls} calls per store figure; "
+        f"load average {rep.data.get('load_before', '?')} before, "
+        f"{rep.data.get('load_after', '?')} after the run (other processes share the CPUs).\n"
+    )
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    widths = [
+        max(len(cell(r.name)) for r in rep.rows),
+        max(len(r.value) for r in rep.rows),
+        max(len(r.target) for r in rep.rows),
+        8,
+    ]
+    header = ["measurement", "value", "target", "result"]
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rep.rows:
+        print(line([cell(r.name), cell(r.value), r.target, r.result]))
+    targets = [r for r in rep.rows if r.ok is not None]
+    failed = [r for r in targets if not r.ok]
+    print()
+    for r in targets:
+        print(f"{'PASS' if r.ok else 'FAIL'}  {r.name}: {r.value} (target {r.target})")
+    print(
+        f"\n{len(targets) - len(failed)}/{len(targets)} targets and checks pass"
+        + (f"; FAIL: {len(failed)}" if failed else "")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke test")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    parser.add_argument("--dir", metavar="DIR", help="make the temporary stores under DIR")
+    args = parser.parse_args(argv)
+    s = QUICK if args.quick else Settings()
+    base = Path(tempfile.mkdtemp(prefix="fp-bench-", dir=args.dir))
+    rep = Report()
+    rep.data["load_before"] = load_average()
+    try:
+        bench_handler(s, base, rep)
+        bench_chain(s, base, rep)
+        bench_store_ops(s, base, rep)
+        bench_processes(s, base, rep)
+        worst = max(rep.closes)
+        rep.add(
+            "store.close() right after the last record, slowest of "
+            f"{len(rep.closes)} stores (check)",
+            f"{worst:.3f} s",
+            "< 1 s",
+            worst < 1.0,
+        )
+        rep.data["close_seconds"] = rep.closes
+        rep.data["load_after"] = load_average()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print_table(rep, s, args.quick)
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rep.data["settings"] = s.__dict__ | {"sizes": list(s.sizes)}
+        rep.data["rows"] = [
+            {"name": r.name, "value": r.value, "target": r.target, "ok": r.ok} for r in rep.rows
+        ]
+        rep.data["all_pass"] = all(r.ok for r in rep.rows if r.ok is not None)
+        out.write_text(json.dumps(rep.data, indent=2, ensure_ascii=False) + "\n")
+        log(f"results written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

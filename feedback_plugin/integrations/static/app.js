@@ -1,0 +1,395 @@
+/*
+ * The feedback_plugin demo chat page. Plain JavaScript, no build step.
+ *
+ * Rule of the house: every text that comes from the user or the model is put in the
+ * page with textContent (through el() below), never as HTML.
+ */
+(() => {
+  "use strict";
+
+  const API = "/api";
+  const SESSION_KEY = "feedback_plugin.demo.session";
+  const API_KEY_KEY = "feedback_plugin.demo.apiKey";
+
+  const state = {
+    sessionId: null,
+    apiKey: null,
+    info: null,
+    turns: new Map(), // qa_id -> {qa_id, question, answer, feedback_score, feedback_text, memories?}
+    selected: null,
+    busy: false,
+  };
+
+  // -- helpers -------------------------------------------------------------------------
+
+  const $ = (selector) => document.querySelector(selector);
+
+  /** A DOM element; `text` goes in as textContent, children are nodes or plain strings. */
+  function el(tag, props = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props)) {
+      if (value == null || value === false) continue;
+      if (key === "text") node.textContent = value;
+      else if (key === "class") node.className = value;
+      else node.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children) if (child != null) node.append(child); // strings become text nodes
+    return node;
+  }
+
+  function newSessionId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function loadSession() {
+    let id = null;
+    try {
+      id = localStorage.getItem(SESSION_KEY);
+      state.apiKey = localStorage.getItem(API_KEY_KEY);
+    } catch (_) {
+      /* storage disabled: a session per page load */
+    }
+    if (!id) {
+      id = newSessionId();
+      saveSession(id);
+    }
+    state.sessionId = id;
+  }
+
+  function saveSession(id) {
+    try {
+      localStorage.setItem(SESSION_KEY, id);
+    } catch (_) {
+      /* ignore */
+    }
+  }
+
+  async function api(path, options = {}, retried = false) {
+    const headers = { Accept: "application/json" };
+    if (options.body !== undefined) headers["Content-Type"] = "application/json";
+    if (state.apiKey) headers.Authorization = `Bearer ${state.apiKey}`;
+    const response = await fetch(API + path, {
+      method: options.method || "GET",
+      headers,
+      body: options.body === undefined ? undefined : JSON.stringify(options.body),
+    });
+    if (response.status === 401 && !retried && askForKey()) return api(path, options, true);
+    if (!response.ok) {
+      let detail = "";
+      try {
+        const body = await response.json();
+        detail = Array.isArray(body.detail) ? body.detail.map((d) => d.msg).join("; ") : body.detail;
+      } catch (_) {
+        /* not JSON */
+      }
+      throw new Error(`HTTP ${response.status}${detail ? `: ${detail}` : ""}`);
+    }
+    return response.json();
+  }
+
+  function askForKey() {
+    const key = window.prompt("This server wants an API key (FEEDBACK_PLUGIN_API_KEYS):");
+    if (!key) return false;
+    state.apiKey = key.trim();
+    try {
+      localStorage.setItem(API_KEY_KEY, state.apiKey);
+    } catch (_) {
+      /* ignore */
+    }
+    for (const buttons of document.querySelectorAll("feedback-buttons")) buttons.apiKey = state.apiKey;
+    return true;
+  }
+
+  function ratingLabel(turn) {
+    const s = turn.feedback_score;
+    if (s == null) return { icon: "–", text: turn.feedback_text ? "comment only" : "not rated", cls: "none" };
+    if (s >= 4) return { icon: "👍", text: `liked (score ${s})`, cls: "up" };
+    if (s <= 2) return { icon: "👎", text: `disliked (score ${s})`, cls: "down" };
+    return { icon: "·", text: `score ${s}`, cls: "mid" };
+  }
+
+  // -- the chat column ---------------------------------------------------------------
+
+  function scrollToEnd() {
+    const box = $("#messages");
+    box.scrollTop = box.scrollHeight;
+  }
+
+  function showEmpty() {
+    const box = $("#messages");
+    box.replaceChildren();
+    const chips = el("div", { class: "chips" });
+    for (const q of (state.info && state.info.suggestions) || []) {
+      const chip = el("button", { type: "button", class: "chip", text: q });
+      chip.addEventListener("click", () => ask(q));
+      chips.append(chip);
+    }
+    box.append(
+      el("div", { class: "empty", id: "empty" },
+        el("h2", { text: "Ask the Acme Notes help centre" }),
+        el("p", { text: "Rate each answer with 👍 or 👎 (add a comment if you like). Answers you like come back as memories when you ask something similar — in this session or the next." }),
+        chips),
+    );
+  }
+
+  function addUserMessage(text) {
+    $("#empty")?.remove();
+    const msg = el("div", { class: "msg user" }, el("div", { class: "bubble", text }));
+    $("#messages").append(msg);
+    return msg;
+  }
+
+  function addPending() {
+    const msg = el("div", { class: "msg bot pending", "aria-busy": "true" },
+      el("div", { class: "bubble" }, el("span", { class: "dots", "aria-label": "Thinking" }, el("i"), el("i"), el("i"))));
+    $("#messages").append(msg);
+    return msg;
+  }
+
+  function botMessage(turn) {
+    const responder = turn.responder || (turn.metadata && turn.metadata.responder) || null;
+    const offline = turn.offline != null ? turn.offline : responder === "offline responder";
+    const meta = el("div", { class: "meta" });
+    if (responder) {
+      meta.append(el("span", { class: `badge ${offline ? "offline" : "model"}`, text: responder }));
+    }
+    if (turn.context && turn.context.length) {
+      meta.append(el("span", { class: "sources", text: `Sources: ${turn.context.map((d) => d.title).join(", ")}` }));
+    }
+    if (turn.memories && turn.memories.length) {
+      const n = turn.memories.length;
+      const reused = turn.memories.some((m) => m.answer === turn.answer);
+      const text = reused ? "reuses an answer you liked" : `${n} ${n === 1 ? "memory" : "memories"} used`;
+      meta.append(el("span", { class: "sources memory-note", text }));
+    }
+    const bubble = el("div", { class: "bubble" }, el("p", { class: "answer", text: turn.answer }), meta);
+    const msg = el("div", { class: "msg bot", id: `turn-${cssId(turn.qa_id)}`, "data-qa-id": turn.qa_id }, bubble);
+    if (turn.recorded === false) {
+      msg.append(el("p", { class: "warn", text: "This answer could not be recorded, so it cannot be rated." }));
+    } else {
+      const buttons = el("feedback-buttons", {
+        "qa-id": turn.qa_id,
+        "session-id": state.sessionId,
+        "api-base": API,
+        score: turn.feedback_score,
+        comment: turn.feedback_text,
+      });
+      if (state.apiKey) buttons.apiKey = state.apiKey;
+      msg.append(buttons);
+    }
+    msg.addEventListener("click", (event) => {
+      if (event.target === msg || event.target.closest(".bubble")) select(turn.qa_id, false);
+    });
+    return msg;
+  }
+
+  function cssId(qaId) {
+    return qaId.replace(/[^A-Za-z0-9_-]/g, "_");
+  }
+
+  function setBusy(busy) {
+    state.busy = busy;
+    $("#question").disabled = busy;
+    $("#send").disabled = busy;
+    for (const chip of document.querySelectorAll(".chip")) chip.disabled = busy;
+  }
+
+  async function ask(question) {
+    question = question.trim();
+    if (!question || state.busy) return;
+    setBusy(true);
+    addUserMessage(question);
+    const pending = addPending();
+    scrollToEnd();
+    try {
+      const reply = await api("/chat", {
+        method: "POST",
+        body: { session_id: state.sessionId, question },
+      });
+      const turn = {
+        qa_id: reply.qa_id,
+        question: reply.question,
+        answer: reply.answer,
+        responder: reply.responder,
+        offline: reply.offline,
+        recorded: reply.recorded,
+        context: reply.context,
+        memories: reply.memories,
+        feedback_score: null,
+        feedback_text: null,
+      };
+      state.turns.set(turn.qa_id, turn);
+      pending.replaceWith(botMessage(turn));
+      select(turn.qa_id, false);
+      $("#question").value = "";
+    } catch (error) {
+      pending.replaceWith(
+        el("div", { class: "msg bot error" }, el("div", { class: "bubble", text: `Something went wrong: ${error.message}` })),
+      );
+    } finally {
+      setBusy(false);
+      scrollToEnd();
+      $("#question").focus();
+    }
+  }
+
+  // -- the side panel ------------------------------------------------------------------
+
+  function renderTurns() {
+    const list = $("#turns");
+    const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest(".turn");
+    const refocus = focused ? focused.dataset.qaId : null;
+    list.replaceChildren();
+    const turns = [...state.turns.values()];
+    let up = 0;
+    let down = 0;
+    turns.forEach((turn, i) => {
+      const rating = ratingLabel(turn);
+      if (rating.cls === "up") up += 1;
+      if (rating.cls === "down") down += 1;
+      const item = el("button", {
+        type: "button",
+        class: "turn",
+        "data-qa-id": turn.qa_id,
+        "aria-current": turn.qa_id === state.selected ? "true" : null,
+        title: "Show this answer and the memories it used",
+      },
+        el("span", { class: "n", text: `${i + 1}` }),
+        el("span", { class: `rating ${rating.cls}`, title: rating.text, "aria-label": rating.text, text: rating.icon }),
+        el("span", { class: "q", text: turn.question }),
+      );
+      if (turn.feedback_text) item.append(el("span", { class: "c", title: turn.feedback_text, text: "💬" }));
+      item.addEventListener("click", () => select(turn.qa_id, true));
+      list.append(el("li", {}, item));
+      if (turn.qa_id === refocus) item.focus();
+    });
+    $("#turns-summary").textContent = turns.length
+      ? `${turns.length} ${turns.length === 1 ? "turn" : "turns"} · ${up} 👍 · ${down} 👎`
+      : "No turns yet.";
+  }
+
+  function renderMemories() {
+    const list = $("#memories");
+    const hint = $("#memories-for");
+    list.replaceChildren();
+    const turn = state.selected ? state.turns.get(state.selected) : null;
+    if (!turn) {
+      hint.textContent = "Ask a question to see which liked answers it used.";
+      return;
+    }
+    hint.replaceChildren("For “", el("span", { class: "q", text: turn.question }), "”");
+    if (!turn.memories) {
+      list.append(el("li", { class: "none", text: "Memories are shown for answers given since this page was opened." }));
+      return;
+    }
+    if (!turn.memories.length) {
+      list.append(el("li", { class: "none", text: "None matched. Rate an answer 👍, then ask something similar." }));
+      return;
+    }
+    for (const memory of turn.memories) {
+      const rating = ratingLabel(memory);
+      list.append(
+        el("li", { class: "memory" },
+          el("div", { class: "mq" }, el("span", { class: `rating ${rating.cls}`, title: rating.text, text: rating.icon }), el("span", { text: memory.question })),
+          el("div", { class: "ma", text: memory.answer }),
+          el("div", { class: "mm", text: memory.session_id === state.sessionId ? "this session" : "an earlier session" }),
+        ),
+      );
+    }
+  }
+
+  function select(qaId, scroll) {
+    state.selected = qaId;
+    for (const msg of document.querySelectorAll(".msg.bot.selected")) msg.classList.remove("selected");
+    const msg = document.getElementById(`turn-${cssId(qaId)}`);
+    if (msg) {
+      msg.classList.add("selected");
+      if (scroll) msg.scrollIntoView({ block: "nearest", behavior: "smooth" });
+    }
+    renderTurns();
+    renderMemories();
+  }
+
+  // -- start ---------------------------------------------------------------------------
+
+  async function loadTurns() {
+    const entries = await api(`/turns?session_id=${encodeURIComponent(state.sessionId)}`);
+    state.turns.clear();
+    if (!entries.length) {
+      showEmpty();
+    } else {
+      $("#messages").replaceChildren();
+      for (const entry of entries) {
+        state.turns.set(entry.qa_id, entry);
+        addUserMessage(entry.question);
+        $("#messages").append(botMessage(entry));
+      }
+    }
+    state.selected = entries.length ? entries[entries.length - 1].qa_id : null;
+    if (state.selected) select(state.selected, false);
+    else {
+      renderTurns();
+      renderMemories();
+    }
+    scrollToEnd();
+  }
+
+  function showSession() {
+    $("#session-id").textContent = state.sessionId.slice(0, 8);
+    $("#session-id").title = state.sessionId;
+  }
+
+  async function start() {
+    loadSession();
+    showSession();
+    try {
+      state.info = await api("/info");
+      const badge = $("#responder");
+      badge.textContent = state.info.offline ? "offline responder" : state.info.responder;
+      badge.classList.add(state.info.offline ? "offline" : "model");
+      badge.title = state.info.offline
+        ? state.info.note || "No chat model configured (FEEDBACK_PLUGIN_CHAT_MODEL): answers come from the bundled help-centre articles."
+        : `Answers by the chat model ${state.info.responder}`;
+    } catch (error) {
+      $("#responder").textContent = "server unreachable";
+    }
+    try {
+      await loadTurns();
+    } catch (error) {
+      showEmpty();
+      $("#turns-summary").textContent = `Could not load this session (${error.message}).`;
+    }
+    document.body.dataset.ready = "true";
+  }
+
+  document.addEventListener("feedback-change", (event) => {
+    const turn = state.turns.get(event.detail.qaId);
+    if (!turn) return;
+    turn.feedback_score = event.detail.score;
+    turn.feedback_text = event.detail.comment;
+    renderTurns();
+  });
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("#ask").addEventListener("submit", (event) => {
+      event.preventDefault();
+      ask($("#question").value);
+    });
+    $("#new-session").addEventListener("click", async () => {
+      if (state.busy) return;
+      state.sessionId = newSessionId();
+      saveSession(state.sessionId);
+      showSession();
+      state.turns.clear();
+      state.selected = null;
+      document.body.dataset.ready = "false";
+      await loadTurns();
+      document.body.dataset.ready = "true";
+      $("#question").focus();
+    });
+    start();
+  });
+})();

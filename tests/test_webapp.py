@@ -1,0 +1,351 @@
+"""The demo chat web app (feedback_plugin.integrations.webapp) without a browser.
+
+A FastAPI TestClient over a real diskcache store in tmp_path; the chain is the
+app's own (offline responder) unless a test passes a chat model.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient
+from langchain_core.language_models import FakeListChatModel
+from langchain_core.runnables import RunnableLambda
+
+from feedback_plugin import SessionStore
+from feedback_plugin.integrations import webapp
+from feedback_plugin.integrations.rest import ApiKeyAuth
+from feedback_plugin.integrations.webapp import (
+    OFFLINE_RESPONDER,
+    create_demo_app,
+    load_documents,
+)
+
+PASSWORD_Q = "How do I reset my password?"
+PASSWORD_Q2 = "I forgot my password, how do I reset it?"
+EXPORT_Q = "Can I export my notes as a PDF?"
+
+
+@pytest.fixture
+def client(store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.delenv(webapp.ENV_CHAT_MODEL, raising=False)
+    with TestClient(create_demo_app(store)) as c:
+        yield c
+
+
+def chat(client: TestClient, question: str, session_id: str = "s1", **kw: Any) -> dict[str, Any]:
+    r = client.post("/api/chat", json={"session_id": session_id, "question": question}, **kw)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def feedback_url(qa_id: str) -> str:
+    return f"/api/turns/{quote(qa_id, safe='')}/feedback"
+
+
+# -- /api/chat -------------------------------------------------------------------------
+
+
+def test_chat_answers_and_records_the_turn(client: TestClient, store: SessionStore) -> None:
+    body = chat(client, PASSWORD_Q)
+    assert body["responder"] == OFFLINE_RESPONDER and body["offline"] is True
+    assert body["recorded"] is True
+    assert "Reset password" in body["answer"]
+    assert body["context"][0]["id"] == "password-reset"
+    assert body["context"][0]["title"] == "Resetting your password"
+    assert body["memories"] == []
+
+    entry = store.get_entry("s1", body["qa_id"])
+    assert entry is not None
+    assert (entry.question, entry.answer) == (PASSWORD_Q, body["answer"])
+    assert entry.context and entry.context[0].startswith("Resetting your password.")
+    assert entry.metadata["session_id"] == "s1"
+    assert entry.metadata["responder"] == OFFLINE_RESPONDER
+    # the page lists the session's turns from the REST router
+    turns = client.get("/api/turns", params={"session_id": "s1"}).json()
+    assert [t["qa_id"] for t in turns] == [body["qa_id"]]
+
+
+def test_each_question_is_its_own_turn(client: TestClient, store: SessionStore) -> None:
+    ids = [chat(client, q)["qa_id"] for q in (PASSWORD_Q, EXPORT_Q, "what about the weather?")]
+    assert len(set(ids)) == 3
+    assert [e.qa_id for e in store.get_session("s1")] == ids
+    assert store.get_entry("s1", ids[2]).answer == webapp.NO_ANSWER  # type: ignore[union-attr]
+
+
+def test_memories_appear_after_a_thumbs_up(client: TestClient, store: SessionStore) -> None:
+    first = chat(client, PASSWORD_Q, session_id="monday")
+    assert chat(client, PASSWORD_Q2, session_id="tuesday")["memories"] == []  # not liked yet
+
+    r = client.put(
+        feedback_url(first["qa_id"]), params={"session_id": "monday"}, json={"thumbs": "up"}
+    )
+    assert r.status_code == 200, r.text
+
+    later = chat(client, PASSWORD_Q2, session_id="wednesday")
+    memories = later["memories"]
+    assert [m["qa_id"] for m in memories] == [first["qa_id"]]
+    assert memories[0] | {"relevance": 0} == {
+        "qa_id": first["qa_id"],
+        "session_id": "monday",
+        "question": PASSWORD_Q,
+        "answer": first["answer"],
+        "feedback_score": 5,
+        "relevance": 0,
+    }
+    # the recorded turn saw the memory as context too
+    entry = store.get_entry("wednesday", later["qa_id"])
+    assert entry is not None
+    assert any(c.startswith(f"Question: {PASSWORD_Q}") for c in entry.context)
+
+
+def test_unrelated_or_disliked_turns_are_not_memories(client: TestClient) -> None:
+    first = chat(client, PASSWORD_Q)
+    client.put(feedback_url(first["qa_id"]), params={"session_id": "s1"}, json={"thumbs": "down"})
+    assert chat(client, PASSWORD_Q2)["memories"] == []
+    client.put(feedback_url(first["qa_id"]), params={"session_id": "s1"}, json={"thumbs": "up"})
+    assert chat(client, "Does the app work offline?")["memories"] == []
+
+
+def test_offline_responder_reuses_a_correction(client: TestClient) -> None:
+    first = chat(client, EXPORT_Q)
+    fixed = "PDF export needs the Pro plan: File > Export > PDF."
+    r = client.put(
+        feedback_url(first["qa_id"]),
+        params={"session_id": "s1"},
+        json={"thumbs": "down", "text": "forgot the Pro plan", "correction": fixed},
+    )
+    assert r.status_code == 200, r.text
+    again = chat(client, "Can I export notes to PDF?", session_id="s2")
+    assert again["answer"] == fixed
+    assert again["memories"][0]["answer"] == fixed
+
+
+def test_memories_are_scoped_to_the_user(store: SessionStore) -> None:
+    auth = ApiKeyAuth({"ka": "alice", "kb": "bob"})
+    alice, bob = {"Authorization": "Bearer ka"}, {"Authorization": "Bearer kb"}
+    with TestClient(create_demo_app(store, auth=auth)) as c:
+        first = chat(c, PASSWORD_Q, headers=alice)
+        assert store.get_entry("s1", first["qa_id"], user="alice") is not None
+        assert store.get_entry("s1", first["qa_id"]) is None
+        r = c.put(
+            feedback_url(first["qa_id"]),
+            params={"session_id": "s1"},
+            json={"thumbs": "up"},
+            headers=alice,
+        )
+        assert r.status_code == 200
+        assert chat(c, PASSWORD_Q2, session_id="s9", headers=bob)["memories"] == []
+        assert len(chat(c, PASSWORD_Q2, session_id="s9", headers=alice)["memories"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({}, 401), ({"Authorization": "Bearer nope"}, 401), ({"Authorization": "Bearer ro"}, 403)],
+)
+def test_chat_needs_a_key_with_the_feedback_scope(
+    store: SessionStore, headers: dict[str, str], status: int
+) -> None:
+    auth = ApiKeyAuth({"ro": {"user": "alice", "scopes": ["read"]}})
+    with TestClient(create_demo_app(store, auth=auth)) as c:
+        for body in ({"session_id": "s1", "question": "hi"}, {"nonsense": True}):
+            r = c.post("/api/chat", json=body, headers=headers)
+            assert r.status_code == status, r.text  # auth before the body is judged
+            assert "detail" in r.json()
+        assert c.get("/api/info").json()["auth"] is True  # /api/info and the page need no key
+        assert c.get("/").status_code == 200
+    assert store.list_sessions(user="alice") == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"session_id": "s1", "question": ""},
+        {"session_id": "s1", "question": "   "},
+        {"session_id": "", "question": "hi"},
+        {"question": "hi"},
+        {"session_id": "s1"},
+        {"session_id": "s1", "question": "hi", "extra": 1},
+        {"session_id": 5, "question": "hi"},
+        {"session_id": "s1", "question": "x" * 4001},
+    ],
+)
+def test_bad_chat_requests_are_422_and_record_nothing(
+    client: TestClient, store: SessionStore, body: dict[str, Any]
+) -> None:
+    r = client.post("/api/chat", json=body)
+    assert r.status_code == 422, r.text
+    assert list(store.iter_entries()) == []
+
+
+def test_odd_session_ids_round_trip(client: TestClient, store: SessionStore) -> None:
+    session = "../a b?c#d/日本語"
+    body = chat(client, PASSWORD_Q, session_id=session)
+    assert body["session_id"] == session
+    assert store.get_entry(session, body["qa_id"]) is not None
+    r = client.put(
+        feedback_url(body["qa_id"]), params={"session_id": session}, json={"thumbs": "up"}
+    )
+    assert r.status_code == 200 and r.json()["feedback_score"] == 5
+
+
+# -- responders ---------------------------------------------------------------------------
+
+
+def test_a_chat_model_answers_verbatim(store: SessionStore) -> None:
+    payload = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+    model = FakeListChatModel(responses=[payload])
+    with TestClient(create_demo_app(store, chat_model=model)) as c:
+        body = chat(c, PASSWORD_Q)
+        assert body["answer"] == payload
+        assert body["responder"] == "FakeListChatModel" and body["offline"] is False
+        assert c.get("/api/info").json()["offline"] is False
+    assert store.get_entry("s1", body["qa_id"]).answer == payload  # type: ignore[union-attr]
+
+
+def test_the_chat_model_sees_articles_and_memories(store: SessionStore) -> None:
+    prompts: list[str] = []
+
+    def model(prompt: Any) -> str:
+        prompts.append("\n".join(m.text for m in prompt.to_messages()))
+        return "ok"
+
+    with TestClient(create_demo_app(store, chat_model=RunnableLambda(model))) as c:
+        first = chat(c, PASSWORD_Q)
+        c.put(feedback_url(first["qa_id"]), params={"session_id": "s1"}, json={"thumbs": "up"})
+        chat(c, PASSWORD_Q2)
+    assert "[password-reset] Resetting your password." in prompts[0]
+    assert "(none yet)" in prompts[0]
+    assert f"Question: {PASSWORD_Q}\nAnswer: ok" in prompts[1]
+    assert prompts[1].rstrip().endswith(PASSWORD_Q2)
+
+
+def test_a_failing_chat_model_is_502_and_records_nothing(store: SessionStore) -> None:
+    def broken(_: Any) -> str:
+        raise RuntimeError("model down")
+
+    with TestClient(create_demo_app(store, chat_model=RunnableLambda(broken))) as c:
+        r = c.post("/api/chat", json={"session_id": "s1", "question": "hi"})
+    assert r.status_code == 502
+    assert "model down" in r.json()["detail"]
+    assert store.get_session("s1") == []
+
+
+def test_env_model_without_langchain_falls_back_offline(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(webapp.ENV_CHAT_MODEL, "openai:gpt-4o-mini")
+    monkeypatch.setitem(sys.modules, "langchain", None)  # not importable
+    monkeypatch.setitem(sys.modules, "langchain.chat_models", None)
+    with TestClient(create_demo_app(store)) as c:
+        info = c.get("/api/info").json()
+        assert info["offline"] is True and info["responder"] == OFFLINE_RESPONDER
+        assert "openai:gpt-4o-mini" in info["note"]
+        assert chat(c, PASSWORD_Q)["responder"] == OFFLINE_RESPONDER
+
+
+def test_env_model_is_made_with_init_chat_model(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    seen: list[str] = []
+
+    def init_chat_model(name: str) -> FakeListChatModel:
+        seen.append(name)
+        return FakeListChatModel(responses=["from the configured model"])
+
+    fake = types.ModuleType("langchain.chat_models")
+    fake.init_chat_model = init_chat_model  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "langchain", types.ModuleType("langchain"))
+    monkeypatch.setitem(sys.modules, "langchain.chat_models", fake)
+    monkeypatch.setenv(webapp.ENV_CHAT_MODEL, "someprovider:some-model")
+    with TestClient(create_demo_app(store)) as c:
+        body = chat(c, PASSWORD_Q)
+    assert seen == ["someprovider:some-model"]
+    assert body["answer"] == "from the configured model"
+    assert body["responder"] == "someprovider:some-model" and body["offline"] is False
+
+
+# -- the page and its files ----------------------------------------------------------------
+
+
+def test_page_and_static_files(client: TestClient) -> None:
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "default-src 'self'" in csp
+    assert '<script src="/static/feedback-buttons.js"' in r.text
+    for name, kind in [
+        ("app.js", "javascript"),
+        ("feedback-buttons.js", "javascript"),
+        ("style.css", "text/css"),
+        ("favicon.svg", "image/svg+xml"),
+    ]:
+        s = client.get(f"/static/{name}")
+        assert s.status_code == 200 and kind in s.headers["content-type"], name
+        assert s.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/static/nope.js").status_code == 404
+    assert client.get("/static/../webapp.py").status_code == 404
+    assert client.get("/favicon.ico").status_code == 200
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_page_scripts_never_use_html_sinks() -> None:
+    """All user and model text goes in with textContent: no HTML sink in our scripts."""
+    for name in ("app.js", "feedback-buttons.js"):
+        source = resources.files("feedback_plugin.integrations").joinpath("static", name)
+        text = source.read_text(encoding="utf-8")
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in text, f"{name} uses {sink}"
+
+
+def test_the_openapi_schema_has_the_chat_and_feedback_endpoints(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/api/chat" in paths and "/api/info" in paths
+    assert "/api/turns/{qa_id}/feedback" in paths
+    assert "/" not in paths
+
+
+def test_bundled_documents_ship_as_package_data() -> None:
+    docs = load_documents()
+    raw = json.loads(
+        resources.files("feedback_plugin.integrations").joinpath("data", "docs.json").read_text()
+    )
+    assert len(docs) == len(raw) == 6
+    assert {d.metadata["id"] for d in docs} >= {"password-reset", "export", "offline-sync"}
+
+
+# -- main() ------------------------------------------------------------------------------
+
+
+def test_main_runs_uvicorn_with_the_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+    monkeypatch.delenv("FEEDBACK_PLUGIN_API_KEYS", raising=False)
+    monkeypatch.delenv("FEEDBACK_PLUGIN_API_KEYS_FILE", raising=False)
+    assert webapp.main(["--port", "8123", "--store", str(tmp_path / "st")]) == 0
+    assert calls[0]["host"] == "127.0.0.1" and calls[0]["port"] == 8123
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:8123/" in out and str(tmp_path / "st") in out
+
+    monkeypatch.setenv("FEEDBACK_PLUGIN_HOST", "::1")
+    monkeypatch.setenv("FEEDBACK_PLUGIN_PORT", "9001")
+    webapp.main([])
+    assert (calls[1]["host"], calls[1]["port"]) == ("::1", 9001)
+    assert "http://[::1]:9001/" in capsys.readouterr().out
