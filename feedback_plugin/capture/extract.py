@@ -160,12 +160,14 @@ def answer_from(outputs: Any) -> str:
 _SCALARS = (str, int, float, bool, type(None))
 
 
+_PLAIN = frozenset((str, int, bool, type(None)))
+
+
 def _is_json(value: Any, depth: int = 0) -> bool:
+    if type(value) in _PLAIN:  # the common case, first and cheapest
+        return True
     if isinstance(value, _SCALARS):
-        return not isinstance(value, float) or value == value and value not in (
-            float("inf"),
-            float("-inf"),
-        )
+        return not isinstance(value, float) or (value == value and abs(value) != float("inf"))
     if depth > 8:
         return False
     if isinstance(value, (list, tuple)):
