@@ -8,6 +8,8 @@ Run from the repository root (inside the project's venv)::
     python benchmarks/bench_memory.py --n 200000   # another store size
     python benchmarks/bench_memory.py --json benchmarks/results/memory.json
     python benchmarks/bench_memory.py --profile /tmp/prof   # + cProfile of (a) and (d)
+    python benchmarks/bench_memory.py --backend redis       # the same on Redis (30,000 positive)
+    python benchmarks/bench_memory.py --backend redis --redis redis://host:6379/15
 
 It prints one markdown table and a PASS/FAIL line per target, and always
 exits 0: a failed target is a finding to report, not a crash. The header
@@ -56,6 +58,26 @@ What is measured
     builds the index from a full scan. Target <= 30 s. Checks: the rebuilt
     index holds every rated turn, and 50 queries return the same top 5 as
     before the rebuild.
+
+On Redis (``--backend redis``)
+------------------------------
+The same data set and (a)-(d) go into a Redis store (``--redis URL``, default
+``redis://127.0.0.1:6379/15``) under a namespace of its own
+(``bench-<uuid>``), whose keys are deleted at the end (``--keep`` keeps them).
+There the memory index is per process, in memory, built from a scan of the
+store on the first query and kept fresh from the store's change stream, which
+every query reads first. So:
+
+- setup times the first ``ready_memory()`` (the per-process build) instead of
+  the first ``add_feedback`` (on diskcache the one that builds the shared index);
+- (a) is judged against the Redis target of the backend issue, p50 <= 20 ms
+  with 30,000 positive turns (the default ``--n 100000`` rates 30,000 positive;
+  with fewer, the row is information only); the diskcache targets (p50 <= 5 ms,
+  p95 <= 20 ms) are shown as information. An extra row times the change-stream
+  read (``ready_memory()``) alone;
+- (d) "index build" is the first query of a fresh store object (a new
+  process's view): closing the store drops its in-memory index, and the new
+  one is built from a full scan on that query. Same 30 s target and checks.
 """
 
 from __future__ import annotations
@@ -74,6 +96,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +115,9 @@ P50_MAX_MS = 5.0
 P95_MAX_MS = 20.0
 RECALL_MIN = 0.9
 BUILD_MAX_S = 30.0
+REDIS_P50_MAX_MS = 20.0  # the Redis backend's target (backend issue), at 30,000 positive turns
+REDIS_TARGET_POSITIVES = 30_000
+REDIS_URL = "redis://127.0.0.1:6379/15"
 
 USERS = 20
 TURNS_PER_SESSION = 50
@@ -440,10 +466,15 @@ class Row:
     value: str
     target: str = ""
     ok: bool | None = None  # None: information only
+    info: bool = False  # a target shown for information: met or not, never PASS/FAIL
 
     @property
     def result(self) -> str:
-        return "" if self.ok is None else ("PASS" if self.ok else "**FAIL**")
+        if self.ok is None:
+            return ""
+        if self.info:
+            return "info: met" if self.ok else "info: over"
+        return "PASS" if self.ok else "**FAIL**"
 
 
 @dataclass
@@ -452,8 +483,10 @@ class Report:
     data: dict[str, Any] = field(default_factory=dict)
     load: list[tuple[str, float]] = field(default_factory=list)
 
-    def add(self, name: str, value: str, target: str = "", ok: bool | None = None) -> None:
-        self.rows.append(Row(name, value, target, ok))
+    def add(
+        self, name: str, value: str, target: str = "", ok: bool | None = None, info: bool = False
+    ) -> None:
+        self.rows.append(Row(name, value, target, ok, info))
 
     def mark_load(self, when: str) -> None:
         """Note the 1-minute load average: other processes inflate every timing."""
@@ -495,12 +528,73 @@ def profiled(directory: str | None, name: str, fn: Callable[[], Any]) -> Any:
     return result
 
 
+# -- Redis ---------------------------------------------------------------------------
+
+
+def redis_unreachable(url: str) -> str | None:
+    """Why the Redis server at ``url`` cannot be used, or ``None`` when it answers a PING."""
+    try:
+        import redis
+    except ImportError:
+        return "the redis client is not installed (pip install 'feedback-plugin[redis]')"
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+    return None
+
+
+def redis_versions(url: str) -> tuple[str, str]:
+    """The Redis server's and the redis-py client's versions."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        server = str(client.info("server").get("redis_version", "?"))
+    finally:
+        client.close()
+    return server, redis.__version__
+
+
+def drop_redis(where: Where) -> int:
+    """Delete every key of the run's Redis namespace; return how many went."""
+    store = where.open()
+    try:
+        return int(store.backend.drop())  # type: ignore[attr-defined]
+    finally:
+        store.close()
+
+
 # -- building the store ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Where:
+    """The store under test: a diskcache directory, or a Redis URL and a namespace."""
+
+    backend: str  # "disk" or "redis"
+    location: str
+    namespace: str | None = None
+
+    @property
+    def redis(self) -> bool:
+        return self.backend == "redis"
+
+    def open(self) -> SessionStore:
+        return SessionStore(self.location, namespace=self.namespace)
+
+    def describe(self) -> str:
+        if self.redis:
+            return f"Redis {self.location}, namespace {self.namespace!r}"
+        return f"diskcache {self.location}"
 
 
 @dataclass
 class Data:
-    directory: Path
+    where: Where
     turns: list[Turn]
     rng: random.Random
     fresh: Iterator[Content]  # contents no stored turn uses, for new turns
@@ -510,7 +604,7 @@ class Data:
         return [t for t in self.turns if t.score is not None and t.score >= 4]
 
 
-def build(s: Settings, base: Path, rep: Report) -> tuple[SessionStore, Data]:
+def build(s: Settings, where: Where, rep: Report) -> tuple[SessionStore, Data]:
     rng = random.Random(s.seed)
     sessions = max(1, s.n // TURNS_PER_SESSION)
     all_contents = contents(rng, s.n + 10_000)
@@ -518,8 +612,7 @@ def build(s: Settings, base: Path, rep: Report) -> tuple[SessionStore, Data]:
     for i in range(s.n):
         sid = i % sessions
         turns.append(make_turn(next(all_contents), f"user-{sid % USERS:02d}", f"s{sid:05d}", rng))
-    directory = base / "store"
-    store = SessionStore(directory)
+    store = where.open()
 
     log(f"recording {s.n:,} turns ({sessions:,} sessions, {USERS} users) with write-behind")
     flush_total = 0.0
@@ -569,10 +662,23 @@ def build(s: Settings, base: Path, rep: Report) -> tuple[SessionStore, Data]:
         times.append(time.perf_counter() - c0)
         failures += not ok
     feedback_s = time.perf_counter() - start + first_s
-    rep.add(
-        "setup: first add_feedback (indexes the existing store: a scan of every turn)",
-        f"{first_s:.2f} s",
-    )
+    if where.redis:
+        # The per-process index: built from a scan on first use, then kept fresh.
+        rep.add(
+            "setup: first add_feedback (Redis: no index work, one WATCH/MULTI)", f"{first_s:.3f} s"
+        )
+        t0 = time.perf_counter()
+        store.ready_memory()
+        build_s = time.perf_counter() - t0
+        rep.add(
+            "setup: first ready_memory() (this process's index: a scan of every turn)",
+            f"{build_s:.2f} s",
+        )
+    else:
+        rep.add(
+            "setup: first add_feedback (indexes the existing store: a scan of every turn)",
+            f"{first_s:.2f} s",
+        )
     rep.add(
         f"setup: add_feedback on the other {len(rated) - 1:,} rated turns "
         f"({n_pos:,} positive, {n_neg:,} negative in all)",
@@ -606,7 +712,7 @@ def build(s: Settings, base: Path, rep: Report) -> tuple[SessionStore, Data]:
         "indexed": indexed,
         "failures": failures,
     }
-    return store, Data(directory, turns, rng, all_contents)
+    return store, Data(where, turns, rng, all_contents)
 
 
 # -- (a) latency --------------------------------------------------------------------
@@ -627,6 +733,8 @@ def bench_latency(
     log(f"(a) latency: {s.latency_rounds} rounds x {len(timed)} queries")
 
     index = store.memory
+    redis = data.where.redis
+    feed: list[float] = []  # Redis: ready_memory() alone (the change-stream read), per query
 
     def run() -> tuple[list[float], list[float], list[int]]:
         """Each query through the retriever, then the same index search alone (paired)."""
@@ -641,6 +749,10 @@ def bench_latency(
             start = clock()
             index.search(q, user=user, limit=12, min_score=4)
             alone.append(clock() - start)
+            if redis:
+                start = clock()
+                store.ready_memory()
+                feed.append(clock() - start)
         return out, alone, counts
 
     # Several rounds over the same queries; the round with the lowest p50 is reported
@@ -650,19 +762,46 @@ def bench_latency(
     p50, p95 = ms(statistics.median(times)), ms(pct(times, 0.95))
     i50, i95 = ms(statistics.median(itimes)), ms(pct(itimes, 0.95))
     rest = [a - b for a, b in zip(times, itimes, strict=True)]
-    rep.add(
-        f"(a) retriever.invoke p50 ({len(timed)} reworded queries, k=4, per user; "
-        f"best of {len(rounds)} rounds)",
-        f"{p50:.2f} ms",
-        f"<= {P50_MAX_MS:g} ms",
-        p50 <= P50_MAX_MS,
-    )
-    rep.add(
-        "(a) retriever.invoke p95 (same round)",
-        f"{p95:.2f} ms",
-        f"<= {P95_MAX_MS:g} ms",
-        p95 <= P95_MAX_MS,
-    )
+    if redis:
+        positives = len(data.positives)
+        full = positives >= REDIS_TARGET_POSITIVES
+        rep.add(
+            f"(a) Redis: retriever.invoke p50 ({len(timed)} reworded queries, k=4, per user; "
+            f"best of {len(rounds)} rounds; {positives:,} positive turns)",
+            f"{p50:.2f} ms",
+            f"<= {REDIS_P50_MAX_MS:g} ms"
+            + ("" if full else f" (info: judged at {REDIS_TARGET_POSITIVES:,} positive)"),
+            p50 <= REDIS_P50_MAX_MS,
+            info=not full,
+        )
+        rep.add(
+            "(a) Redis: retriever.invoke p95 (same round)",
+            f"{p95:.2f} ms",
+            f"<= {P95_MAX_MS:g} ms (info)",
+            p95 <= P95_MAX_MS,
+            info=True,
+        )
+        rep.add(
+            "(a) Redis: the diskcache p50 target, for comparison",
+            f"{p50:.2f} ms",
+            f"<= {P50_MAX_MS:g} ms (info)",
+            p50 <= P50_MAX_MS,
+            info=True,
+        )
+    else:
+        rep.add(
+            f"(a) retriever.invoke p50 ({len(timed)} reworded queries, k=4, per user; "
+            f"best of {len(rounds)} rounds)",
+            f"{p50:.2f} ms",
+            f"<= {P50_MAX_MS:g} ms",
+            p50 <= P50_MAX_MS,
+        )
+        rep.add(
+            "(a) retriever.invoke p95 (same round)",
+            f"{p95:.2f} ms",
+            f"<= {P95_MAX_MS:g} ms",
+            p95 <= P95_MAX_MS,
+        )
     rep.add(
         "(a) ... every round's p50 / p95",
         ", ".join(
@@ -677,6 +816,11 @@ def bench_latency(
         "(a) ... the rest (re-read hits from the store, Documents, callbacks), p50 / p95",
         f"{ms(statistics.median(rest)):.2f} / {ms(pct(rest, 0.95)):.2f} ms",
     )
+    if redis:
+        rep.add(
+            "(a) ... Redis: ready_memory() alone (read the change stream), p50 / p95, all rounds",
+            f"{ms(statistics.median(feed)):.2f} / {ms(pct(feed, 0.95)):.2f} ms",
+        )
     rep.add(
         "(a) ... max, mean documents per query",
         f"{ms(max(times)):.1f} ms, {statistics.mean(counts):.2f} docs",
@@ -693,6 +837,9 @@ def bench_latency(
         "rounds_p50_ms": [ms(statistics.median(r[0])) for r in rounds],
         "rounds_p95_ms": [ms(pct(r[0], 0.95)) for r in rounds],
     }
+    if redis:
+        rep.data["latency"]["ready_memory_p50_ms"] = ms(statistics.median(feed))
+        rep.data["latency"]["positives"] = len(data.positives)
     if profile:
         profiled(profile, "a_query_loop", run)
 
@@ -762,9 +909,9 @@ def bench_freshness(s: Settings, store: SessionStore, data: Data, rep: Report) -
         bench_cross_process(s, store, data, rep)
 
 
-def _rater_proc(directory: str, inbox: Any, outbox: Any) -> None:
+def _rater_proc(location: str, namespace: str | None, inbox: Any, outbox: Any) -> None:
     """Another process: record and rate the turns it is sent, report when rated."""
-    store = SessionStore(directory)
+    store = SessionStore(location, namespace=namespace)
     while True:
         job = inbox.get()
         if job is None:
@@ -782,7 +929,8 @@ def bench_cross_process(s: Settings, store: SessionStore, data: Data, rep: Repor
     rng = random.Random(s.seed + 3)
     ctx = mp.get_context("spawn")
     inbox, outbox = ctx.Queue(), ctx.Queue()
-    proc = ctx.Process(target=_rater_proc, args=(str(data.directory), inbox, outbox))
+    where = data.where
+    proc = ctx.Process(target=_rater_proc, args=(where.location, where.namespace, inbox, outbox))
     proc.start()
     log(f"(b) cross-process: {s.cross_process_trials} trials, another process rates")
     seen = 0
@@ -893,15 +1041,23 @@ def bench_build(
 ) -> SessionStore:
     before = [ranked(store, u, q) for u, q in compare]
     rated = sum(1 for t in data.turns if t.score is not None)
-    path = store.memory.path
-    store.close()
-    removed = 0
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
-            removed += 1
-    log(f"(d) index build: removed {path} ({removed} files), reopening and querying")
-    store = SessionStore(data.directory)
+    if data.where.redis:
+        # The index lives in this store object's memory: closing the store drops it, and a
+        # fresh store object (what a new process starts with) builds its own from a scan.
+        store.close()
+        log("(d) index build: closed the store (its in-memory index went), opening a new one")
+        what = "first query of a fresh store object"
+    else:
+        path = store.memory.path
+        store.close()
+        removed = 0
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+                removed += 1
+        log(f"(d) index build: removed {path} ({removed} files), reopening and querying")
+        what = "first query after deleting the index"
+    store = data.where.open()
     user, query = compare[0]
     retriever = PositiveMemoryRetriever(store=store, user=user, k=5)
     start = time.perf_counter()
@@ -915,7 +1071,7 @@ def bench_build(
     same = sum(a == b for a, b in zip(before, after, strict=True))
     stored = len(data.turns)
     rep.add(
-        f"(d) first query after deleting the index ({stored:,} turns: scan + build)",
+        f"(d) {what} ({stored:,} turns: scan + build)",
         f"{build_s:.1f} s" + (" (under cProfile)" if profile else ""),
         f"<= {BUILD_MAX_S:g} s",
         build_s <= BUILD_MAX_S,
@@ -942,15 +1098,24 @@ def bench_build(
 # -- main -------------------------------------------------------------------------------------
 
 
-def print_table(rep: Report, s: Settings, quick: bool) -> None:
+def print_table(rep: Report, s: Settings, quick: bool, where: Where) -> None:
     import diskcache
     import langchain_core
     import pydantic
 
     print(
         f"\n## feedback_plugin positive-memory benchmark ({s.n:,} turns"
-        f"{', --quick' if quick else ''})\n"
+        f"{', Redis backend' if where.redis else ''}{', --quick' if quick else ''})\n"
     )
+    if where.redis:
+        redis_info = rep.data.get("redis", {})
+        print(
+            f"Backend: Redis {redis_info.get('server', '?')} at {where.location} (redis-py "
+            f"{redis_info.get('client', '?')}), namespace {where.namespace!r}"
+            + (", kept" if redis_info.get("kept") else ", keys deleted after the run")
+            + "; the memory index is per process (in-memory SQLite FTS5, built from a scan, "
+            "fed by the change stream).\n"
+        )
     print(
         f"Python {platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}, "
         f"langchain-core {langchain_core.__version__}, pydantic {pydantic.VERSION}, "
@@ -981,14 +1146,23 @@ def print_table(rep: Report, s: Settings, quick: bool) -> None:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rep.rows:
         print(line([r.name, r.value, r.target, r.result]))
-    targets = [r for r in rep.rows if r.ok is not None]
+    targets = [r for r in rep.rows if r.ok is not None and not r.info]
+    infos = [r for r in rep.rows if r.ok is not None and r.info]
     failed = [r for r in targets if not r.ok]
     print()
     for r in targets:
         print(f"{'PASS' if r.ok else 'FAIL'}  {r.name}: {r.value} (target {r.target})")
+    for r in infos:
+        target = r.target.removesuffix(" (info)")
+        print(f"INFO  {r.name}: {r.value} (target {target}: {'met' if r.ok else 'over'})")
     print(
         f"\n{len(targets) - len(failed)}/{len(targets)} targets and checks pass"
         + (f"; FAIL: {len(failed)}" if failed else "")
+        + (
+            f"; information-only targets: {sum(r.ok is True for r in infos)}/{len(infos)} met"
+            if infos
+            else ""
+        )
     )
 
 
@@ -1004,18 +1178,41 @@ def main(argv: list[str] | None = None) -> int:
         help="cProfile the (a) query loop and the (d) build; .prof files in DIR",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary store")
+    parser.add_argument(
+        "--backend",
+        choices=("disk", "redis"),
+        default="disk",
+        help="the store under test: a diskcache directory (default) or Redis",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        default=REDIS_URL,
+        help=f"the Redis server for --backend redis (default {REDIS_URL})",
+    )
     args = parser.parse_args(argv)
     s = quick_settings() if args.quick else Settings()
     if args.n is not None:
         if args.n < 1_000:
             parser.error("--n must be at least 1000")
         s.n = args.n
-    base = Path(tempfile.mkdtemp(prefix="fp-bench-memory-", dir=args.dir))
     rep = Report()
+    if args.backend == "redis":
+        why = redis_unreachable(args.redis)
+        if why is not None:
+            print(f"no Redis at {args.redis} ({why}): nothing to benchmark", flush=True)
+            return 0
+        where = Where("redis", args.redis, f"bench-{uuid.uuid4().hex}")
+        server, client = redis_versions(args.redis)
+        rep.data["redis"] = {"url": args.redis, "namespace": where.namespace}
+        rep.data["redis"] |= {"server": server, "client": client, "kept": args.keep}
+    base = Path(tempfile.mkdtemp(prefix="fp-bench-memory-", dir=args.dir))
+    if args.backend == "disk":
+        where = Where("disk", str(base / "store"))
     wall = time.perf_counter()
     try:
         rep.mark_load("start")
-        store, data = build(s, base, rep)
+        store, data = build(s, where, rep)
         rep.mark_load("(a)")
         bench_latency(s, store, data, rep, args.profile)
         rep.mark_load("(b)")
@@ -1027,20 +1224,27 @@ def main(argv: list[str] | None = None) -> int:
         rep.mark_load("end")
     finally:
         if args.keep:
-            log(f"store kept in {base}")
+            log(f"store kept in {where.describe()}")
         else:
             shutil.rmtree(base, ignore_errors=True)
+            if where.redis:
+                try:
+                    log(f"deleted the {drop_redis(where):,} Redis keys of {where.describe()}")
+                except Exception as exc:
+                    log(f"could not delete the Redis keys of {where.describe()}: {exc}")
     log(f"done in {time.perf_counter() - wall:.0f} s")
-    print_table(rep, s, args.quick)
+    print_table(rep, s, args.quick, where)
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         rep.data["settings"] = dict(s.__dict__)
         rep.data["loadavg_1min"] = dict(rep.load)
+        rep.data["backend"] = where.backend
         rep.data["rows"] = [
-            {"name": r.name, "value": r.value, "target": r.target, "ok": r.ok} for r in rep.rows
+            {"name": r.name, "value": r.value, "target": r.target, "ok": r.ok, "info": r.info}
+            for r in rep.rows
         ]
-        rep.data["all_pass"] = all(r.ok for r in rep.rows if r.ok is not None)
+        rep.data["all_pass"] = all(r.ok for r in rep.rows if r.ok is not None and not r.info)
         out.write_text(json.dumps(rep.data, indent=2, ensure_ascii=False) + "\n")
         log(f"results written to {out}")
     return 0

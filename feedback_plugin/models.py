@@ -13,6 +13,7 @@ feedback_plugin.errors.InvalidFeedbackError: feedback_score must be an int from 
 
 from __future__ import annotations
 
+import html
 import json
 from datetime import datetime, timezone
 from typing import Any
@@ -102,6 +103,30 @@ class SessionQAEntry(BaseModel):
     def is_rated(self) -> bool:
         """True when the turn carries a score or a comment."""
         return self.feedback_score is not None or self.feedback_text is not None
+
+    def _repr_html_(self) -> str:
+        """The turn as a two-column table in Jupyter; every value is HTML-escaped."""
+        rows: list[tuple[str, object]] = [
+            ("qa_id", self.qa_id),
+            ("session_id", self.session_id),
+            ("user_id", self.user_id),
+            ("time", self.time.isoformat()),
+            ("question", self.question),
+            ("answer", self.answer),
+            ("correction", self.correction),
+            ("feedback_score", self.feedback_score),
+            ("feedback_text", self.feedback_text),
+            ("feedback_time", self.feedback_time and self.feedback_time.isoformat()),
+            ("context", "\n---\n".join(self.context)),
+            ("metadata", json.dumps(self.metadata, ensure_ascii=False, default=str)),
+        ]
+        cell = "text-align:left;vertical-align:top;white-space:pre-wrap"
+        body = "".join(
+            f'<tr><th style="{cell}">{name}</th><td style="{cell}">'
+            f"{html.escape('' if value is None else str(value))}</td></tr>"
+            for name, value in rows
+        )
+        return f'<table class="feedback-plugin-entry">{body}</table>'
 
 
 def check_id(value: object, name: str = "session_id") -> str:

@@ -38,6 +38,7 @@ from .models import (
     SessionQAEntry,
     check_feedback,
     check_id,
+    check_score,
     check_user,
     utcnow,
 )
@@ -47,6 +48,9 @@ from .writer import WriteBehind
 __all__ = ["ChangeListener", "SessionStore", "default_location"]
 
 log = logging.getLogger("feedback_plugin")
+
+Queued = tuple[SessionKey, str, "str | dict[str, Any]"]
+"""A queued turn: its stored JSON, or (from the handler) the fields to build it from."""
 
 ChangeListener = Callable[[SessionQAEntry], None]
 """Called with an entry after its feedback changed (and after it was recorded)."""
@@ -130,9 +134,7 @@ class SessionStore:
         else:
             self.location = os.fspath(location) if location is not None else default_location()
             self.backend = self._make_backend(self.location)
-        self._writer: WriteBehind[Item] = WriteBehind(
-            self.backend.append, interval=flush_interval
-        )
+        self._writer: WriteBehind[Queued] = WriteBehind(self._append, interval=flush_interval)
         _open_writers.add(self._writer)  # flushed at exit even if this store is dropped
         self._listeners: list[ChangeListener] = []
         self._memory: MemoryIndex | None = None
@@ -272,9 +274,102 @@ class SessionStore:
             self._writer.put(item)
         return entry
 
+    def record_trusted(
+        self,
+        session_id: str,
+        question: str,
+        answer: str,
+        context: list[str],
+        user: str | None,
+        metadata: dict[str, Any],
+        qa_id: str,
+    ) -> None:
+        """Queue a turn whose fields are already checked (the callback handler's path).
+
+        Skips validation and leaves building the stored JSON to the writer
+        thread, so the caller's thread pays about a microsecond (with
+        ``write_behind=False`` it is written now, raising :class:`StoreError`
+        on failure). Fields must be
+        what :meth:`record` would accept: non-empty ids, strings, JSON-safe
+        metadata.
+        """
+        fields: dict[str, Any] = {
+            "qa_id": qa_id, "session_id": session_id, "question": question, "answer": answer,
+            "context": context, "time": utcnow(), "user_id": user, "metadata": metadata,
+        }
+        if self.write_behind:
+            self._writer.put(((user, session_id), qa_id, fields))
+        else:
+            payload = SessionQAEntry.model_construct(**fields).to_json()
+            self._io("record", self._write_now, [((user, session_id), qa_id, payload)])
+
+    def _append(self, queued: Sequence[Queued]) -> None:
+        """The writer's batch: turn queued fields into stored JSON, then append."""
+        items: list[Item] = []
+        for key, qa_id, payload in queued:
+            if not isinstance(payload, str):
+                try:
+                    payload = SessionQAEntry.model_construct(**payload).to_json()
+                except Exception:  # never block the queue on one bad turn
+                    log.exception("feedback_plugin: turn %r not recordable, dropped", qa_id)
+                    continue
+            items.append((key, qa_id, payload))
+        self.backend.append(items)
+
     def _write_now(self, items: Sequence[Item]) -> None:
         self._writer.flush()  # keep the order of turns already queued
         self.backend.append(items)
+
+    def import_entries(self, entries: Iterable[SessionQAEntry], *, batch_size: int = 1000) -> int:
+        """Store whole entries exactly as given (a restore); return how many were written.
+
+        Unlike :meth:`record`, every field is kept: ``qa_id``, ``time``, the
+        feedback, ``correction``, ``metadata`` and the owner ``user_id``. Each
+        entry goes to the end of its ``(user_id, session_id)`` session, or
+        replaces the turn with its ``qa_id`` in place, so importing a file
+        twice changes nothing. Turns queued by :meth:`record` are written
+        first; entries are validated (ids, score) and written in batches of
+        ``batch_size``: a bad entry raises before its batch is written, but
+        earlier batches stay. Raises :class:`StoreError` if the backend fails.
+
+        Positive memory: a shared index (diskcache) learns each batch's
+        rated turns before the batch is written, so a failure leaves at most
+        stale hits, which the retriever repairs; a per-process index (Redis)
+        is rebuilt from a scan on this process's next memory query (other
+        processes learn of imported ratings only when they rebuild).
+        """
+        if type(batch_size) is not int or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        shared = not hasattr(self.backend, "changes_since")
+        self.flush()
+        written = 0
+        batch: list[SessionQAEntry] = []
+
+        def write() -> None:
+            if shared:  # unrated turns need no row: a stale one is dropped on its next hit
+                for entry in batch:
+                    if entry.feedback_score is not None or entry.correction is not None:
+                        self.memory.apply(entry)
+            items = [((e.user_id, e.session_id), e.qa_id, e.to_json()) for e in batch]
+            self.backend.append(items)
+
+        for entry in entries:
+            check_id(entry.session_id)
+            check_id(entry.qa_id, "qa_id")
+            check_user(entry.user_id)
+            check_score(entry.feedback_score)
+            batch.append(entry)
+            if len(batch) >= batch_size:
+                self._io("import_entries", write)
+                written += len(batch)
+                batch = []
+        if batch:
+            self._io("import_entries", write)
+            written += len(batch)
+        if not shared:
+            with self._feed_lock:
+                self._feed_position = None  # the imported turns are in no change feed
+        return written
 
     def flush(self) -> None:
         """Write every queued turn now; raise :class:`StoreError` if the backend fails."""
@@ -479,7 +574,7 @@ class SessionStore:
 _open_stores: weakref.WeakSet[SessionStore] = weakref.WeakSet()
 # A writer outlives its store while its thread runs (the thread holds it), so a
 # store dropped right after record() still has its queued turns written at exit.
-_open_writers: weakref.WeakSet[WriteBehind[Item]] = weakref.WeakSet()
+_open_writers: weakref.WeakSet[WriteBehind[Queued]] = weakref.WeakSet()
 _registry_lock = threading.Lock()
 
 

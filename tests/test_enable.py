@@ -176,15 +176,15 @@ def test_enabled_block_does_not_leak_into_other_threads(store: SessionStore) -> 
 
 @pytest.fixture
 def record_calls(store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every store.record call (a second write of the same qa_id would replace, not add)."""
+    """Every turn the handler writes (a second write of the same qa_id would replace, not add)."""
     calls: list[str] = []
-    real = store.record
+    real = store.record_trusted
 
-    def spy(session_id: str, question: str, *args: Any, **kwargs: Any) -> SessionQAEntry:
+    def spy(session_id: str, question: str, *args: Any, **kwargs: Any) -> None:
         calls.append(question)
-        return real(session_id, question, *args, **kwargs)
+        real(session_id, question, *args, **kwargs)
 
-    monkeypatch.setattr(store, "record", spy)
+    monkeypatch.setattr(store, "record_trusted", spy)
     return calls
 
 

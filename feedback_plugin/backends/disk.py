@@ -12,7 +12,9 @@ can collide with another or act as a pattern::
     [ns, "u", user]                   -> JSON list      the user's session ids
 
 The user's session list is rewritten only when a session starts, so its
-cost grows with the number of sessions, never with the number of turns.
+cost grows with the number of sessions, never with the number of turns;
+with a ``ttl``, starting a session also drops the user's expired sessions
+from the list (one lookup each), so it holds live sessions only.
 
 Appending writes one ``e`` and one ``q`` key and rewrites the small ``m``
 key, so a write costs the same at the 10th and the 10,000th turn; reading
@@ -89,6 +91,7 @@ class DiskBackend:
         self.max_entries = max_entries
         self.timeout = timeout
         self._cache: diskcache.Cache | None = None
+        self._local = threading.local()
         self._open_lock = threading.Lock()
 
     @property
@@ -140,6 +143,13 @@ class DiskBackend:
 
     def append(self, items: Sequence[Item]) -> None:
         cache = self.cache
+        if (
+            self.ttl is None
+            and self.max_entries is None
+            and all(len(payload) < cache.disk.min_file_size for _, _, payload in items)
+        ):
+            self._append_rows(items)
+            return
         ttl = self.ttl
         windows: dict[SessionKey, tuple[int, int]] = {}
         with cache.transact():
@@ -148,21 +158,112 @@ class DiskBackend:
                 if window is None:
                     window = self._window(cache, self._meta_key(key))
                     if window == (0, 0):
-                        self._add_session(cache, key)
+                        self._add_session(cache, key, windows)
                 first, nxt = window
                 qa_key = self._qa_key(key, qa_id)
-                seq = cache.get(qa_key)
-                if seq is None:
+                if cache.add(qa_key, nxt, expire=ttl):  # a new turn (one statement, not two)
                     seq, nxt = nxt, nxt + 1
-                    cache.set(qa_key, seq, expire=ttl)
+                else:  # recorded again: replace it in place
+                    seq = cache.get(qa_key)
                 cache.set(self._entry_key(key, seq), payload, expire=ttl)
                 windows[key] = (self._trim(cache, key, first, nxt), nxt)
             for key, (first, nxt) in windows.items():
                 cache.set(self._meta_key(key), f"{first} {nxt}", expire=ttl)
 
-    def _add_session(self, cache: diskcache.Cache, key: SessionKey) -> None:
+    # -- the bulk path -----------------------------------------------------
+
+    def _rows_con(self) -> sqlite3.Connection:
+        """This thread's own connection to the cache database, for bulk appends."""
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None or self._local.pid != os.getpid():
+            path = os.path.join(self.directory, diskcache.core.DBNAME)
+            con = sqlite3.connect(path, timeout=self.timeout, isolation_level=None)
+            con.execute("PRAGMA synchronous = NORMAL")  # as diskcache's own connection
+            self._local.con, self._local.pid = con, os.getpid()
+        return con
+
+    def _append_rows(self, items: Sequence[Item]) -> None:
+        """``append`` for the common case (no ttl, no cap, values that live in the row).
+
+        Writes the same rows diskcache's ``set`` would (``raw`` text keys, values
+        in ``MODE_RAW``; diskcache's triggers keep its count and size), but with
+        a few ``executemany`` statements per batch instead of several Python
+        calls per turn, inside one ``BEGIN IMMEDIATE`` transaction, the lock
+        every diskcache writer takes. This is what keeps the write-behind
+        thread from competing with the chain for the GIL.
+        """
+        con = self._rows_con()
+        now = time.time()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            fetch = "SELECT value FROM Cache WHERE key = ? AND raw = 1"
+            windows: dict[SessionKey, list[int]] = {}
+            for key, _, _ in items:
+                if key not in windows:
+                    row = con.execute(fetch, (self._meta_key(key),)).fetchone()
+                    if row is None:
+                        windows[key] = [0, 0]
+                        self._add_session_row(con, key[0], key[1], now)
+                    else:
+                        first, _, nxt = str(row[0]).partition(" ")
+                        windows[key] = [int(first), int(nxt)]
+            seqs: dict[str, int] = {}  # qa key -> seq, for turns met in this batch
+            rows: dict[str, object] = {}  # key -> value to write, in order
+            for key, qa_id, payload in items:
+                qa_key = self._qa_key(key, qa_id)
+                seq = seqs.get(qa_key)
+                if seq is None:
+                    row = con.execute(fetch, (qa_key,)).fetchone()
+                    if row is None:  # a new turn
+                        window = windows[key]
+                        seq, window[1] = window[1], window[1] + 1
+                        rows[qa_key] = seq
+                    else:  # recorded again: replace it in place
+                        seq = int(row[0])
+                    seqs[qa_key] = seq
+                rows[self._entry_key(key, seq)] = payload
+            for key, (first, nxt) in windows.items():
+                rows[self._meta_key(key)] = f"{first} {nxt}"
+            con.executemany(
+                "INSERT OR REPLACE INTO Cache(key, raw, store_time, expire_time, access_time,"
+                " access_count, tag, size, mode, filename, value)"
+                f" VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, {diskcache.core.MODE_RAW}, NULL, ?)",
+                [(k, now, now, v) for k, v in rows.items()],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def _add_session_row(
+        self, con: sqlite3.Connection, user: str | None, session_id: str, now: float
+    ) -> None:
+        user_key = self._user_key(user)
+        row = con.execute(
+            "SELECT value FROM Cache WHERE key = ? AND raw = 1", (user_key,)
+        ).fetchone()
+        names: list[str] = json.loads(row[0]) if row else []
+        if session_id not in names:
+            names.append(session_id)
+            con.execute(
+                "INSERT OR REPLACE INTO Cache(key, raw, store_time, expire_time, access_time,"
+                " access_count, tag, size, mode, filename, value)"
+                f" VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, {diskcache.core.MODE_RAW}, NULL, ?)",
+                (user_key, now, now, _dumps(names)),
+            )
+
+    def _add_session(
+        self, cache: diskcache.Cache, key: SessionKey, batch: Mapping[SessionKey, object]
+    ) -> None:
         user_key = self._user_key(key[0])
         names: list[str] = json.loads(cache.get(user_key, "[]"))
+        if self.ttl is not None:
+            # Sessions expire: forget the user's expired ones (this one too, if it
+            # expired: it starts again at the end), else the list grows forever.
+            # Sessions started earlier in this batch have no "m" key yet: keep them.
+            names = [
+                n for n in names if (key[0], n) in batch or self._meta_key((key[0], n)) in cache
+            ]
         if key[1] not in names:
             names.append(key[1])
             cache.set(user_key, _dumps(names))
@@ -273,6 +374,10 @@ class DiskBackend:
             con.close()
 
     def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
         with self._open_lock:
             if self._cache is not None:
                 self._cache.close()

@@ -8,7 +8,7 @@ so no session id can reach another key or act as a glob pattern::
     fp:{ns}:l:{sk}          LIST of encoded qa ids: the session's order
     fp:{ns}:e:{sk}:{qa}     STRING: one entry's payload (its own TTL)
     fp:{ns}:u:{user}        ZSET of the user's encoded session keys, by start time
-    fp:{ns}:changes         STREAM of feedback changes (for positive memory)
+    fp:{ns}:changes         STREAM of feedback changes: which entry, not its text
 
 where ``{ns}`` encodes the namespace, ``{sk}`` the ``(user, session_id)`` key
 and ``{qa}`` the qa id. Appends and reads run as Lua scripts (atomic, one
@@ -20,12 +20,18 @@ there first, so concurrent writers on different machines lose nothing.
 Positive memory: plain Redis 7 has no full-text search, so each process
 keeps its own SQLite FTS5 index of rated turns in memory, built from a scan
 on first use and kept fresh from the ``changes`` stream, which every query
-reads first (one ``XREAD``) -- so the next query in any process sees a
-feedback change made anywhere. The stream keeps the last
-``stream_maxlen`` changes; a process that falls further behind rebuilds.
+reads first (one ``XREAD``, then one ``MGET`` of the changed entries'
+current payloads) -- so the next query in any process sees a feedback
+change made anywhere. A stream entry names the changed entry (``k``, ``q``)
+and holds none of its text, so deleting or expiring a turn leaves no copy
+behind, and the stream costs ~150 bytes per change. The stream keeps the
+last ``stream_maxlen`` changes; a process whose position was trimmed away
+(checked with ``XINFO STREAM``) rebuilds from a scan.
 
 Retention: ``ttl`` applies per entry, as on diskcache; ``max_entries``
-trims the oldest entries of a session on append.
+trims the oldest entries of a session on append. With a ``ttl`` the
+session list and the user's session index expire too, and a new session
+drops the user's expired ones from the index, so nothing outlives its turns.
 """
 
 from __future__ import annotations
@@ -42,12 +48,19 @@ __all__ = ["RedisBackend"]
 
 _APPEND = """
 -- KEYS[1] list, KEYS[2] entry, KEYS[3] user's sessions
--- ARGV: qa, payload, ttl_ms, max_entries, entry_prefix, session key, now
+-- ARGV: qa, payload, ttl_ms, max_entries, entry_prefix, session key, now, list_prefix
+local ttl = tonumber(ARGV[3])
 if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ttl > 0 then
+    -- sessions expire: forget the user's expired ones (this one too, if it expired:
+    -- it starts again at the end), else the index grows with every session ever
+    for _, sk in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+      if redis.call('EXISTS', ARGV[8] .. sk) == 0 then redis.call('ZREM', KEYS[3], sk) end
+    end
+  end
   redis.call('ZADD', KEYS[3], 'NX', tonumber(ARGV[7]), ARGV[6])
 end
 local is_new = redis.call('EXISTS', KEYS[2]) == 0
-local ttl = tonumber(ARGV[3])
 if ttl > 0 then
   redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl)
 else
@@ -67,6 +80,7 @@ if ttl > 0 then
     redis.call('LPOP', KEYS[1])
   end
   redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)  -- outlives every list it names: they expire earlier
 end
 return 1
 """
@@ -75,11 +89,14 @@ _READ = """
 -- KEYS[1] list; ARGV: start, entry_prefix
 local ids = redis.call('LRANGE', KEYS[1], tonumber(ARGV[1]), -1)
 if #ids == 0 then return {} end
-local keys = {}
-for i, id in ipairs(ids) do keys[i] = ARGV[2] .. id end
 local out = {}
-for _, v in ipairs(redis.call('MGET', unpack(keys))) do
-  if v then out[#out + 1] = v end
+-- MGET in chunks: unpack() of ~8,000 values or more overflows Lua's C stack
+for first = 1, #ids, 1000 do
+  local keys = {}
+  for i = first, math.min(first + 999, #ids) do keys[#keys + 1] = ARGV[2] .. ids[i] end
+  for _, v in ipairs(redis.call('MGET', unpack(keys))) do
+    if v then out[#out + 1] = v end
+  end
 end
 return out
 """
@@ -176,16 +193,24 @@ class RedisBackend:
 
     def append(self, items: Sequence[Item]) -> None:
         script = self._script("append", _APPEND)
-        pipe = self.client.pipeline(transaction=True)
         now = time.time()
+        calls = []
         for i, (key, qa_id, payload) in enumerate(items):
             prefix, qa = self._entry_prefix(key), _enc(qa_id)
-            script(
-                keys=[self._list_key(key), prefix + qa, self._user_key(key[0])],
-                args=[qa, payload, self._ttl_ms, self.max_entries or 0, prefix,
-                      _enc(list(key)), now + i * 1e-6],
-                client=pipe,
-            )
+            calls.append((
+                [self._list_key(key), prefix + qa, self._user_key(key[0])],
+                [qa, payload, self._ttl_ms, self.max_entries or 0, prefix,
+                 _enc(list(key)), now + i * 1e-6, f"{self._prefix}l:"],
+            ))
+        if len(calls) == 1:
+            # One EVALSHA (atomic by itself): one round trip. A pipeline would add a
+            # second one, the SCRIPT EXISTS that redis-py sends before every pipelined
+            # script call.
+            script(keys=calls[0][0], args=calls[0][1])
+            return
+        pipe = self.client.pipeline(transaction=True)
+        for keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
         pipe.execute()
 
     def read(self, key: SessionKey, last_n: int | None = None) -> list[str]:
@@ -214,7 +239,7 @@ class RedisBackend:
                     pipe.set(entry_key, new, keepttl=True)
                     pipe.xadd(
                         self.changes_key,
-                        {"k": _enc(list(key)), "p": new},
+                        {"k": _enc(list(key)), "q": _enc(qa_id)},
                         maxlen=self.stream_maxlen,
                         approximate=True,
                     )
@@ -238,7 +263,7 @@ class RedisBackend:
         pipe = client.pipeline(transaction=False)
         for sk in encoded:
             pipe.exists(f"{self._prefix}l:{sk}")
-        return [_dec(sk)[1] for sk, alive in zip(encoded, pipe.execute()) if alive]
+        return [_dec(sk)[1] for sk, alive in zip(encoded, pipe.execute(), strict=True) if alive]
 
     def scan(self) -> Iterator[tuple[SessionKey, str]]:
         client = self.client
@@ -254,7 +279,7 @@ class RedisBackend:
 
     def _fetch(self, names: list[str]) -> Iterator[tuple[SessionKey, str]]:
         start = len(self._prefix) + 2
-        for name, payload in zip(names, self.client.mget(names)):
+        for name, payload in zip(names, self.client.mget(names), strict=True):
             if payload is not None:
                 user, session_id = _dec(name[start:].partition(":")[0])
                 yield (user, session_id), payload
@@ -267,27 +292,59 @@ class RedisBackend:
         return str(last[0][0]) if last else "0-0"
 
     def changes_since(self, position: str) -> tuple[str, list[str]] | None:
-        """Payloads changed after ``position``, and the new position.
+        """Current payloads of the entries changed after ``position``, and the new position.
 
-        ``None`` when ``position`` was trimmed from the stream: changes may
-        be missing, and the reader must rebuild from a scan.
+        ``None`` when changes after ``position`` were trimmed from the stream:
+        some may be missing, and the reader must rebuild from a scan. Entries
+        deleted or expired since their change are left out (the retriever
+        re-reads every hit, so their stale index rows are dropped on sight).
         """
-        out: list[str] = []
-        checked = position == "0-0"
+        client = self.client
+        start, names = position, dict[str, None]()
         while True:
-            reply = self.client.xread({self.changes_key: position}, count=10_000)
+            reply = client.xread({self.changes_key: position}, count=10_000)
             if not reply:
-                return position, out
-            if not checked:
-                checked = True
-                first = self.client.xrange(self.changes_key, count=1)
-                if first and _older(position, first[0][0]):
-                    return None
+                break
             messages = reply[0][1]
-            out.extend(fields["p"] for _, fields in messages)
+            for _, fields in messages:
+                names[self._changed_entry(fields)] = None
             position = messages[-1][0]
             if len(messages) < 10_000:
-                return position, out
+                break
+        if position != start and self._trimmed_after(start):
+            return None
+        out: list[str] = []
+        keys = list(names)
+        for i in range(0, len(keys), 1000):
+            out.extend(p for p in client.mget(keys[i : i + 1000]) if p is not None)
+        return position, out
+
+    def _changed_entry(self, fields: dict[str, str]) -> str:
+        if "q" in fields:
+            return f"{self._prefix}e:{fields['k']}:{fields['q']}"
+        # a change written before stream entries stopped carrying the payload ("p")
+        entry = json.loads(fields["p"])
+        return self._entry_prefix((entry.get("user_id"), entry["session_id"])) + _enc(
+            entry["qa_id"]
+        )
+
+    def _trimmed_after(self, position: str) -> bool:
+        """Whether the stream may have lost (trimmed) a change newer than ``position``."""
+        try:
+            info = self.client.xinfo_stream(self.changes_key)
+        except self._redis.ResponseError:  # the stream is gone (dropped): start over
+            return True
+        first = info.get("first-entry")
+        if not first:
+            return False
+        if position != "0-0":  # everything older than the first kept change is gone
+            return _older(position, str(first[0]))
+        # "0-0": this reader has seen no change yet, so any trimmed change was one it
+        # needed (trimming leaves no trace in max-deleted-entry-id; count instead)
+        added = info.get("entries-added")  # Redis >= 7
+        if added is not None:
+            return int(added) > int(info["length"])
+        return int(info["length"]) >= self.stream_maxlen  # Redis 6: maybe trimmed
 
     def drop(self) -> int:
         """Delete every key of this namespace (tests, resets); return how many went."""

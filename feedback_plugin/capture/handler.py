@@ -12,11 +12,10 @@ and never reaches the user's chain, unless ``raise_error=True``.
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["FeedbackCallbackHandler"]
 
 log = logging.getLogger("feedback_plugin")
-F = TypeVar("F", bound=Callable[..., None])
 
 _MODEL_KEYS = ("ls_provider", "ls_model_name")
 
@@ -49,19 +47,6 @@ class _Turn:
     metadata: dict[str, Any]
     context: list[str] = field(default_factory=list)
     children: list[UUID] = field(default_factory=list)
-
-
-def _guarded(method: F) -> F:
-    @functools.wraps(method)
-    def wrapper(self: FeedbackCallbackHandler, *args: Any, **kwargs: Any) -> None:
-        try:
-            method(self, *args, **kwargs)
-        except Exception:
-            if self.raise_error:
-                raise
-            log.exception("feedback_plugin: %s failed; the chain goes on", method.__name__)
-
-    return wrapper  # type: ignore[return-value]
 
 
 class FeedbackCallbackHandler(BaseCallbackHandler):
@@ -109,6 +94,12 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
     def active_runs(self) -> int:
         """Root runs in flight (0 whenever no chain is running)."""
         return len(self._turns)
+
+    def _failed(self, event: str) -> None:
+        """Called from an ``except`` block: log (the chain goes on) or re-raise."""
+        if self.raise_error:
+            raise  # re-raises the exception being handled by the caller
+        log.exception("feedback_plugin: %s failed; the chain goes on", event)
 
     # -- run tracking ----------------------------------------------------------
 
@@ -158,20 +149,20 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
     def _record(self, run_id: UUID, turn: _Turn, inputs: Any, outputs: Any) -> None:
         if turn.session_id is None or turn.kind == "other":
             return
-        self.store.record(
-            turn.session_id,
-            question_from(inputs),
-            answer_from(outputs),
-            turn.context,
-            user=turn.user,
-            metadata=turn.metadata,
-            qa_id=str(run_id),
-            wait=True if self.raise_error else None,
-        )
+        question, answer = question_from(inputs), answer_from(outputs)
+        if self.raise_error:  # written now, so a store failure reaches the chain
+            self.store.record(
+                turn.session_id, question, answer, turn.context, user=turn.user,
+                metadata=turn.metadata, qa_id=str(run_id), wait=True,
+            )
+        else:  # queued as fields: the writer thread builds and stores the entry
+            self.store.record_trusted(
+                turn.session_id, question, answer, turn.context, turn.user, turn.metadata,
+                str(run_id),
+            )
 
     # -- chains ----------------------------------------------------------------
 
-    @_guarded
     def on_chain_start(
         self,
         serialized: dict[str, Any] | None,
@@ -183,9 +174,11 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._start("chain", run_id, parent_run_id, inputs, tags, metadata)
+        try:
+            self._start("chain", run_id, parent_run_id, inputs, tags, metadata)
+        except Exception:
+            self._failed("on_chain_start")
 
-    @_guarded
     def on_chain_end(
         self,
         outputs: Any,
@@ -194,19 +187,23 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        turn = self._end(run_id)
-        if turn is not None:
-            # Under stream()/astream() the start saw a placeholder; the real input comes here.
-            inputs = kwargs.get("inputs")
-            self._record(run_id, turn, turn.inputs if inputs is None else inputs, outputs)
+        try:
+            turn = self._end(run_id)
+            if turn is not None:
+                # Under stream()/astream() the start saw a placeholder; the real input comes here.
+                inputs = kwargs.get("inputs")
+                self._record(run_id, turn, turn.inputs if inputs is None else inputs, outputs)
+        except Exception:
+            self._failed("on_chain_end")
 
-    @_guarded
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end(run_id)
+        try:
+            self._end(run_id)
+        except Exception:
+            self._failed("on_chain_error")
 
     # -- models ----------------------------------------------------------------
 
-    @_guarded
     def on_chat_model_start(
         self,
         serialized: dict[str, Any] | None,
@@ -218,9 +215,11 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._model_start(run_id, parent_run_id, messages, tags, metadata)
+        try:
+            self._model_start(run_id, parent_run_id, messages, tags, metadata)
+        except Exception:
+            self._failed("on_chat_model_start")
 
-    @_guarded
     def on_llm_start(
         self,
         serialized: dict[str, Any] | None,
@@ -232,7 +231,10 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._model_start(run_id, parent_run_id, prompts[0] if prompts else "", tags, metadata)
+        try:
+            self._model_start(run_id, parent_run_id, prompts[0] if prompts else "", tags, metadata)
+        except Exception:
+            self._failed("on_llm_start")
 
     def _model_start(
         self,
@@ -248,19 +250,22 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
                 if key in metadata and key not in root_turn.metadata:
                     root_turn.metadata[key] = metadata[key]
 
-    @_guarded
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        turn = self._end(run_id)
-        if turn is not None:
-            self._record(run_id, turn, turn.inputs, response)
+        try:
+            turn = self._end(run_id)
+            if turn is not None:
+                self._record(run_id, turn, turn.inputs, response)
+        except Exception:
+            self._failed("on_llm_end")
 
-    @_guarded
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end(run_id)
+        try:
+            self._end(run_id)
+        except Exception:
+            self._failed("on_llm_error")
 
     # -- retrievers and tools --------------------------------------------------
 
-    @_guarded
     def on_retriever_start(
         self,
         serialized: dict[str, Any] | None,
@@ -272,23 +277,29 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._start("other", run_id, parent_run_id, query, tags, metadata)
+        try:
+            self._start("other", run_id, parent_run_id, query, tags, metadata)
+        except Exception:
+            self._failed("on_retriever_start")
 
-    @_guarded
     def on_retriever_end(
         self, documents: Sequence[Document], *, run_id: UUID, **kwargs: Any
     ) -> None:
-        root = self._root_of.get(run_id)
-        turn = None if root is None else self._turns.get(root)
-        if turn is not None and root != run_id:
-            turn.context.extend(doc.page_content for doc in documents)
-        self._end(run_id)
+        try:
+            root = self._root_of.get(run_id)
+            turn = None if root is None else self._turns.get(root)
+            if turn is not None and root != run_id:
+                turn.context.extend(doc.page_content for doc in documents)
+            self._end(run_id)
+        except Exception:
+            self._failed("on_retriever_end")
 
-    @_guarded
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end(run_id)
+        try:
+            self._end(run_id)
+        except Exception:
+            self._failed("on_retriever_error")
 
-    @_guarded
     def on_tool_start(
         self,
         serialized: dict[str, Any] | None,
@@ -300,12 +311,19 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._start("other", run_id, parent_run_id, input_str, tags, metadata)
+        try:
+            self._start("other", run_id, parent_run_id, input_str, tags, metadata)
+        except Exception:
+            self._failed("on_tool_start")
 
-    @_guarded
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end(run_id)
+        try:
+            self._end(run_id)
+        except Exception:
+            self._failed("on_tool_end")
 
-    @_guarded
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end(run_id)
+        try:
+            self._end(run_id)
+        except Exception:
+            self._failed("on_tool_error")

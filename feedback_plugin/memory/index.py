@@ -28,6 +28,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -120,6 +121,21 @@ def match_query(text: str) -> str | None:
     return " OR ".join(f'"{t}"' for t in terms) or None
 
 
+def _wal(con: sqlite3.Connection) -> None:
+    """Switch to WAL once per file. The switch takes an exclusive lock and SQLite
+    reports a concurrent switch as "locked" at once (no busy wait), so retry."""
+    for attempt in range(100):
+        if con.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if attempt == 99:
+                raise
+            time.sleep(0.02)
+
+
 def owner_token(owner: str) -> str:
     """One FTS token per owner, so a query visits only that user's rows."""
     return "o" + hashlib.blake2b(owner.encode(), digest_size=10).hexdigest()
@@ -188,7 +204,7 @@ class MemoryIndex:
         con = sqlite3.connect(
             self.path, timeout=60, isolation_level=None, check_same_thread=False
         )
-        con.execute("PRAGMA journal_mode=WAL")
+        _wal(con)
         con.execute("PRAGMA synchronous=NORMAL")
         con.execute("BEGIN IMMEDIATE")
         try:

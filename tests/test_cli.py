@@ -1,0 +1,387 @@
+"""The ``feedback-plugin`` command, run in-process (``main([...])``) on diskcache and Redis.
+
+The store is the hand-counted mix of ``tests/test_analytics.py`` (see its
+table); one test runs the installed console script in a subprocess.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_analytics import TURNS, Stores, require_redis, seed
+
+from feedback_plugin import SessionStore
+from feedback_plugin.cli import main
+
+
+@pytest.fixture(params=["disk", "redis"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    if request.param == "redis":
+        require_redis()
+    factory = Stores(str(request.param), tmp_path)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def store(stores: Stores) -> SessionStore:
+    return seed(stores())
+
+
+class Run:
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main(list(argv))
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def json(self, *argv: str) -> Any:
+        code, out, err = self(*argv, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    return Run(capsys)
+
+
+# -- help and bad arguments ------------------------------------------------------------------
+
+COMMANDS = ["sessions", "entries", "show", "stats", "export", "import", "serve"]
+
+
+def test_help(run: Run) -> None:
+    code, out, _ = run("--help")
+    assert code == 0
+    assert out.startswith("usage: feedback-plugin")
+    for name in COMMANDS:
+        assert name in out
+    for name in COMMANDS:
+        code, out, _ = run(name, "--help")
+        assert code == 0 and out.startswith(f"usage: feedback-plugin {name}")
+
+
+def test_installed_console_script() -> None:
+    script = Path(sys.executable).with_name("feedback-plugin")
+    assert script.exists(), "reinstall the package: pip install -e '.[dev]'"
+    proc = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: feedback-plugin" in proc.stdout and "stats" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["stats", "--min-score", "9"], "'9' is not a score from 1 to 5"),
+        (["stats", "--min-score", "4", "--max-score", "2"], "--min-score 4 is above --max-score 2"),
+        (["sessions", "--since", "last tuesday"], "'last tuesday' is not a time"),
+        (["sessions", "--meta", "prompt_version"], "'prompt_version' is not KEY=VALUE"),
+        (["sessions", "--feedback", "great"], "invalid choice: 'great'"),
+        (["sessions", "--user", "a", "--no-user"], "not allowed with argument"),
+        (["sessions", "--limit", "-1"], "'-1' is not a whole number"),
+        (["export"], "the following arguments are required: --format"),
+        (["export", "--format", "csv"], "invalid choice: 'csv'"),
+        (["show"], "the following arguments are required: SESSION"),
+        (["show", "s1", "--last", "0"], "'0' is not a whole number >= 1"),
+        (["serve", "--port", "99999"], "'99999' is not a port"),
+        (["--namespace", "", "stats"], "--namespace must not be empty"),
+        (["--store", "ftp://example/x", "stats"], "unsupported store location"),
+    ],
+)
+def test_bad_arguments_exit_2(run: Run, tmp_path: Path, argv: list[str], message: str) -> None:
+    code, out, err = run(*argv)
+    assert code == 2
+    assert out == ""
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_system_needs_chat_format(run: Run, store: SessionStore, stores: Stores) -> None:
+    code, _, err = run(*stores.args(), "export", "--format", "raw", "--system", "x")
+    assert code == 2 and err == "feedback-plugin: error: --system goes with --format chat\n"
+
+
+# -- store and file errors ---------------------------------------------------------------------
+
+
+def test_no_store_there(run: Run, tmp_path: Path) -> None:
+    code, out, err = run("--store", str(tmp_path / "nowhere"), "sessions")
+    assert (code, out) == (1, "")
+    assert err == f"feedback-plugin: error: no store at {tmp_path / 'nowhere'}\n"
+    assert not (tmp_path / "nowhere").exists()  # reading never creates a store
+    code, _, err = run("stats")  # the default store ($FEEDBACK_PLUGIN_DIR) is empty too
+    assert code == 1 and "(give --store DIR, or set FEEDBACK_PLUGIN_DIR)" in err
+
+
+def test_redis_down_is_one_line(run: Run) -> None:
+    code, out, err = run("--store", "redis://127.0.0.1:1/0", "stats")
+    assert (code, out) == (1, "")
+    assert err.startswith("feedback-plugin: error: scan failed on redis://127.0.0.1:1/0: ")
+    assert err.count("\n") == 1
+
+
+def test_import_errors(run: Run, tmp_path: Path) -> None:
+    target = ["--store", str(tmp_path / "target")]
+    code, _, err = run(*target, "import", str(tmp_path / "missing.jsonl"))
+    assert code == 1 and "No such file or directory" in err and "missing.jsonl" in err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(TURNS[0].to_json() + "\nnot json\n", encoding="utf-8")
+    code, _, err = run(*target, "import", str(bad))
+    assert code == 1
+    assert err == f"feedback-plugin: error: {bad}, line 2: not JSON (Expecting value)\n"
+    code, _, err = run(*target, "sessions")
+    assert code == 1 and "no store at" in err  # the good first line was not written either
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def test_sessions_table(run: Run, store: SessionStore, stores: Stores) -> None:
+    code, out, err = run(*stores.args(), "sessions")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "LAST", "ACTIVE", "USER", "SESSION", "TURNS", "RATED", "+", "-", "MEAN",
+        "FIRST", "QUESTION",
+    ]  # fmt: skip
+    assert lines[2].split() == [
+        "2024-05-01", "10:03", "-", "s1", "4", "3", "2", "1", "3.7", "question", "a1?",
+    ]  # fmt: skip
+    assert lines[4].split()[2:9] == ["alice", "s3", "3", "3", "3", "0", "4.7"]
+    assert lines[-1] == "6 sessions"
+
+
+def test_sessions_filters(run: Run, store: SessionStore, stores: Stores) -> None:
+    def listed(*filters: str) -> list[tuple[str | None, str, int]]:
+        rows = run.json(*stores.args(), "sessions", *filters)
+        return [(r["user_id"], r["session_id"], r["matching"]) for r in rows]
+
+    assert listed("--feedback", "negative") == [(None, "s1", 1), (None, "s5", 1)]
+    assert listed("--user", "alice") == [("alice", "s3", 3), ("alice", "s4", 2)]
+    assert listed("--no-user", "--feedback", "unrated") == [(None, "s1", 1), (None, "s2", 1)]
+    assert listed("--meta", "prompt_version=v1", "--has-text") == [(None, "s1", 2), (None, "s2", 1)]
+    assert listed("--meta", "temperature=0.2") == [(None, "s1", 1)]
+    assert listed("--since", "2024-05-04", "--until", "2024-05-06T00:00Z") == [
+        ("alice", "s4", 2),
+        (None, "s5", 1),
+    ]
+    assert listed("--min-score", "5") == [(None, "s1", 1), ("alice", "s3", 2)]
+    assert listed("--limit", "2") == [(None, "s5", 1), ("bob", "s6", 1)]
+    assert listed("--since", "1d") == []  # an age: the turns are from 2024
+    code, out, err = run(*stores.args(), "sessions", "--user", "nobody")
+    assert (code, out, err) == (0, "", "no sessions match\n")
+    rows = run.json(*stores.args(), "sessions", "--session", "s1")
+    assert rows[0]["turns"] == 4 and rows[0]["mean_score"] == pytest.approx(11 / 3)
+    assert rows[0]["first_time"] == "2024-05-01T10:00:00+00:00"
+
+
+def test_entries(run: Run, store: SessionStore, stores: Stores) -> None:
+    found = run.json(*stores.args(), "entries", "--feedback", "positive")
+    assert sorted(e["qa_id"] for e in found) == ["a1", "a2", "c1", "c2", "c3"]
+    code, out, _ = run(*stores.args(), "entries", "--feedback", "negative", "--limit", "1")
+    assert code == 0
+    assert out.splitlines()[-1] == "1 turn (the first 1; --limit N for more)"
+
+
+def test_show(run: Run, store: SessionStore, stores: Stores) -> None:
+    code, out, _ = run(*stores.args(), "show", "s1")
+    assert code == 0
+    assert out.startswith("session s1: 4 turns\n")
+    assert out.index("question a1?") < out.index("question a2?") < out.index("question a4?")
+    assert "[3] 2024-05-01 10:02:00  qa_id a3  score 2 -" in out
+    assert "  comment: wrong" in out and "  context: 1 document\n" in out
+    code, out, err = run(*stores.args(), "show", "s3")
+    assert (code, out) == (1, "")
+    assert err == (
+        "feedback-plugin: error: no turns in session 's3' for no user; "
+        "it has turns for: alice (use --user)\n"
+    )
+    turns = run.json(*stores.args(), "show", "s3", "--user", "alice", "--last", "2")
+    assert [t["qa_id"] for t in turns] == ["c2", "c3"]
+    assert turns[1]["correction"] == "Better." and turns[1]["time"] == "2024-05-03T10:02:00Z"
+    code, out, _ = run(*stores.args(), "show", "s3", "--user", "alice")
+    assert "  correction: Better." in out and "score 4 +" in out
+
+
+def test_stats(run: Run, store: SessionStore, stores: Stores) -> None:
+    code, out, _ = run(*stores.args(), "stats", "--by", "prompt_version")
+    assert code == 0
+    rows = [line.split() for line in out.splitlines()]
+    assert rows[0][:4] == ["PROMPT_VERSION", "TURNS", "RATED", "MEAN"]
+    assert rows[2] == ["v1", "6", "4", "3.50", "50.0%", "15.0%", "-", "85.0%", "2", "3.0", "50.0%"]
+    assert rows[3] == ["v2", "5", "4", "4.25", "75.0%", "30.1%", "-", "95.4%", "2", "2.5", "0.0%"]
+    assert rows[4] == ["v3", "1", "0", "-", "-", "-", "1", "1.0", "0.0%"]
+    assert rows[5] == [
+        "(none)",
+        "1",
+        "1",
+        "1.00",
+        "0.0%",
+        "0.0%",
+        "-",
+        "79.3%",
+        "1",
+        "1.0",
+        "100.0%",
+    ]
+    data = run.json(*stores.args(), "stats", "--by", "prompt_version", "--user", "alice")
+    assert data["by"] == "prompt_version"
+    (v2,) = data["groups"]
+    assert (v2["group"], v2["turns"], v2["positive"], v2["rated"]) == ("v2", 5, 3, 4)
+    assert v2["ci_low"] == pytest.approx(0.3006, abs=1e-4)
+    (overall,) = run.json(*stores.args(), "stats")["groups"]
+    assert (overall["turns"], overall["rated"], overall["positive"]) == (13, 9, 5)
+
+
+# -- export and import -----------------------------------------------------------------------------
+
+
+def test_export_formats(run: Run, store: SessionStore, stores: Stores, tmp_path: Path) -> None:
+    chat = tmp_path / "chat.jsonl"
+    code, out, _ = run(*stores.args(), "export", "--format", "chat", "-o", str(chat))
+    assert (code, out) == (0, f"wrote 6 chat records to {chat}\n")
+    records = [json.loads(line) for line in chat.read_text(encoding="utf-8").splitlines()]
+    answers = sorted(r["messages"][1]["content"] for r in records)
+    assert answers == ["Better.", "answer a1.", "answer a2.", "answer c1.", "answer c2.", "fixed"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    code, out, err = run(*stores.args(), "export", "--format", "raw", "--user", "alice")
+    assert code == 0 and err == "exported 5 raw records\n"
+    assert [json.loads(line)["qa_id"] for line in out.splitlines()] == [
+        "c1",
+        "c2",
+        "c3",
+        "d1",
+        "d2",
+    ]
+
+    evals = tmp_path / "eval.jsonl"
+    summary = run.json(
+        *stores.args(),
+        "export",
+        "--format",
+        "eval",
+        "-o",
+        str(evals),
+        "--meta",
+        "prompt_version=v2",
+    )
+    assert summary == {"format": "eval", "file": str(evals), "written": 3}
+    by_id = {
+        json.loads(x)["metadata"]["qa_id"]: json.loads(x) for x in evals.read_text().splitlines()
+    }
+    assert by_id["c3"]["outputs"] == {"answer": "Better."}
+
+    code, out, _ = run(
+        *stores.args(), "export", "--format", "chat", "--system", "Be brief.", "--session", "s3"
+    )
+    first = json.loads(out.splitlines()[0])
+    assert first["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+def test_export_to_missing_directory(
+    run: Run, store: SessionStore, stores: Stores, tmp_path: Path
+) -> None:
+    target = tmp_path / "no" / "such" / "dir.jsonl"
+    code, _, err = run(*stores.args(), "export", "--format", "raw", "-o", str(target))
+    assert code == 1 and "No such file or directory" in err
+
+
+def test_import_round_trip(run: Run, store: SessionStore, stores: Stores, tmp_path: Path) -> None:
+    raw = tmp_path / "raw.jsonl"
+    assert run(*stores.args(), "export", "--format", "raw", "-o", str(raw))[0] == 0
+    copy_args = stores.args("copy")
+    code, out, _ = run(*copy_args, "import", str(raw))
+    location = copy_args[1]
+    assert (code, out) == (0, f"imported 13 turns into {location}\n")
+    stores("copy")  # registered for cleanup
+    again = tmp_path / "again.jsonl"
+    assert run(*copy_args, "export", "--format", "raw", "-o", str(again))[0] == 0
+    assert again.read_text(encoding="utf-8") == raw.read_text(encoding="utf-8")
+    assert run.json(*copy_args, "stats", "--by", "prompt_version") == run.json(
+        *stores.args(), "stats", "--by", "prompt_version"
+    )
+
+
+def test_import_from_stdin(run: Run, stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "".join(t.to_json() + "\n" for t in TURNS[:3])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    result = run.json(*stores.args("piped"), "import", "-")
+    assert result["imported"] == 3
+    stores("piped")
+    assert [t["qa_id"] for t in run.json(*stores.args("piped"), "show", "s1")] == ["a1", "a2", "a3"]
+
+
+def test_default_store_from_environment(run: Run, tmp_path: Path) -> None:
+    raw = tmp_path / "one.jsonl"
+    raw.write_text(TURNS[6].to_json() + "\n", encoding="utf-8")
+    assert run("import", str(raw))[0] == 0  # into $FEEDBACK_PLUGIN_DIR (tests/conftest.py)
+    assert [r["session_id"] for r in run.json("sessions")] == ["s3"]
+
+
+# -- output safety and options ---------------------------------------------------------
+
+
+def test_terminal_escapes_are_not_printed(run: Run, tmp_path: Path) -> None:
+    location = str(tmp_path / "evil")
+    evil = SessionStore(location)
+    evil.record("s\x1b[2J", "\x1b]0;pwned\x07What?\nNext", "ok\r\u202e", user="\ud800")
+    evil.close()
+    for argv in (["sessions"], ["entries"], ["show", "s\x1b[2J", "--user", "\ud800"]):
+        code, out, err = run("--store", location, *argv)
+        assert code == 0, err
+        assert "\x1b" not in out and "\x07" not in out and "\r" not in out and "\u202e" not in out
+    rows = run.json("--store", location, "sessions")
+    assert rows[0]["session_id"] == "s\x1b[2J" and rows[0]["user_id"] == "\ud800"
+
+
+def test_global_options_after_the_command(run: Run, store: SessionStore, stores: Stores) -> None:
+    code, out, _ = run("sessions", *stores.args(), "--json")
+    assert code == 0 and len(json.loads(out)) == 6
+
+
+def test_serve_calls_the_web_app(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    from feedback_plugin.integrations import webapp
+
+    calls: list[list[str]] = []
+
+    def fake_main(argv: list[str]) -> int:
+        calls.append(argv)
+        return 0
+
+    monkeypatch.setattr(webapp, "main", fake_main)
+    assert run("serve")[0] == 0
+    code, _, _ = run("--store", "/srv/store", "serve", "--host", "0.0.0.0", "--port", "9001")
+    assert code == 0
+    assert calls == [[], ["--host", "0.0.0.0", "--port", "9001", "--store", "/srv/store"]]
+    code, _, err = run("--namespace", "x", "serve")
+    assert code == 2 and "serve does not take --namespace" in err
+
+
+def test_serve_without_the_web_extra(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    from feedback_plugin.integrations import webapp
+
+    def no_server(argv: list[str]) -> int:
+        raise AssertionError("the server must not start")
+
+    monkeypatch.setattr(webapp, "main", no_server)  # in case the import below is not refused
+    monkeypatch.setitem(sys.modules, "feedback_plugin.integrations.webapp", None)
+    code, out, err = run("serve")
+    assert (code, out) == (1, "")
+    assert err.startswith("feedback-plugin: error: the demo server needs the web extra")
+    assert err.rstrip().endswith("pip install 'feedback-plugin[web]'")
