@@ -59,9 +59,7 @@ def add_feedback(
     user: str | None = None,
 ) -> bool:
     """See :meth:`SessionStore.add_feedback`."""
-    return default_store().add_feedback(
-        session_id, qa_id, feedback_text, feedback_score, user=user
-    )
+    return default_store().add_feedback(session_id, qa_id, feedback_text, feedback_score, user=user)
 
 
 def delete_feedback(session_id: str, qa_id: str, *, user: str | None = None) -> bool:
@@ -70,7 +68,12 @@ def delete_feedback(session_id: str, qa_id: str, *, user: str | None = None) -> 
 
 
 def thumbs(
-    session_id: str, qa_id: str, up: bool, feedback_text: str | None = None, *, user: str | None = None
+    session_id: str,
+    qa_id: str,
+    up: bool,
+    feedback_text: str | None = None,
+    *,
+    user: str | None = None,
 ) -> bool:
     """See :meth:`SessionStore.thumbs`."""
     return default_store().thumbs(session_id, qa_id, up, feedback_text, user=user)

@@ -32,6 +32,7 @@ from typing import Any
 from .backends.base import Backend, Item, SessionKey
 from .backends.disk import DiskBackend
 from .errors import ConfigurationError, InvalidFeedbackError, StoreError
+from .memory.index import MemoryIndex
 from .models import (
     NEGATIVE_SCORE,
     POSITIVE_SCORE,
@@ -42,7 +43,6 @@ from .models import (
     check_user,
     utcnow,
 )
-from .memory.index import MemoryIndex
 from .writer import WriteBehind
 
 __all__ = ["ChangeListener", "SessionStore", "default_location"]
@@ -294,8 +294,14 @@ class SessionStore:
         metadata.
         """
         fields: dict[str, Any] = {
-            "qa_id": qa_id, "session_id": session_id, "question": question, "answer": answer,
-            "context": context, "time": utcnow(), "user_id": user, "metadata": metadata,
+            "qa_id": qa_id,
+            "session_id": session_id,
+            "question": question,
+            "answer": answer,
+            "context": context,
+            "time": utcnow(),
+            "user_id": user,
+            "metadata": metadata,
         }
         if self.write_behind:
             self._writer.put(((user, session_id), qa_id, fields))
@@ -542,7 +548,10 @@ class SessionStore:
 
     def _delete(self, key: SessionKey) -> int:
         self._writer.flush()
-        return self.backend.delete_session(key)
+        removed = self.backend.delete_session(key)
+        if removed and not hasattr(self.backend, "changes_since"):
+            self.memory.forget_session(*key)  # a per-process index drops stale hits itself
+        return removed
 
     # -- listeners -------------------------------------------------------------
 
@@ -565,7 +574,9 @@ class SessionStore:
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(f"{what} failed on {self.location}: {type(exc).__name__}: {exc}") from exc
+            raise StoreError(
+                f"{what} failed on {self.location}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _after_fork(self) -> None:
         self._writer.after_fork()

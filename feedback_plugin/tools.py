@@ -27,9 +27,7 @@ __all__ = [
 
 
 def _readable(error: ValidationError) -> str:
-    parts = [
-        f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in error.errors()
-    ]
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in error.errors()]
     return "Error: invalid arguments: " + "; ".join(parts)
 
 
@@ -113,7 +111,9 @@ class AddFeedbackTool(_FeedbackTool):
             session, qa_id, text, score, user=self.user, correction=correction
         )
         if not ok:
-            raise ToolException(f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)")
+            raise ToolException(
+                f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)"
+            )
         return f"Feedback saved for turn {qa_id}."
 
 
@@ -140,7 +140,9 @@ class ClearFeedbackTool(_FeedbackTool):
         if session is None:
             raise ToolException("Error: no session_id: pass the session of the turn")
         if not self.store.delete_feedback(session, qa_id, user=self.user):
-            raise ToolException(f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)")
+            raise ToolException(
+                f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)"
+            )
         return f"Feedback cleared for turn {qa_id}."
 
 
@@ -162,9 +164,7 @@ class SearchPositiveMemoryTool(_FeedbackTool):
         return self._guard(self._search, query)
 
     def _search(self, query: str) -> str:
-        found = search_memory(
-            self.store, query, k=self.k, user=self.user, min_score=self.min_score
-        )
+        found = search_memory(self.store, query, k=self.k, user=self.user, min_score=self.min_score)
         if not found:
             return "No remembered answers match."
         lines = []

@@ -144,6 +144,9 @@ class WriteBehind(Generic[T]):
                 backoff = min(max(backoff * 2, 0.5), 5.0)
                 log.error(
                     "feedback_plugin: could not write %d turns (%s: %s); retrying in %.1fs",
-                    len(self._items), type(exc).__name__, exc, backoff,
+                    len(self._items),
+                    type(exc).__name__,
+                    exc,
+                    backoff,
                 )
                 self._wake.set()

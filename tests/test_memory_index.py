@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import os
 import sqlite3
 from datetime import datetime, timedelta, timezone
@@ -407,9 +406,9 @@ def test_index_file_sits_beside_the_store(store: SessionStore, store_dir: Path) 
     con = sqlite3.connect(path)
     try:
         # ids are stored JSON-escaped (so lone surrogates fit in SQLite)
-            assert con.execute("SELECT qa_id, score FROM turns").fetchall() == [
-                (json.dumps(t.qa_id), 5)
-            ]
+        assert con.execute("SELECT qa_id, score FROM turns").fetchall() == [
+            (json.dumps(t.qa_id), 5)
+        ]
     finally:
         con.close()
 

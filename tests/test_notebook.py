@@ -17,7 +17,10 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "ab_test.ipynb"
 
 
 @pytest.mark.slow
-def test_ab_test_notebook_runs(tmp_path: Path) -> None:
+def test_ab_test_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Importing gradio (another test) sets MPLBACKEND=agg process-wide; the kernel
+    # inherits the environment and would then draw no inline image.
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
         notebook,

@@ -178,7 +178,14 @@ class DiskBackend:
         if con is None or self._local.pid != os.getpid():
             path = os.path.join(self.directory, diskcache.core.DBNAME)
             con = sqlite3.connect(path, timeout=self.timeout, isolation_level=None)
-            con.execute("PRAGMA synchronous = NORMAL")  # as diskcache's own connection
+            # The same pragmas diskcache applies to its own connections (its
+            # sqlite_* settings, e.g. synchronous, max_page_count, query_only).
+            # journal_mode and auto_vacuum live in the file and are set already.
+            for name, value in con.execute(
+                "SELECT key, value FROM Settings WHERE key LIKE 'sqlite_%'"
+                " AND key NOT IN ('sqlite_journal_mode', 'sqlite_auto_vacuum')"
+            ).fetchall():
+                con.execute(f"PRAGMA {name[len('sqlite_') :]} = {value!r}")
             self._local.con, self._local.pid = con, os.getpid()
         return con
 
@@ -205,8 +212,8 @@ class DiskBackend:
                         windows[key] = [0, 0]
                         self._add_session_row(con, key[0], key[1], now)
                     else:
-                        first, _, nxt = str(row[0]).partition(" ")
-                        windows[key] = [int(first), int(nxt)]
+                        head, _, tail = str(row[0]).partition(" ")
+                        windows[key] = [int(head), int(tail)]
             seqs: dict[str, int] = {}  # qa key -> seq, for turns met in this batch
             rows: dict[str, object] = {}  # key -> value to write, in order
             for key, qa_id, payload in items:
@@ -222,8 +229,8 @@ class DiskBackend:
                         seq = int(row[0])
                     seqs[qa_key] = seq
                 rows[self._entry_key(key, seq)] = payload
-            for key, (first, nxt) in windows.items():
-                rows[self._meta_key(key)] = f"{first} {nxt}"
+            for key, (lo, hi) in windows.items():
+                rows[self._meta_key(key)] = f"{lo} {hi}"
             con.executemany(
                 "INSERT OR REPLACE INTO Cache(key, raw, store_time, expire_time, access_time,"
                 " access_count, tag, size, mode, filename, value)"

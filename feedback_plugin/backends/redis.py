@@ -163,7 +163,10 @@ class RedisBackend:
     def client(self) -> Any:
         if self._client is None:
             self._client = self._redis.Redis.from_url(
-                self.url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5,
+                self.url,
+                decode_responses=True,
+                socket_timeout=5,
+                socket_connect_timeout=5,
                 health_check_interval=30,
             )
         return self._client
@@ -197,11 +200,21 @@ class RedisBackend:
         calls = []
         for i, (key, qa_id, payload) in enumerate(items):
             prefix, qa = self._entry_prefix(key), _enc(qa_id)
-            calls.append((
-                [self._list_key(key), prefix + qa, self._user_key(key[0])],
-                [qa, payload, self._ttl_ms, self.max_entries or 0, prefix,
-                 _enc(list(key)), now + i * 1e-6, f"{self._prefix}l:"],
-            ))
+            calls.append(
+                (
+                    [self._list_key(key), prefix + qa, self._user_key(key[0])],
+                    [
+                        qa,
+                        payload,
+                        self._ttl_ms,
+                        self.max_entries or 0,
+                        prefix,
+                        _enc(list(key)),
+                        now + i * 1e-6,
+                        f"{self._prefix}l:",
+                    ],
+                )
+            )
         if len(calls) == 1:
             # One EVALSHA (atomic by itself): one round trip. A pipeline would add a
             # second one, the SCRIPT EXISTS that redis-py sends before every pipelined

@@ -177,7 +177,9 @@ def _is_json(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def json_safe(metadata: Mapping[str, Any] | None, tags: Sequence[str] | None = None) -> dict[str, Any]:
+def json_safe(
+    metadata: Mapping[str, Any] | None, tags: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The JSON-representable part of run metadata, plus ``tags`` under ``"tags"``.
 
     >>> json_safe({"model": "m1", "client": object()}, ["v2"])

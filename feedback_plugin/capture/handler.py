@@ -152,12 +152,23 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         question, answer = question_from(inputs), answer_from(outputs)
         if self.raise_error:  # written now, so a store failure reaches the chain
             self.store.record(
-                turn.session_id, question, answer, turn.context, user=turn.user,
-                metadata=turn.metadata, qa_id=str(run_id), wait=True,
+                turn.session_id,
+                question,
+                answer,
+                turn.context,
+                user=turn.user,
+                metadata=turn.metadata,
+                qa_id=str(run_id),
+                wait=True,
             )
         else:  # queued as fields: the writer thread builds and stores the entry
             self.store.record_trusted(
-                turn.session_id, question, answer, turn.context, turn.user, turn.metadata,
+                turn.session_id,
+                question,
+                answer,
+                turn.context,
+                turn.user,
+                turn.metadata,
                 str(run_id),
             )
 

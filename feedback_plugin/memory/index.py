@@ -92,9 +92,66 @@ DROP TABLE IF EXISTS meta;
 """
 
 STOPWORDS = frozenset(
-    "a an and are as at be but by can could do does for from had has have how i if in is it"
-    " its me my of on or our should so than that the their them then there these they this"
-    " to was we were what when where which who why will with would you your".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "can",
+        "could",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "should",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    ]
 )
 """English words too common to rank by: left out of a query unless it has nothing else."""
 
@@ -183,7 +240,9 @@ class MemoryIndex:
     (one process only).
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None, *, namespace: str | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None, *, namespace: str | None = None
+    ) -> None:
         self.path = ":memory:" if path is None else os.fspath(path)
         self.namespace = namespace
         self._lock = threading.RLock()
@@ -201,10 +260,9 @@ class MemoryIndex:
             return self._con
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        con = sqlite3.connect(
-            self.path, timeout=60, isolation_level=None, check_same_thread=False
-        )
+        con = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         _wal(con)
+        con.execute("PRAGMA secure_delete = ON")  # deleted turns leave no text behind
         con.execute("PRAGMA synchronous=NORMAL")
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -301,7 +359,26 @@ class MemoryIndex:
         with self._lock:
             self._delete(self._connect(), user, session_id, qa_id)
 
-    def _delete(self, con: sqlite3.Connection, user: str | None, session_id: str, qa_id: str) -> None:
+    def forget_session(self, user: str | None, session_id: str) -> None:
+        """Drop a deleted session's rows and scrub their text from the file.
+
+        ``secure_delete`` zeroes freed pages, ``optimize`` rewrites the
+        full-text segments without the deleted terms, and a checkpoint clears
+        the write-ahead log: nothing of the session stays at rest.
+        """
+        with self._lock:
+            con = self._connect()
+            con.execute(
+                "DELETE FROM turns WHERE owner=? AND session_id=?",
+                (owner_key(self.namespace, user), _sql(session_id)),
+            )
+            if con.execute("SELECT changes()").fetchone()[0]:
+                con.execute("INSERT INTO turns_fts(turns_fts) VALUES ('optimize')")
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _delete(
+        self, con: sqlite3.Connection, user: str | None, session_id: str, qa_id: str
+    ) -> None:
         con.execute(
             "DELETE FROM turns WHERE owner=? AND session_id=? AND qa_id=?",
             (owner_key(self.namespace, user), _sql(session_id), _sql(qa_id)),
@@ -367,10 +444,15 @@ class MemoryIndex:
         if not ids:
             return {}
         with self._lock:
-            rows = self._connect().execute(
-                f"SELECT id, vec FROM vectors WHERE model = ? AND id IN ({','.join('?' * len(ids))})",
-                (model, *ids),
-            ).fetchall()
+            rows = (
+                self._connect()
+                .execute(
+                    "SELECT id, vec FROM vectors WHERE model = ?"
+                    f" AND id IN ({','.join('?' * len(ids))})",
+                    (model, *ids),
+                )
+                .fetchall()
+            )
         return {row_id: json.loads(vec) for row_id, vec in rows}
 
     def save_vectors(self, model: str, vectors: dict[int, list[float]]) -> None:
@@ -388,9 +470,9 @@ class MemoryIndex:
     def rows(self) -> Iterator[tuple[str, str, str]]:
         """``(owner, session_id, qa_id)`` of every indexed turn."""
         with self._lock:
-            for owner, session_id, qa_id in self._connect().execute(
-                "SELECT owner, session_id, qa_id FROM turns"
-            ).fetchall():
+            for owner, session_id, qa_id in (
+                self._connect().execute("SELECT owner, session_id, qa_id FROM turns").fetchall()
+            ):
                 yield owner, _unsql(session_id), _unsql(qa_id)
 
     def close(self) -> None:

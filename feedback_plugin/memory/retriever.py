@@ -52,7 +52,7 @@ def _remembered(entry: SessionQAEntry, min_score: int) -> bool:
 
 
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b))
+    dot = sum(x * y for x, y in zip(a, b, strict=False))
     norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
     return dot / norm if norm else 0.0
 
@@ -84,8 +84,13 @@ def search_memory(
     if embeddings is not None:
         pool = max(pool, SEMANTIC_POOL)
     hits = index.search(
-        query, user=user, limit=pool, min_score=min_score,
-        session_id=session_id, since=since, until=until,
+        query,
+        user=user,
+        limit=pool,
+        min_score=min_score,
+        session_id=session_id,
+        since=since,
+        until=until,
     )
     found = _backed(store, index, hits, user, min_score, metadata_filter)
     # The index knows no metadata: while the filter leaves fewer than k of a
@@ -94,16 +99,37 @@ def search_memory(
     while metadata_filter and len(found) < k and len(hits) == pool:
         pool *= 4
         hits = index.search(
-            query, user=user, limit=pool, min_score=min_score,
-            session_id=session_id, since=since, until=until,
+            query,
+            user=user,
+            limit=pool,
+            min_score=min_score,
+            session_id=session_id,
+            since=since,
+            until=until,
         )
         found = _backed(store, index, hits, user, min_score, metadata_filter)
     if embeddings is not None:
         seen = {h.row_id for h in hits}
-        found += _backed(store, index, [h for h in index.search(
-            "", user=user, limit=SEMANTIC_POOL, min_score=min_score,
-            session_id=session_id, since=since, until=until,
-        ) if h.row_id not in seen], user, min_score, metadata_filter)
+        found += _backed(
+            store,
+            index,
+            [
+                h
+                for h in index.search(
+                    "",
+                    user=user,
+                    limit=SEMANTIC_POOL,
+                    min_score=min_score,
+                    session_id=session_id,
+                    since=since,
+                    until=until,
+                )
+                if h.row_id not in seen
+            ],
+            user,
+            min_score,
+            metadata_filter,
+        )
 
     if embeddings is not None and found:
         found = _semantic(embeddings, index, query, found)
@@ -145,12 +171,13 @@ def _semantic(
     found: list[tuple[SessionQAEntry, float, int]],
 ) -> list[tuple[SessionQAEntry, float, int]]:
     """Re-rank by 0.5 × normalised BM25 + 0.5 × cosine similarity (vectors cached)."""
-    model = f"{type(embeddings).__module__}.{type(embeddings).__qualname__}:{getattr(embeddings, 'model', '')}"
+    kind = type(embeddings)
+    model = f"{kind.__module__}.{kind.__qualname__}:{getattr(embeddings, 'model', '')}"
     cached = index.vectors(model, (row for _, _, row in found))
     missing = [(entry, row) for entry, _, row in found if row not in cached]
     if missing:
         texts = [entry_document(e, 0.0).page_content for e, _ in missing]
-        new = dict(zip((row for _, row in missing), embeddings.embed_documents(texts)))
+        new = dict(zip((row for _, row in missing), embeddings.embed_documents(texts), strict=True))
         index.save_vectors(model, new)
         cached.update(new)
     qvec = embeddings.embed_query(query) if query.strip() else None
@@ -234,10 +261,15 @@ class PositiveMemoryRetriever(BaseRetriever):
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
         options: dict[str, Any] = {
-            "k": self.k, "user": self.user, "session_id": self.session_id,
-            "min_score": self.min_score, "metadata_filter": self.metadata_filter,
-            "since": self.since, "until": self.until,
-            "min_relevance": self.min_relevance, "embeddings": self.embeddings,
+            "k": self.k,
+            "user": self.user,
+            "session_id": self.session_id,
+            "min_score": self.min_score,
+            "metadata_filter": self.metadata_filter,
+            "since": self.since,
+            "until": self.until,
+            "min_relevance": self.min_relevance,
+            "embeddings": self.embeddings,
         }
         unknown = set(kwargs) - set(options)
         if unknown:

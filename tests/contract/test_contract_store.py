@@ -537,17 +537,7 @@ def test_delete_session(backend_store: SessionStore) -> None:
     assert s.get_session("s1") == [again]
 
 
-def test_delete_session_leaves_no_copy_of_the_text(
-    stores: Stores, request: pytest.FixtureRequest
-) -> None:
-    if not stores.is_redis:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="store.delete_session does not forget the session's rows in the"
-                " diskcache memory index (memory.sqlite3) -- needs a store.py fix",
-            )
-        )
+def test_delete_session_leaves_no_copy_of_the_text(stores: Stores) -> None:
     s = stores()
     keep = s.record("other", "kept question", "kept answer")
     e = s.record("s1", "my secret question", "my secret answer")
