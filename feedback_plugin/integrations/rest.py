@@ -88,7 +88,7 @@ from ..models import (
 )
 from ..store import SessionStore
 
-__all__ = ["ApiKeyAuth", "create_app", "create_router"]
+__all__ = ["ApiKeyAuth", "authorize", "create_app", "create_router"]
 
 log = logging.getLogger("feedback_plugin")
 
@@ -431,6 +431,20 @@ def _check_scope(who: Principal, scope: str) -> None:
             f"this API key lacks the {scope!r} scope",
             headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
         )
+
+
+def authorize(keys: ApiKeyAuth | None, request: Request, scope: str) -> str | None:
+    """The calling user for an endpoint needing ``scope`` ("read" or "feedback").
+
+    ``None`` when ``keys`` is ``None`` (an open API); otherwise raises the
+    router's own 401 / 403 ``HTTPException``. For apps that add endpoints of
+    their own beside the router (the demo chat's ``POST /api/chat``).
+    """
+    if keys is None:
+        return None
+    who = _authenticate(keys, request)
+    _check_scope(who, scope)
+    return who.user
 
 
 def _auth_first_route(keys: ApiKeyAuth) -> type[APIRoute]:

@@ -60,7 +60,6 @@ from typing import Annotated, Any
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.routing import APIRoute, APIRouter
-from fastapi.security.utils import get_authorization_scheme_param
 from fastapi.staticfiles import StaticFiles
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -73,7 +72,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ..capture.handler import FeedbackCallbackHandler
 from ..memory.retriever import PositiveMemoryRetriever
 from ..store import SessionStore
-from .rest import ApiKeyAuth, create_router
+from .rest import ApiKeyAuth, authorize, create_router
 
 __all__ = ["OFFLINE_RESPONDER", "create_demo_app", "load_documents", "main"]
 
@@ -327,22 +326,11 @@ class Info(BaseModel):
 
 
 def _chat_user(auth: ApiKeyAuth | None, request: Request) -> str | None:
-    """The caller's user (``None`` without auth); 401 / 403 like the REST router."""
-    if auth is None:
-        return None
-    scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
-    if scheme.lower() != "bearer" or not token:
-        raise HTTPException(
-            401,
-            "missing API key (Authorization: Bearer <key>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    who = auth.authenticate(token)
-    if who is None:
-        raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
-    if "feedback" not in who.scopes:  # asking records a turn: a write
-        raise HTTPException(403, "this API key lacks the 'feedback' scope")
-    return who.user
+    """The caller's user (``None`` without auth); 401 / 403 like the REST router.
+
+    Asking records a turn, so it needs the "feedback" (write) scope.
+    """
+    return authorize(auth, request, "feedback")
 
 
 def _auth_first(auth: ApiKeyAuth | None) -> type[APIRoute]:

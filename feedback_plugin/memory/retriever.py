@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -83,53 +84,27 @@ def search_memory(
     pool = max(k * 3, 10) if metadata_filter is None else max(k * 20, 100)
     if embeddings is not None:
         pool = max(pool, SEMANTIC_POOL)
-    hits = index.search(
-        query,
+    search = functools.partial(
+        index.search,
         user=user,
-        limit=pool,
         min_score=min_score,
         session_id=session_id,
         since=since,
         until=until,
     )
+    hits = search(query, limit=pool)
     found = _backed(store, index, hits, user, min_score, metadata_filter)
     # The index knows no metadata: while the filter leaves fewer than k of a
     # full pool, widen the pool (else better-matching turns that fail the
     # filter would hide every turn that passes it).
     while metadata_filter and len(found) < k and len(hits) == pool:
         pool *= 4
-        hits = index.search(
-            query,
-            user=user,
-            limit=pool,
-            min_score=min_score,
-            session_id=session_id,
-            since=since,
-            until=until,
-        )
+        hits = search(query, limit=pool)
         found = _backed(store, index, hits, user, min_score, metadata_filter)
-    if embeddings is not None:
+    if embeddings is not None:  # semantic candidates: the most recent liked turns too
         seen = {h.row_id for h in hits}
-        found += _backed(
-            store,
-            index,
-            [
-                h
-                for h in index.search(
-                    "",
-                    user=user,
-                    limit=SEMANTIC_POOL,
-                    min_score=min_score,
-                    session_id=session_id,
-                    since=since,
-                    until=until,
-                )
-                if h.row_id not in seen
-            ],
-            user,
-            min_score,
-            metadata_filter,
-        )
+        recent = [h for h in search("", limit=SEMANTIC_POOL) if h.row_id not in seen]
+        found += _backed(store, index, recent, user, min_score, metadata_filter)
 
     if embeddings is not None and found:
         found = _semantic(embeddings, index, query, found)
