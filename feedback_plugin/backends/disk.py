@@ -214,21 +214,25 @@ class DiskBackend:
                     else:
                         head, _, tail = str(row[0]).partition(" ")
                         windows[key] = [int(head), int(tail)]
-            seqs: dict[str, int] = {}  # qa key -> seq, for turns met in this batch
+            qa_keys = [self._qa_key(key, qa_id) for key, qa_id, _ in items]
+            seqs: dict[str, int] = {}  # qa key -> seq: turns already stored, then this batch's
+            for start in range(0, len(qa_keys), 500):  # one query per 500 turns
+                chunk = qa_keys[start : start + 500]
+                seqs.update(
+                    con.execute(
+                        "SELECT key, value FROM Cache WHERE raw = 1 AND key IN"
+                        f" ({','.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+                )
             rows: dict[str, object] = {}  # key -> value to write, in order
-            for key, qa_id, payload in items:
-                qa_key = self._qa_key(key, qa_id)
+            for (key, _, payload), qa_key in zip(items, qa_keys, strict=True):
                 seq = seqs.get(qa_key)
-                if seq is None:
-                    row = con.execute(fetch, (qa_key,)).fetchone()
-                    if row is None:  # a new turn
-                        window = windows[key]
-                        seq, window[1] = window[1], window[1] + 1
-                        rows[qa_key] = seq
-                    else:  # recorded again: replace it in place
-                        seq = int(row[0])
-                    seqs[qa_key] = seq
-                rows[self._entry_key(key, seq)] = payload
+                if seq is None:  # a new turn (else: recorded again, replaced in place)
+                    window = windows[key]
+                    seq, window[1] = window[1], window[1] + 1
+                    rows[qa_key] = seqs[qa_key] = seq
+                rows[self._entry_key(key, int(seq))] = payload
             for key, (lo, hi) in windows.items():
                 rows[self._meta_key(key)] = f"{lo} {hi}"
             con.executemany(
