@@ -511,10 +511,13 @@ class SessionStore:
         shared = not hasattr(self.backend, "changes_since")
         memory = self.memory
 
+        result: list[SessionQAEntry] = []  # the entry as stored, for the listeners
+
         def apply(payload: str) -> str:
             changed = SessionQAEntry.from_json(payload).model_copy(update=changes)
             if shared:
                 memory.apply(changed)
+            result[:] = [changed]
             return changed.to_json()
 
         try:
@@ -527,7 +530,7 @@ class SessionStore:
             return False
         if new is None:
             return False
-        self._notify(SessionQAEntry.from_json(new))
+        self._notify(result[0])
         return True
 
     def list_sessions(self, *, user: str | None = None) -> list[str]:
