@@ -19,6 +19,7 @@ with SIGKILL loses at most the turns of its last ``flush_interval``. With
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import sys
@@ -315,7 +316,7 @@ class SessionStore:
         for key, qa_id, payload in queued:
             if not isinstance(payload, str):
                 try:
-                    payload = SessionQAEntry.model_construct(**payload).to_json()
+                    payload = _fields_json(payload)
                 except Exception:  # never block the queue on one bad turn
                     log.exception("feedback_plugin: turn %r not recordable, dropped", qa_id)
                     continue
@@ -583,6 +584,20 @@ class SessionStore:
 
     def _after_fork(self) -> None:
         self._writer.after_fork()
+
+
+_NO_FEEDBACK = {"feedback_text": None, "feedback_score": None, "feedback_time": None}
+_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+
+def _fields_json(fields: dict[str, Any]) -> str:
+    """The stored JSON of a turn queued by :meth:`SessionStore.record_trusted`.
+
+    Plain ``json`` instead of building a pydantic model: this runs on the
+    writer thread once per turn, and ``SessionQAEntry.from_json`` reads it back
+    the same. ASCII-escaped, so even lone surrogates are valid UTF-8.
+    """
+    return _encode({**fields, **_NO_FEEDBACK, "time": fields["time"].isoformat()})
 
 
 _open_stores: weakref.WeakSet[SessionStore] = weakref.WeakSet()

@@ -214,7 +214,9 @@ class DiskBackend:
                     else:
                         head, _, tail = str(row[0]).partition(" ")
                         windows[key] = [int(head), int(tail)]
-            qa_keys = [self._qa_key(key, qa_id) for key, qa_id, _ in items]
+            # Keys share a per-session prefix: encode it once per session, not per turn.
+            prefixes = {k: (self._qa_key(k, "")[:-3], self._entry_key(k, 0)[:-2]) for k in windows}
+            qa_keys = [prefixes[key][0] + _dumps(qa_id) + "]" for key, qa_id, _ in items]
             seqs: dict[str, int] = {}  # qa key -> seq: turns already stored, then this batch's
             for start in range(0, len(qa_keys), 500):  # one query per 500 turns
                 chunk = qa_keys[start : start + 500]
@@ -232,7 +234,7 @@ class DiskBackend:
                     window = windows[key]
                     seq, window[1] = window[1], window[1] + 1
                     rows[qa_key] = seqs[qa_key] = seq
-                rows[self._entry_key(key, int(seq))] = payload
+                rows[f"{prefixes[key][1]}{int(seq)}]"] = payload
             for key, (lo, hi) in windows.items():
                 rows[self._meta_key(key)] = f"{lo} {hi}"
             con.executemany(
