@@ -31,47 +31,20 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _redis import REDIS_URL, require_redis
 
 from feedback_plugin import PositiveMemoryRetriever, SessionQAEntry, SessionStore, analytics
 from feedback_plugin.analytics import ALL_USERS, Filter, ImportFormatError, wilson_interval
 
-REDIS_URL = os.environ.get("FEEDBACK_PLUGIN_TEST_REDIS", "redis://127.0.0.1:6379/15")
 BASE = datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
-
-
-@cache
-def redis_unavailable() -> str | None:
-    """Why the test Redis cannot be used, or ``None`` when it answers."""
-    try:
-        import redis
-    except ImportError:
-        return "the redis client is not installed (pip install 'feedback-plugin[redis]')"
-    try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-        client.ping()
-        client.close()
-    except Exception as exc:
-        return f"no Redis at {REDIS_URL} ({type(exc).__name__}: {exc})"
-    return None
-
-
-def require_redis() -> None:
-    reason = redis_unavailable()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set and the Redis analytics tests cannot run: {reason}")
-    pytest.skip(f"Redis analytics tests skipped: {reason}")
 
 
 class Stores:
@@ -114,7 +87,7 @@ class Stores:
 @pytest.fixture(params=["disk", "redis"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
     if request.param == "redis":
-        require_redis()
+        require_redis("Redis analytics")
     factory = Stores(str(request.param), tmp_path)
     yield factory
     factory.close()

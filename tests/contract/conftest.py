@@ -17,42 +17,16 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _redis import REDIS_URL, require_redis
 
 from feedback_plugin import SessionStore
 
 REPO = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("FEEDBACK_PLUGIN_TEST_REDIS", "redis://127.0.0.1:6379/15")
 BACKENDS = ["disk", "redis"]
-
-
-@cache
-def redis_unavailable() -> str | None:
-    """Why the test Redis cannot be used, or ``None`` when it answers."""
-    try:
-        import redis
-    except ImportError:
-        return "the redis client is not installed (pip install 'feedback-plugin[redis]')"
-    try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-        client.ping()
-        client.close()
-    except Exception as exc:
-        return f"no Redis at {REDIS_URL} ({type(exc).__name__}: {exc})"
-    return None
-
-
-def require_redis() -> None:
-    reason = redis_unavailable()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set and the Redis contract tests cannot run: {reason}")
-    pytest.skip(f"Redis contract tests skipped: {reason}")
 
 
 class Stores:
@@ -220,7 +194,7 @@ class Stores:
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "redis":
-        require_redis()
+        require_redis("Redis contract")
     return str(request.param)
 
 

@@ -14,30 +14,13 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _redis import REDIS_URL, require_redis
 
 from feedback_plugin import SessionQAEntry, SessionStore
-
-SHARED_REDIS = os.environ.get("FEEDBACK_PLUGIN_TEST_REDIS", "redis://127.0.0.1:6379/15")
-
-
-@cache
-def shared_redis_unavailable() -> str | None:
-    try:
-        import redis
-    except ImportError:
-        return "the redis client is not installed (pip install 'feedback-plugin[redis]')"
-    try:
-        client = redis.Redis.from_url(SHARED_REDIS, socket_connect_timeout=2, socket_timeout=2)
-        client.ping()
-        client.close()
-    except Exception as exc:
-        return f"no Redis at {SHARED_REDIS} ({type(exc).__name__}: {exc})"
-    return None
 
 
 def skip_or_fail(reason: str) -> None:
@@ -63,12 +46,10 @@ def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple
     if request.param == "disk":
         yield str(tmp_path / "store"), ""
         return
-    reason = shared_redis_unavailable()
-    if reason is not None:
-        skip_or_fail(f"Redis fault tests skipped: {reason}")
+    require_redis("Redis fault")
     namespace = f"test-{uuid.uuid4().hex}"
-    yield SHARED_REDIS, namespace
-    with SessionStore(SHARED_REDIS, namespace=namespace) as store:
+    yield REDIS_URL, namespace
+    with SessionStore(REDIS_URL, namespace=namespace) as store:
         store.backend.drop()  # type: ignore[attr-defined]
 
 
