@@ -79,6 +79,8 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
+from _redis import redis_unreachable, redis_versions  # noqa: E402  (benchmarks/_redis.py)
+
 from feedback_plugin import FeedbackCallbackHandler, SessionStore  # noqa: E402
 
 # -- targets ------------------------------------------------------------------
@@ -473,34 +475,6 @@ class Place:
     def tag(self, name: str) -> str:
         """A row name: diskcache rows keep their names, Redis rows get a ``[Redis]`` prefix."""
         return f"[Redis] {name}" if self.redis else name
-
-
-def redis_unreachable(url: str) -> str | None:
-    """Why the Redis server at ``url`` cannot be used, or ``None`` when it answers a PING."""
-    try:
-        import redis
-    except ImportError:
-        return "the redis client is not installed (pip install 'feedback-plugin[redis]')"
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        client.ping()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    finally:
-        client.close()
-    return None
-
-
-def redis_versions(url: str) -> tuple[str, str]:
-    """The Redis server's and the redis-py client's versions."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        server = str(client.info("server").get("redis_version", "?"))
-    finally:
-        client.close()
-    return server, redis.__version__
 
 
 def drop_redis(place: Place) -> int:
