@@ -79,7 +79,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from _redis import redis_unreachable, redis_versions  # noqa: E402  (benchmarks/_redis.py)
+from _common import Row, redis_unreachable, redis_versions  # noqa: E402  (benchmarks/_common.py)
 
 from feedback_plugin import FeedbackCallbackHandler, SessionStore  # noqa: E402
 
@@ -116,23 +116,6 @@ QUICK = Settings(
     procs=4,
     turns_per_proc=200,
 )
-
-
-@dataclass
-class Row:
-    name: str
-    value: str
-    target: str = ""
-    ok: bool | None = None  # None: information only
-    info: bool = False  # a target shown for information: met or not, never PASS/FAIL
-
-    @property
-    def result(self) -> str:
-        if self.ok is None:
-            return ""
-        if self.info:
-            return "info: met" if self.ok else "info: over"
-        return "PASS" if self.ok else "**FAIL**"
 
 
 @dataclass

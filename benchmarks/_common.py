@@ -1,6 +1,25 @@
-"""What the benchmark scripts share: checking the Redis they were pointed at."""
+"""What the benchmark scripts share: a table row, and checking the Redis they were pointed at."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Row:
+    name: str
+    value: str
+    target: str = ""
+    ok: bool | None = None  # None: information only
+    info: bool = False  # a target shown for information: met or not, never PASS/FAIL
+
+    @property
+    def result(self) -> str:
+        if self.ok is None:
+            return ""
+        if self.info:
+            return "info: met" if self.ok else "info: over"
+        return "PASS" if self.ok else "**FAIL**"
 
 
 def redis_unreachable(url: str) -> str | None:
