@@ -655,6 +655,20 @@ def create_router(
     return router
 
 
+def closing_store(store: SessionStore | None) -> Callable[[FastAPI], Any]:
+    """A FastAPI lifespan that closes ``store`` (if any) when the app shuts down."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        try:
+            yield
+        finally:
+            if store is not None:
+                store.close()
+
+    return lifespan
+
+
 def create_app(store: SessionStore | None = None, *, auth: ApiKeyAuth | None = None) -> FastAPI:
     """A FastAPI app serving :func:`create_router` plus ``GET /healthz``.
 
@@ -666,21 +680,13 @@ def create_app(store: SessionStore | None = None, *, auth: ApiKeyAuth | None = N
     the_store = SessionStore() if store is None else store
     the_auth = ApiKeyAuth.from_env() if auth is None else auth
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> Any:
-        try:
-            yield
-        finally:
-            if own_store:
-                the_store.close()
-
     from .. import __version__
 
     app = FastAPI(
         title="feedback_plugin",
         version=__version__,
         description="Recorded chat turns and their thumbs / score feedback.",
-        lifespan=lifespan,
+        lifespan=closing_store(the_store if own_store else None),
     )
     app.include_router(create_router(the_store, auth=the_auth))
 

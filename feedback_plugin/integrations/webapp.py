@@ -51,7 +51,6 @@ import re
 import sys
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
 from importlib import resources
 from operator import itemgetter
 from pathlib import Path
@@ -72,7 +71,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ..capture.handler import FeedbackCallbackHandler
 from ..memory.retriever import PositiveMemoryRetriever
 from ..store import SessionStore
-from .rest import ApiKeyAuth, authorize, create_router
+from .rest import ApiKeyAuth, authorize, closing_store, create_router
 
 __all__ = ["OFFLINE_RESPONDER", "create_demo_app", "load_documents", "main"]
 
@@ -395,21 +394,13 @@ def create_demo_app(
             | RunnablePassthrough.assign(answer=answer_step)
         ).with_config(run_name="demo_chat")
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> Any:
-        try:
-            yield
-        finally:
-            if own_store:
-                the_store.close()
-
     from .. import __version__
 
     app = FastAPI(
         title="feedback_plugin demo chat",
         version=__version__,
         description="A LangChain chat whose answers you rate; the REST API under /api.",
-        lifespan=lifespan,
+        lifespan=closing_store(the_store if own_store else None),
     )
 
     @app.middleware("http")
