@@ -39,8 +39,10 @@ class WriteBehind(Generic[T]):
         batch_size: int = 500,
         max_pending: int = 100_000,
         name: str = "feedback-plugin-writer",
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self._write = write
+        self._on_start = on_start  # called in each process that starts the thread
         self.interval = interval
         self.batch_size = batch_size
         self.max_pending = max_pending
@@ -63,8 +65,12 @@ class WriteBehind(Generic[T]):
         return len(self._items)
 
     def put(self, item: T) -> None:
-        """Queue one item for writing; never blocks on I/O."""
-        if self._thread is None or self._pid != os.getpid():
+        """Queue one item for writing; never blocks on I/O.
+
+        A forked child must call :meth:`after_fork` first (the store does, from
+        an ``os.register_at_fork`` hook), so the hot path makes no syscall.
+        """
+        if self._thread is None:
             self._start()
         items = self._items
         if len(items) >= self.max_pending:
@@ -122,6 +128,8 @@ class WriteBehind(Generic[T]):
             if self._pid != os.getpid():
                 self._reset()
             if self._thread is None:
+                if self._on_start is not None:
+                    self._on_start()
                 self._closed = False
                 self._stop.clear()
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)

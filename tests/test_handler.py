@@ -138,7 +138,7 @@ def all_entries(store: SessionStore) -> list[SessionQAEntry]:
 
 def assert_idle(handler: FeedbackCallbackHandler) -> None:
     assert handler.active_runs == 0
-    assert len(handler._root_of) == 0
+    assert len(handler._turn_of) == 0
     assert len(handler._turns) == 0
 
 
@@ -951,7 +951,7 @@ def test_no_state_left_after_100k_runs(store: SessionStore) -> None:
             if metadata.get("session_id"):
                 recorded.append(f"q{i}")
     assert handler.active_runs == 0
-    assert len(handler._root_of) == 0
+    assert len(handler._turn_of) == 0
     assert len(handler._turns) == 0
     entries = store.get_session("leak")
     assert [e.question for e in entries] == recorded
@@ -978,7 +978,7 @@ def test_no_state_left_after_1000_real_runs_including_failures(store: SessionSto
             ok.invoke({"question": f"q {i}"}, config=cfg(handler, session))
             recorded += session is not None
     assert handler.active_runs == 0
-    assert len(handler._root_of) == 0
+    assert len(handler._turn_of) == 0
     assert len(store.get_session("real")) == recorded == 10
 
 

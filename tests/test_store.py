@@ -897,6 +897,40 @@ def test_redis_location() -> None:
         s.close()
 
 
+@pytest.mark.parametrize("write_behind", [True, False])
+def test_handler_turns_are_stored_exactly_as_record_stores_them(
+    store_dir: Path, write_behind: bool
+) -> None:
+    """The handler's fast path builds the stored JSON itself: it must be ``to_json()``'s text."""
+    from langchain_core.runnables import RunnableLambda
+
+    from feedback_plugin import FeedbackCallbackHandler
+
+    questions = ["How do I reset my password?", "naïve \ud800 question 🙂"]
+    with SessionStore(store_dir, write_behind=write_behind) as s:
+        handler = FeedbackCallbackHandler(s, user="\udc00u")
+        chain = RunnableLambda(lambda q: f"answer to {q}")
+        config: Any = {
+            "callbacks": [handler],
+            "metadata": {"session_id": "\ud83d-s", "prompt_version": 2},
+            "tags": ["v2"],
+        }
+        before = datetime.now(timezone.utc)
+        for question in questions:
+            chain.invoke(question, config=config)
+        entries = s.get_session("\ud83d-s", user="\udc00u")
+        assert [(e.question, e.answer) for e in entries] == [
+            (q, f"answer to {q}") for q in questions
+        ]
+        assert all(before <= e.time <= datetime.now(timezone.utc) for e in entries)
+        assert entries[0].metadata == {
+            "session_id": "\ud83d-s",
+            "prompt_version": 2,
+            "tags": ["v2"],
+        }
+        assert s.backend.read(("\udc00u", "\ud83d-s")) == [e.to_json() for e in entries]
+
+
 def test_lone_surrogates_are_valid_ids_and_text(store: SessionStore) -> None:
     """'Any string is a valid session id' includes strings that are not valid UTF-8."""
     from feedback_plugin import PositiveMemoryRetriever

@@ -38,14 +38,14 @@ _ANSWER_KEYS = ("answer", "output", "result", "text")
 
 
 def _id(value: object) -> str | None:
+    if type(value) is str:  # the common case first
+        return value or None
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
+    if isinstance(value, (int, UUID)):
         return str(value)
-    if isinstance(value, str) and value:
-        return value
-    if isinstance(value, UUID):
-        return str(value)
+    if isinstance(value, str):
+        return value or None
     return None
 
 
@@ -53,16 +53,19 @@ def session_id_from(metadata: Mapping[str, Any] | None, default: str | None) -> 
     """The first usable session id in ``metadata`` (see :data:`SESSION_KEYS`), else ``default``."""
     if metadata:
         for key in SESSION_KEYS:
-            found = _id(metadata.get(key))
-            if found is not None:
+            value = metadata.get(key)
+            if value is not None and (found := _id(value)) is not None:
                 return found
     return default
 
 
 def user_from(metadata: Mapping[str, Any] | None, default: str | None) -> str | None:
     """``metadata["user_id"]`` if usable, else ``default``."""
-    found = _id(metadata.get("user_id")) if metadata else None
-    return default if found is None else found
+    if metadata:
+        value = metadata.get("user_id")
+        if value is not None and (found := _id(value)) is not None:
+            return found
+    return default
 
 
 def _message_text(message: BaseMessage) -> str:
@@ -95,6 +98,8 @@ def question_from(inputs: Any) -> str:
     """
     if isinstance(inputs, str):
         return inputs
+    if type(inputs) is dict:  # the common case, before the slower ABC checks below
+        return _question_in(inputs)
     if inputs is None:
         return ""
     if isinstance(inputs, PromptValue):
@@ -102,22 +107,7 @@ def question_from(inputs: Any) -> str:
     if isinstance(inputs, BaseMessage):
         return _message_text(inputs)
     if isinstance(inputs, Mapping):
-        for key in _QUESTION_KEYS:
-            if key in inputs:
-                value = inputs[key]
-                if isinstance(value, str):
-                    return value
-                if isinstance(value, (list, tuple, BaseMessage, PromptValue)):
-                    return question_from(value)
-        for value in inputs.values():
-            if isinstance(value, str):
-                return value
-        for value in inputs.values():
-            if isinstance(value, (list, tuple)):
-                found = _last_human(value)
-                if found is not None:
-                    return found
-        return _fallback(dict(inputs))
+        return _question_in(inputs)
     if isinstance(inputs, (list, tuple)):
         if inputs and isinstance(inputs[0], list):  # on_chat_model_start: list of lists
             inputs = inputs[0]
@@ -127,6 +117,25 @@ def question_from(inputs: Any) -> str:
         if inputs and isinstance(inputs[-1], str):
             return inputs[-1]
     return _fallback(inputs)
+
+
+def _question_in(inputs: Mapping[str, Any]) -> str:
+    for key in _QUESTION_KEYS:
+        if key in inputs:
+            value = inputs[key]
+            if isinstance(value, str):
+                return value
+            if isinstance(value, (list, tuple, BaseMessage, PromptValue)):
+                return question_from(value)
+    for value in inputs.values():
+        if isinstance(value, str):
+            return value
+    for value in inputs.values():
+        if isinstance(value, (list, tuple)):
+            found = _last_human(value)
+            if found is not None:
+                return found
+    return _fallback(dict(inputs))
 
 
 def answer_from(outputs: Any) -> str:
@@ -185,7 +194,11 @@ def json_safe(
     >>> json_safe({"model": "m1", "client": object()}, ["v2"])
     {'model': 'm1', 'tags': ['v2']}
     """
-    out = {k: v for k, v in (metadata or {}).items() if isinstance(k, str) and _is_json(v)}
+    out = {}
+    if metadata:
+        for k, v in metadata.items():
+            if (type(v) in _PLAIN or _is_json(v)) and isinstance(k, str):
+                out[k] = v
     if tags:
         out["tags"] = list(tags)
     return out

@@ -1,10 +1,11 @@
 """FeedbackCallbackHandler: records one turn per root LangChain run.
 
-Run state lives in a tiny :class:`_Turn` per *root* run, keyed by ``run_id``;
-every run below a root maps to it in ``_root_of``. Both are freed when the
-root ends or fails, so a long-lived handler holds nothing between turns.
-Callbacks may arrive from many threads (``batch``) or tasks (``abatch``) at
-once: each touches only its own run's state through single dict operations.
+Run state lives in a tiny :class:`_Turn` per *root* run, in ``_turns``; every
+run of the root's tree (the root too) maps to that turn in ``_turn_of``. Both
+are freed when the root ends or fails, so a long-lived handler holds nothing
+between turns. Callbacks may arrive from many threads (``batch``) or tasks
+(``abatch``) at once: each touches only its own run's state through single
+dict operations.
 
 Every callback body is guarded: a failure here (or in the store) is logged
 and never reaches the user's chain, unless ``raise_error=True``.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -36,17 +36,34 @@ log = logging.getLogger("feedback_plugin")
 _MODEL_KEYS = ("ls_provider", "ls_model_name")
 
 
-@dataclass(slots=True)
 class _Turn:
-    """What a root run has shown so far."""
+    """What a root run has shown so far (a plain slotted class: one is made per turn)."""
 
-    kind: str  # "chain" | "llm" | "other" (retriever or tool as root: not a chat turn)
-    session_id: str | None
-    user: str | None
-    inputs: Any
-    metadata: dict[str, Any]
-    context: list[str] = field(default_factory=list)
-    children: list[UUID] = field(default_factory=list)
+    __slots__ = ("context", "inputs", "kind", "metadata", "runs", "session_id", "user")
+
+    def __init__(
+        self,
+        kind: str,  # "chain" | "llm" | "other" (retriever or tool as root: not a chat turn)
+        session_id: str | None,
+        user: str | None,
+        inputs: Any,
+        metadata: dict[str, Any],
+        rid: int,
+    ) -> None:
+        self.kind = kind
+        self.session_id = session_id
+        self.user = user
+        self.inputs = inputs
+        self.metadata = metadata
+        self.context: list[str] = []
+        self.runs = [rid]  # every run of the tree (as ``run_id.int``), root first
+
+
+def _name_model(turn: _Turn, metadata: dict[str, Any]) -> None:
+    """Copy the model's name and provider from a model run's metadata into the turn's."""
+    for key in _MODEL_KEYS:
+        if key in metadata and key not in turn.metadata:
+            turn.metadata[key] = metadata[key]
 
 
 class FeedbackCallbackHandler(BaseCallbackHandler):
@@ -65,6 +82,11 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
     """
 
     run_inline = True  # cheap, non-blocking: no executor hop under asyncio
+    # LangChain reads one of these for every event it sends to a handler: plain
+    # class attributes, not the base class's properties, keep that read cheap.
+    ignore_llm = ignore_chat_model = ignore_chain = ignore_retriever = False
+    ignore_agent = False  # it also covers tool events, which keep a tool's children in its turn
+    ignore_retry = ignore_custom_event = True  # events this handler has no use for
 
     def __init__(
         self,
@@ -84,8 +106,9 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         self.session_id = None if session_id is None else check_id(session_id)
         self.user = check_user(user)
         self.raise_error = raise_error
-        self._turns: dict[UUID, _Turn] = {}
-        self._root_of: dict[UUID, UUID] = {}
+        # Keyed by ``run_id.int``: an int hashes in C, a UUID in Python.
+        self._turns: dict[int, _Turn] = {}  # root run -> its turn
+        self._turn_of: dict[int, _Turn] = {}  # every run of a tree in flight -> its root's turn
 
     def __repr__(self) -> str:
         return f"FeedbackCallbackHandler({self.store!r}, session_id={self.session_id!r})"
@@ -102,6 +125,12 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         log.exception("feedback_plugin: %s failed; the chain goes on", event)
 
     # -- run tracking ----------------------------------------------------------
+    #
+    # The hot path: LangChain calls these a few times per chain step, so they
+    # do a handful of dict operations each. A run below a root is filed under
+    # its root's turn at its start and forgotten with the whole tree when the
+    # root ends or fails (its own end needs no work, and a child that never
+    # reports its end, like an abandoned generator, leaves nothing behind).
 
     def _start(
         self,
@@ -113,37 +142,35 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None,
     ) -> _Turn | None:
         """Track a starting run; return its root's turn if this run is a child."""
+        rid = run_id.int
         if parent_run_id is not None:
-            root = self._root_of.get(parent_run_id)
-            if root is not None:
-                self._root_of[run_id] = root
-                turn = self._turns.get(root)
-                if turn is not None:
-                    turn.children.append(run_id)
-                    if turn.session_id is None and metadata:
-                        # e.g. with_configurable_session(...) wrapping an inner step only
-                        turn.session_id = session_id_from(metadata, None)
-                        turn.user = user_from(metadata, turn.user)
+            turn = self._turn_of.get(parent_run_id.int)
+            if turn is not None:
+                self._turn_of[rid] = turn
+                turn.runs.append(rid)
+                if turn.session_id is None and metadata:
+                    # e.g. with_configurable_session(...) wrapping an inner step only
+                    turn.session_id = session_id_from(metadata, None)
+                    turn.user = user_from(metadata, turn.user)
                 return turn
-        self._root_of[run_id] = run_id
-        self._turns[run_id] = _Turn(
-            kind=kind,
-            session_id=session_id_from(metadata, self.session_id),
-            user=user_from(metadata, self.user),
-            inputs=inputs,
-            metadata=json_safe(metadata, tags),
+        turn = _Turn(
+            kind,
+            session_id_from(metadata, self.session_id),
+            user_from(metadata, self.user),
+            inputs,
+            json_safe(metadata, tags),
+            rid,
         )
+        self._turns[rid] = self._turn_of[rid] = turn
         return None
 
     def _end(self, run_id: UUID) -> _Turn | None:
-        """Forget a finished run; return its turn if it was a root."""
-        root = self._root_of.pop(run_id, None)
-        if root is None or root != run_id:
-            return None
-        turn = self._turns.pop(run_id, None)
+        """If ``run_id`` is a root, forget its tree and return its turn."""
+        turn = self._turns.pop(run_id.int, None)
         if turn is not None:
-            for child in turn.children:
-                self._root_of.pop(child, None)
+            turn_of = self._turn_of
+            for rid in turn.runs:
+                turn_of.pop(rid, None)
         return turn
 
     def _record(self, run_id: UUID, turn: _Turn, inputs: Any, outputs: Any) -> None:
@@ -169,7 +196,7 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
                 turn.context,
                 turn.user,
                 turn.metadata,
-                str(run_id),
+                run_id,
             )
 
     # -- chains ----------------------------------------------------------------
@@ -227,7 +254,9 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            self._model_start(run_id, parent_run_id, messages, tags, metadata)
+            turn = self._start("llm", run_id, parent_run_id, messages, tags, metadata)
+            if turn is not None and metadata:
+                _name_model(turn, metadata)
         except Exception:
             self._failed("on_chat_model_start")
 
@@ -243,23 +272,12 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            self._model_start(run_id, parent_run_id, prompts[0] if prompts else "", tags, metadata)
+            prompt = prompts[0] if prompts else ""
+            turn = self._start("llm", run_id, parent_run_id, prompt, tags, metadata)
+            if turn is not None and metadata:
+                _name_model(turn, metadata)
         except Exception:
             self._failed("on_llm_start")
-
-    def _model_start(
-        self,
-        run_id: UUID,
-        parent_run_id: UUID | None,
-        inputs: Any,
-        tags: list[str] | None,
-        metadata: dict[str, Any] | None,
-    ) -> None:
-        root_turn = self._start("llm", run_id, parent_run_id, inputs, tags, metadata)
-        if root_turn is not None and metadata:
-            for key in _MODEL_KEYS:  # name the model in the turn's metadata
-                if key in metadata and key not in root_turn.metadata:
-                    root_turn.metadata[key] = metadata[key]
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         try:
@@ -297,11 +315,8 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         self, documents: Sequence[Document], *, run_id: UUID, **kwargs: Any
     ) -> None:
         try:
-            root = self._root_of.get(run_id)
-            turn = None if root is None else self._turns.get(root)
-            if turn is not None and root != run_id:
+            if self._end(run_id) is None and (turn := self._turn_of.get(run_id.int)):
                 turn.context.extend(doc.page_content for doc in documents)
-            self._end(run_id)
         except Exception:
             self._failed("on_retriever_end")
 
