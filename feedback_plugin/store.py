@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 from pydantic_core import to_json as _to_json
@@ -56,7 +55,7 @@ __all__ = ["ChangeListener", "SessionStore", "default_location"]
 
 log = logging.getLogger("feedback_plugin")
 
-Fields = tuple["str | None", str, "str | UUID", str, str, tuple[str, ...], float, dict[str, Any]]
+Fields = tuple["str | None", str, "str | int", str, str, tuple[str, ...], float, dict[str, Any]]
 """A turn queued by :meth:`SessionStore.record_trusted`:
 ``(user, session_id, qa_id, question, answer, context, time, metadata)``."""
 
@@ -293,19 +292,21 @@ class SessionStore:
         context: Sequence[str],
         user: str | None,
         metadata: dict[str, Any],
-        qa_id: str | UUID,
+        qa_id: str | int,
     ) -> None:
         """Queue a turn whose fields are already checked (the callback handler's path).
 
-        Skips validation and leaves building the stored entry (``str(qa_id)``,
-        the ISO time, the JSON) to the writer thread, so the caller's thread
-        pays about a microsecond (with ``write_behind=False`` it is written
-        now, raising :class:`StoreError` on failure). Fields must be what
-        :meth:`record` would accept: non-empty ids, strings, JSON-safe
-        metadata; a ``UUID`` ``qa_id`` stands for its string form.
+        Skips validation and leaves building the stored entry (the ``qa_id``
+        string, the ISO time, the JSON) to the writer thread, so the caller's
+        thread pays about a microsecond (with ``write_behind=False`` it is
+        written now, raising :class:`StoreError` on failure). Fields must be
+        what :meth:`record` would accept: non-empty ids, strings, JSON-safe
+        metadata; an int ``qa_id`` is a UUID's 128-bit value (a LangChain
+        ``run_id.int``) and stands for that UUID's string.
 
-        The queued turn is one flat tuple that holds no list: few objects
-        for the garbage collector to follow while turns wait in the queue.
+        The queued turn is one flat tuple of strings, numbers and a dict of
+        them, which the garbage collector stops following after its first
+        pass: a long queue (a busy process) costs no collection time.
         """
         turn = (user, session_id, qa_id, question, answer, tuple(context), time.time(), metadata)
         if self.write_behind:
@@ -596,7 +597,9 @@ def _item(turn: Fields) -> Item:
     UTF-8 cannot carry, are escaped by ``json``, as ``to_json`` does.
     """
     user, session_id, qa_id, question, answer, context, when, metadata = turn
-    qa_id = str(qa_id)
+    if isinstance(qa_id, int):
+        hex32 = f"{qa_id:032x}"
+        qa_id = f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
     fields = {
         "qa_id": qa_id,
         "session_id": session_id,

@@ -5,14 +5,25 @@ the queue and returns (a few hundred nanoseconds); the thread wakes on the
 first item, waits ``interval`` seconds for more to gather, then writes them
 in batches of up to ``batch_size``, one backend transaction each.
 
+While items keep arriving (a busy process: a loop over a dataset, a burst of
+requests) the thread keeps gathering, up to ``max_delay`` seconds after the
+first item or a full batch. A busy caller thread holds CPython's GIL, and
+the writer needs it for every step between its database calls, each time
+waiting up to the interpreter's switch interval (5 ms) and costing the
+caller a thread switch: a few large batches keep up with a busy caller
+where many small ones fall behind and slow it down. A quiet process (a chat
+app between two questions) still has each turn written ``interval`` after
+it was queued.
+
 ``flush()`` writes everything queued before it was called, in the caller's
 thread, and raises if the backend fails; the store calls it before every read
 and feedback change, which gives read-your-writes inside one process.
 
 If the backend fails, the batch goes back to the front of the queue and the
-thread retries with back-off; the queue holds at most ``max_pending`` items,
-dropping (and logging) the oldest beyond that, so a dead store never grows
-memory without bound nor slows the caller.
+thread retries with back-off. The queue holds at most ``max_pending`` items:
+beyond that the caller writes the queue itself (back-pressure), and only
+while the backend is failing are the oldest items dropped (and logged), so
+a dead store never grows memory without bound nor blocks the caller.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
@@ -36,7 +48,8 @@ class WriteBehind(Generic[T]):
         write: Callable[[Sequence[T]], None],
         *,
         interval: float = 0.05,
-        batch_size: int = 500,
+        max_delay: float = 1.0,
+        batch_size: int = 1000,
         max_pending: int = 100_000,
         name: str = "feedback-plugin-writer",
         on_start: Callable[[], None] | None = None,
@@ -44,6 +57,7 @@ class WriteBehind(Generic[T]):
         self._write = write
         self._on_start = on_start  # called in each process that starts the thread
         self.interval = interval
+        self.max_delay = max(max_delay, interval)
         self.batch_size = batch_size
         self.max_pending = max_pending
         self.name = name
@@ -135,13 +149,33 @@ class WriteBehind(Generic[T]):
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
 
+    def _gather(self) -> None:
+        """Wait ``interval``; again while items keep coming, up to ``max_delay`` or a batch."""
+        items, interval = self._items, self.interval
+        deadline = time.monotonic() + self.max_delay - interval
+        while True:
+            before = len(items)
+            if self._stop.wait(interval):
+                return
+            now = len(items)
+            if (
+                now == before
+                or now >= self.batch_size
+                or interval <= 0
+                or time.monotonic() >= deadline
+            ):
+                return
+
     def _run(self) -> None:
         backoff = 0.0
         while True:
             self._wake.wait()
             if self._closed:
                 return
-            self._stop.wait(max(self.interval, backoff))
+            if backoff:
+                self._stop.wait(backoff)
+            else:
+                self._gather()
             self._wake.clear()
             if self._stop.is_set():  # close() may have set _wake before the clear: it flushes
                 return

@@ -38,6 +38,8 @@ them: to undo one, open once with the old value given explicitly.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 import sqlite3
@@ -55,6 +57,22 @@ from .base import Item, SessionKey
 __all__ = ["DiskBackend"]
 
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+
+_ROWS_PER_INSERT = 499  # 999 parameters, SQLite's lowest limit
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_rows_sql(n: int) -> str:
+    """``INSERT OR REPLACE`` of ``n`` raw diskcache rows: ``?1`` the time, then key/value pairs."""
+    rows = ", ".join(
+        f"(?{i}, 1, ?1, NULL, ?1, 0, NULL, 0, {diskcache.core.MODE_RAW}, NULL, ?{i + 1})"
+        for i in range(2, 2 * n + 2, 2)
+    )
+    return (
+        "INSERT OR REPLACE INTO Cache(key, raw, store_time, expire_time, access_time,"
+        " access_count, tag, size, mode, filename, value) VALUES " + rows
+    )
 
 
 class DiskBackend:
@@ -194,7 +212,7 @@ class DiskBackend:
 
         Writes the same rows diskcache's ``set`` would (``raw`` text keys, values
         in ``MODE_RAW``; diskcache's triggers keep its count and size), but with
-        a few ``executemany`` statements per batch instead of several Python
+        a few multi-row statements per batch instead of several Python
         calls per turn, inside one ``BEGIN IMMEDIATE`` transaction, the lock
         every diskcache writer takes. This is what keeps the write-behind
         thread from competing with the chain for the GIL.
@@ -218,8 +236,8 @@ class DiskBackend:
             prefixes = {k: (self._qa_key(k, "")[:-3], self._entry_key(k, 0)[:-2]) for k in windows}
             qa_keys = [prefixes[key][0] + _dumps(qa_id) + "]" for key, qa_id, _ in items]
             seqs: dict[str, int] = {}  # qa key -> seq: turns already stored, then this batch's
-            for start in range(0, len(qa_keys), 500):  # one query per 500 turns
-                chunk = qa_keys[start : start + 500]
+            for start in range(0, len(qa_keys), 999):  # one query per 999 turns
+                chunk = qa_keys[start : start + 999]
                 seqs.update(
                     con.execute(
                         "SELECT key, value FROM Cache WHERE raw = 1 AND key IN"
@@ -237,12 +255,12 @@ class DiskBackend:
                 rows[f"{prefixes[key][1]}{int(seq)}]"] = payload
             for key, (lo, hi) in windows.items():
                 rows[self._meta_key(key)] = f"{lo} {hi}"
-            con.executemany(
-                "INSERT OR REPLACE INTO Cache(key, raw, store_time, expire_time, access_time,"
-                " access_count, tag, size, mode, filename, value)"
-                f" VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, {diskcache.core.MODE_RAW}, NULL, ?)",
-                [(k, now, now, v) for k, v in rows.items()],
-            )
+            # A few multi-row INSERTs, not executemany: that steps once per row,
+            # taking the GIL back from the (maybe busy) caller thread each time.
+            pairs = list(rows.items())
+            for start in range(0, len(pairs), _ROWS_PER_INSERT):
+                part = pairs[start : start + _ROWS_PER_INSERT]
+                con.execute(_insert_rows_sql(len(part)), [now, *itertools.chain(*part)])
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

@@ -196,7 +196,7 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
                 turn.context,
                 turn.user,
                 turn.metadata,
-                run_id,
+                run_id.int,  # the writer thread makes it str(run_id)
             )
 
     # -- chains ----------------------------------------------------------------
