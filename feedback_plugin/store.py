@@ -106,7 +106,11 @@ class SessionStore:
         ttl: seconds after which a recorded turn expires (``None``: never).
         max_entries: keep at most this many turns per session, dropping the oldest.
         write_behind: queue new turns and write them in batches (see module docs).
-        flush_interval: seconds a queued turn may wait before it is written.
+        flush_interval: seconds a queued turn waits before it is written while
+            the process is quiet.
+        flush_max_delay: while turns keep coming (a busy process), the writer
+            gathers them into larger batches, and a turn waits at most this long
+            (or ``flush_interval``, if that is longer).
         backend: use this :class:`~feedback_plugin.backends.Backend` instead of
             building one from ``location``.
 
@@ -122,6 +126,7 @@ class SessionStore:
         max_entries: int | None = None,
         write_behind: bool = True,
         flush_interval: float = 0.05,
+        flush_max_delay: float = 1.0,
         backend: Backend | None = None,
     ) -> None:
         if namespace is not None and (not isinstance(namespace, str) or not namespace):
@@ -132,8 +137,18 @@ class SessionStore:
             raise ConfigurationError(f"ttl must be a positive number of seconds, got {ttl!r}")
         if max_entries is not None and (type(max_entries) is not int or max_entries < 1):
             raise ConfigurationError(f"max_entries must be an int >= 1, got {max_entries!r}")
-        if not flush_interval >= 0:
-            raise ConfigurationError("flush_interval must be >= 0")
+        for name, seconds in (
+            ("flush_interval", flush_interval),
+            ("flush_max_delay", flush_max_delay),
+        ):
+            if (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, (int, float))
+                or not seconds >= 0
+            ):
+                raise ConfigurationError(
+                    f"{name} must be a number of seconds >= 0, got {seconds!r}"
+                )
         self.namespace = namespace
         self.ttl = ttl
         self.max_entries = max_entries
@@ -145,7 +160,10 @@ class SessionStore:
             self.location = os.fspath(location) if location is not None else default_location()
             self.backend = self._make_backend(self.location)
         self._writer: WriteBehind[Queued] = WriteBehind(
-            self._append, interval=flush_interval, on_start=_ensure_exit_hook
+            self._append,
+            interval=flush_interval,
+            max_delay=flush_max_delay,
+            on_start=_ensure_exit_hook,
         )
         _open_writers.add(self._writer)  # flushed at exit even if this store is dropped
         self._listeners: list[ChangeListener] = []

@@ -108,11 +108,18 @@ class WriteBehind(Generic[T]):
             log.error("feedback_plugin: store unreachable, %d turns dropped", self.dropped)
 
     def flush(self) -> None:
-        """Write every queued item now; raise what the backend raises."""
+        """Write every item queued before this call, now; raise what the backend raises.
+
+        Items queued meanwhile wait for the next flush: under a steady stream
+        the writer thread goes back to gathering them into a large batch
+        instead of chasing them in small ones.
+        """
         with self._write_lock:
             items = self._items
-            while items:
-                n = min(len(items), self.batch_size)
+            left = len(items)
+            while left > 0 and items:
+                n = min(left, len(items), self.batch_size)
+                left -= n
                 batch = [items.popleft() for _ in range(n)]
                 try:
                     self._write(batch)

@@ -627,6 +627,27 @@ def test_background_writer_writes_without_any_call(store: SessionStore, store_di
             time.sleep(0.02)
 
 
+def test_a_busy_process_has_its_turns_written_within_flush_max_delay(store_dir: Path) -> None:
+    """Turns recorded back to back are gathered into batches, but not held past the bound."""
+    with (
+        SessionStore(store_dir, flush_interval=0.01, flush_max_delay=0.2) as busy,
+        SessionStore(store_dir) as other,
+    ):
+        first = busy.record("s1", "q0", "a").qa_id
+        start = time.monotonic()
+        seen_at = None
+        i = 0
+        while time.monotonic() - start < 1.5:  # never quiet for a whole flush_interval
+            i += 1
+            busy.record("s1", f"q{i}", "a")
+            time.sleep(0.002)
+            if seen_at is None and i % 25 == 0 and other.get_entry("s1", first) is not None:
+                seen_at = time.monotonic() - start
+        assert seen_at is not None, "nothing reached the backend while turns kept coming"
+        assert seen_at < 0.2 + 1.0  # the bound, plus slack for a loaded machine
+        assert len(busy.get_session("s1")) == i + 1
+
+
 def test_write_behind_false_writes_before_returning(store_dir: Path) -> None:
     with SessionStore(store_dir, write_behind=False, flush_interval=10) as s:
         e = s.record("s1", "q", "a")
@@ -872,6 +893,11 @@ def test_default_location_is_feedback_plugin_dir(_default_dir: Path) -> None:
         {"max_entries": "3"},
         {"namespace": ""},
         {"namespace": 5},
+        {"flush_interval": -0.1},
+        {"flush_interval": "0.05"},
+        {"flush_max_delay": float("nan")},
+        {"flush_max_delay": -1},
+        {"flush_max_delay": True},
     ],
 )
 def test_bad_configuration(tmp_path: Path, kwargs: dict[str, Any]) -> None:
