@@ -219,7 +219,7 @@ def test_json_safe_keeps_json_values_and_tags() -> None:
         "none": None,
         "nested": {"a": [1, "two", {"b": None}]},
         "tuple": (1, 2),
-        "tags": ["rag", "v2"],
+        "tags": ("rag", "v2"),
     }
     assert json.loads(json.dumps(out, allow_nan=False))["tuple"] == [1, 2]
 
@@ -247,7 +247,7 @@ def test_json_safe_without_tags_and_without_mutating_input() -> None:
     assert json_safe(metadata, []) == {"a": 1}
     assert "bad" in metadata
     assert json_safe(None) == {}
-    assert json_safe(None, ["t"]) == {"tags": ["t"]}
+    assert json_safe(None, ["t"]) == {"tags": ("t",)}
 
 
 def test_json_safe_refuses_pathologically_deep_values() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import threading
@@ -698,6 +699,27 @@ def test_handler_without_user_records_unscoped(
     [entry] = store.get_session("s1")
     assert entry.user_id is None
     assert store.get_session("s1", user="alice") == []
+
+
+def test_queued_turns_cost_the_garbage_collector_one_object_each(store_dir: Path) -> None:
+    """A busy process may queue thousands of turns: the collector must not walk a tree per turn.
+
+    The handler queues one flat tuple of plain strings, numbers and a dict of
+    them (tags as a tuple, the run id as an int); CPython stops tracking such
+    a dict at a collection, so only the tuple itself is left to visit. A UUID,
+    a list or LangChain's ``TextAccessor`` string subclass would stay tracked.
+    """
+    with SessionStore(store_dir, flush_interval=3600) as slow:
+        handler = FeedbackCallbackHandler(slow)
+        config = cfg(handler, metadata={"prompt_version": "v2"}, tags=["rag", "prod"])
+        for i in range(20):
+            rag_chain("a").invoke({"question": f"q{i}"}, config=config)
+        queued = list(slow._writer._items)
+        assert len(queued) == 20
+        gc.collect()
+        assert [field for turn in queued for field in turn if gc.is_tracked(field)] == []
+        assert [e.question for e in slow.get_session("s1")] == [f"q{i}" for i in range(20)]
+        assert slow.get_session("s1")[0].metadata["tags"] == ["rag", "prod"]
 
 
 def test_entry_metadata_keeps_json_safe_metadata_and_tags(

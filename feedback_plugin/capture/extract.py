@@ -68,6 +68,13 @@ def user_from(metadata: Mapping[str, Any] | None, default: str | None) -> str | 
     return default
 
 
+def _exact(text: str) -> str:
+    """``text`` as a plain ``str``: LangChain hands out ``str`` subclasses (a
+    message's ``.text`` is a ``TextAccessor``), which the garbage collector
+    keeps following while the turn waits in the write-behind queue."""
+    return text if type(text) is str else str.__str__(text)
+
+
 def _message_text(message: BaseMessage) -> str:
     return str(message.text)
 
@@ -97,7 +104,7 @@ def question_from(inputs: Any) -> str:
     string value); the last human message of a message list or prompt value.
     """
     if isinstance(inputs, str):
-        return inputs
+        return _exact(inputs)
     if type(inputs) is dict:  # the common case, before the slower ABC checks below
         return _question_in(inputs)
     if inputs is None:
@@ -115,7 +122,7 @@ def question_from(inputs: Any) -> str:
         if found is not None:
             return found
         if inputs and isinstance(inputs[-1], str):
-            return inputs[-1]
+            return _exact(inputs[-1])
     return _fallback(inputs)
 
 
@@ -124,12 +131,12 @@ def _question_in(inputs: Mapping[str, Any]) -> str:
         if key in inputs:
             value = inputs[key]
             if isinstance(value, str):
-                return value
+                return _exact(value)
             if isinstance(value, (list, tuple, BaseMessage, PromptValue)):
                 return question_from(value)
     for value in inputs.values():
         if isinstance(value, str):
-            return value
+            return _exact(value)
     for value in inputs.values():
         if isinstance(value, (list, tuple)):
             found = _last_human(value)
@@ -145,7 +152,7 @@ def answer_from(outputs: Any) -> str:
     key; the first generation of an ``LLMResult``.
     """
     if isinstance(outputs, str):
-        return outputs
+        return _exact(outputs)
     if outputs is None:  # e.g. a stream abandoned before its first chunk was accounted
         return ""
     if isinstance(outputs, BaseMessage):
@@ -191,8 +198,12 @@ def json_safe(
 ) -> dict[str, Any]:
     """The JSON-representable part of run metadata, plus ``tags`` under ``"tags"``.
 
+    Tags become a tuple (a JSON array all the same): a dict of strings,
+    numbers and tuples of strings is one the garbage collector need not
+    follow while the turn waits in the write-behind queue.
+
     >>> json_safe({"model": "m1", "client": object()}, ["v2"])
-    {'model': 'm1', 'tags': ['v2']}
+    {'model': 'm1', 'tags': ('v2',)}
     """
     out = {}
     if metadata:
@@ -200,5 +211,5 @@ def json_safe(
             if (type(v) in _PLAIN or _is_json(v)) and isinstance(k, str):
                 out[k] = v
     if tags:
-        out["tags"] = list(tags)
+        out["tags"] = tuple(tags)
     return out
