@@ -378,17 +378,28 @@ def bench_chain(s: Settings, base: Path, rep: Report) -> None:
     cfg_noop: Any = {"callbacks": [NoOpHandler()], "metadata": meta}
     inputs = {"question": "How do I reset my password?"}
 
+    def compare(
+        configs: dict[str, Any], recording: SessionStore, rounds: int, invokes: int
+    ) -> dict[str, Timing]:
+        """The chain under each config, interleaved; ``recording`` is flushed after its rounds."""
+
+        def invoke_with(config: Any) -> Callable[[], object]:
+            return lambda: chain.invoke(inputs, config=config)
+
+        return interleaved(
+            {name: invoke_with(config) for name, config in configs.items()},
+            rounds=rounds,
+            invokes=invokes,
+            warmup=s.warmup,
+            after={"with": flusher(recording)},
+        )
+
     log(f"chain overhead: {s.rounds} rounds x {s.chain_invokes} invokes per variant")
-    t = interleaved(
-        {
-            "without": lambda: chain.invoke(inputs, config=cfg_without),
-            "with": lambda: chain.invoke(inputs, config=cfg_with),
-            "noop": lambda: chain.invoke(inputs, config=cfg_noop),
-        },
-        rounds=s.rounds,
-        invokes=s.chain_invokes,
-        warmup=s.warmup,
-        after={"with": flusher(store)},
+    t = compare(
+        {"without": cfg_without, "with": cfg_with, "noop": cfg_noop},
+        store,
+        s.rounds,
+        s.chain_invokes,
     )
     without, with_, noop = t["without"], t["with"], t["noop"]
     ratio = paired_ratio(with_, without)
@@ -431,15 +442,11 @@ def bench_chain(s: Settings, base: Path, rep: Report) -> None:
     log(f"sustained load: {s.sustained_rounds} rounds x {s.sustained_invokes} invokes per variant")
     long_store = SessionStore(base / "chain-sustained")
     long_cfg: Any = {"callbacks": [FeedbackCallbackHandler(long_store)], "metadata": meta}
-    sustained = interleaved(
-        {
-            "without": lambda: chain.invoke(inputs, config=cfg_without),
-            "with": lambda: chain.invoke(inputs, config=long_cfg),
-        },
-        rounds=s.sustained_rounds,
-        invokes=s.sustained_invokes,
-        warmup=s.warmup,
-        after={"with": flusher(long_store)},
+    sustained = compare(
+        {"without": cfg_without, "with": long_cfg},
+        long_store,
+        s.sustained_rounds,
+        s.sustained_invokes,
     )
     long_with, long_without = sustained["with"], sustained["without"]
     long_ratio = paired_ratio(long_with, long_without)
