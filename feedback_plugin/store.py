@@ -322,9 +322,9 @@ class SessionStore:
         metadata; an int ``qa_id`` is a UUID's 128-bit value (a LangChain
         ``run_id.int``) and stands for that UUID's string.
 
-        The queued turn is one flat tuple of strings, numbers and a dict of
-        them, which the garbage collector stops following after its first
-        pass: a long queue (a busy process) costs no collection time.
+        The queued turn is one flat tuple of plain strings, numbers and a dict
+        of them, which the garbage collector stops tracking: a long queue (a
+        busy process) costs each collection one object per turn, not a tree.
         """
         turn = (user, session_id, qa_id, question, answer, tuple(context), time.time(), metadata)
         if self.write_behind:
