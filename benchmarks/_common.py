@@ -1,7 +1,9 @@
-"""What the benchmark scripts share: a table row, and checking the Redis they were pointed at."""
+"""What the benchmark scripts share: a table row and its printing, and checking the Redis
+they were pointed at."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -20,6 +22,43 @@ class Row:
         if self.info:
             return "info: met" if self.ok else "info: over"
         return "PASS" if self.ok else "**FAIL**"
+
+
+def print_rows(rows: Sequence[Row]) -> None:
+    """Print ``rows`` as a markdown table, a PASS/FAIL (or INFO) line per target, a tally."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    header = ["measurement", "value", "target", "result"]
+    table = [[cell(r.name), cell(r.value), r.target, r.result] for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in table:
+        print(line(row))
+    targets = [r for r in rows if r.ok is not None and not r.info]
+    infos = [r for r in rows if r.ok is not None and r.info]
+    failed = [r for r in targets if not r.ok]
+    print()
+    for r in targets:
+        print(f"{'PASS' if r.ok else 'FAIL'}  {r.name}: {r.value} (target {r.target})")
+    for r in infos:
+        target = r.target.removesuffix(" (info)")
+        print(f"INFO  {r.name}: {r.value} (target {target}: {'met' if r.ok else 'over'})")
+    print(
+        f"\n{len(targets) - len(failed)}/{len(targets)} targets and checks pass"
+        + (f"; FAIL: {len(failed)}" if failed else "")
+        + (
+            f"; information-only targets: {sum(r.ok is True for r in infos)}/{len(infos)} met"
+            if infos
+            else ""
+        )
+    )
 
 
 def redis_unreachable(url: str) -> str | None:

@@ -52,10 +52,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+from _common import Row, print_rows  # benchmarks/_common.py
 
 from feedback_plugin import SessionQAEntry, SessionStore, analytics
 from feedback_plugin.cli import main as cli_main
@@ -66,20 +67,6 @@ _T0 = time.perf_counter()
 
 def log(msg: str) -> None:
     print(f"[bench {time.perf_counter() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Row:
-    name: str
-    value: str
-    target: str = "-"
-    ok: bool | None = None  # None: information only
-
-    @property
-    def result(self) -> str:
-        if self.ok is None:
-            return "info"
-        return "PASS" if self.ok else "**FAIL**"
 
 
 def make_turns(n: int, seed: int = 1) -> Iterator[SessionQAEntry]:
@@ -287,21 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         f"after {load_after and f'{load_after[0]:.2f}'}"
     )
     print()
-    header = ["measurement", "value", "target", "result"]
-    table = [[r.name, r.value, r.target, r.result] for r in rows]
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    print(line(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in table:
-        print(line(row))
-    print()
-    for r in rows:
-        if r.ok is not None:
-            print(f"{'PASS' if r.ok else 'FAIL'}  {r.name}: {r.value} (target {r.target})")
+    print_rows(rows)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(

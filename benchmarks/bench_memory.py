@@ -107,7 +107,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from _common import Row, redis_unreachable, redis_versions  # noqa: E402  (benchmarks/_common.py)
+from _common import Row, print_rows, redis_unreachable, redis_versions  # noqa: E402  (benchmarks/_common.py)
 
 from feedback_plugin import PositiveMemoryRetriever, SessionStore  # noqa: E402
 
@@ -1090,37 +1090,7 @@ def print_table(rep: Report, s: Settings, quick: bool, where: Where) -> None:
             + (": the machine was busy, timings are inflated." if busy else ".")
             + "\n"
         )
-    header = ["measurement", "value", "target", "result"]
-    widths = [
-        max([len(h)] + [len(getattr(r, a)) for r in rep.rows])
-        for h, a in zip(header, ("name", "value", "target", "result"), strict=True)
-    ]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    print(line(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rep.rows:
-        print(line([r.name, r.value, r.target, r.result]))
-    targets = [r for r in rep.rows if r.ok is not None and not r.info]
-    infos = [r for r in rep.rows if r.ok is not None and r.info]
-    failed = [r for r in targets if not r.ok]
-    print()
-    for r in targets:
-        print(f"{'PASS' if r.ok else 'FAIL'}  {r.name}: {r.value} (target {r.target})")
-    for r in infos:
-        target = r.target.removesuffix(" (info)")
-        print(f"INFO  {r.name}: {r.value} (target {target}: {'met' if r.ok else 'over'})")
-    print(
-        f"\n{len(targets) - len(failed)}/{len(targets)} targets and checks pass"
-        + (f"; FAIL: {len(failed)}" if failed else "")
-        + (
-            f"; information-only targets: {sum(r.ok is True for r in infos)}/{len(infos)} met"
-            if infos
-            else ""
-        )
-    )
+    print_rows(rep.rows)
 
 
 def main(argv: list[str] | None = None) -> int:
