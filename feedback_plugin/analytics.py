@@ -1170,6 +1170,8 @@ def _parse_line(line: str, where: str) -> SessionQAEntry:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ImportFormatError(f"{where}: not JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ImportFormatError(f"{where}: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ImportFormatError(f"{where}: not a raw entry (a JSON {type(data).__name__})")
     missing = [k for k in ("qa_id", "session_id", "question", "answer") if k not in data]
@@ -1181,29 +1183,47 @@ def _parse_line(line: str, where: str) -> SessionQAEntry:
         )
         raise ImportFormatError(f"{where}: not a raw entry, missing {', '.join(missing)}{hint}")
     try:
+        # Before validation: the model would coerce "5", 5.0 and true into scores.
+        check_score(data.get("feedback_score"))
         entry = SessionQAEntry.model_validate(data)
         check_id(entry.session_id)
         check_id(entry.qa_id, "qa_id")
         check_user(entry.user_id)
-        check_score(entry.feedback_score)
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = ".".join(str(p) for p in error["loc"])
         raise ImportFormatError(f"{where}: {loc}: {error['msg']}") from None
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # OverflowError: a time moved past year 1..9999
         raise ImportFormatError(f"{where}: {exc}") from None
+    except RecursionError:
+        raise ImportFormatError(f"{where}: JSON nested too deeply") from None
     return entry
 
 
-def _parse(fp: IO[str], name: str) -> Iterator[SessionQAEntry]:
-    for number, line in enumerate(fp, 1):
+def _decoded(lines: Iterable[str | bytes], name: str) -> Iterator[tuple[int, str]]:
+    """Number and text of each line; bytes must be UTF-8 (a BOM on the first line is dropped)."""
+    for number, line in enumerate(lines, 1):
+        if isinstance(line, str):
+            yield number, line
+            continue
+        try:
+            yield number, line.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ImportFormatError(
+                f"{name}, line {number}: not UTF-8 text (byte 0x{line[exc.start]:02x} at "
+                f"column {exc.start + 1}); convert the file, e.g. iconv -f latin1 -t utf-8"
+            ) from None
+
+
+def _parse(fp: IO[str] | IO[bytes], name: str) -> Iterator[SessionQAEntry]:
+    for number, line in _decoded(fp, name):
         if line.strip():
             yield _parse_line(line, f"{name}, line {number}")
 
 
 def import_jsonl(
     store: SessionStore,
-    source: str | os.PathLike[str] | IO[str],
+    source: str | os.PathLike[str] | IO[str] | IO[bytes],
     *,
     batch_size: int = 1000,
     progress: bool | None = None,
@@ -1214,18 +1234,29 @@ def import_jsonl(
     metadata, user). A file (or any seekable source) is checked whole before
     anything is written, so a bad line (:class:`ImportFormatError`, naming the
     line) changes nothing; from a pipe, batches before the bad line stay.
+    A line must be UTF-8 text (a binary source is decoded line by line, so
+    the error names the line) and its ``feedback_score`` an int from 1 to 5
+    or null, as everywhere else (``"5"``, ``5.0`` and ``true`` are refused).
+
     Turns whose ``qa_id`` already exists in their session are replaced in
-    place, so importing the same file twice changes nothing.
+    place, so importing the same file twice changes nothing. The same goes
+    within one file: a ``qa_id`` repeated in one session (of one user) is one
+    turn, with the later line's fields at the earlier line's place. The count
+    returned is of distinct turns, which is what the store holds afterwards.
     """
     if isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
-        with open(source, encoding="utf-8") as fp:
+        with open(source, "rb") as fp:
             return _import(store, fp, name, batch_size, progress)
     return _import(store, source, getattr(source, "name", "<input>"), batch_size, progress)
 
 
 def _import(
-    store: SessionStore, fp: IO[str], name: str, batch_size: int, progress: bool | None
+    store: SessionStore,
+    fp: IO[str] | IO[bytes],
+    name: str,
+    batch_size: int,
+    progress: bool | None,
 ) -> int:
     seekable = False
     with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
@@ -1235,5 +1266,13 @@ def _import(
         for _entry in _parse(fp, name):
             pass
         fp.seek(start)
+    turns: set[tuple[str | None, str, str]] = set()
+
+    def counted(entries: Iterable[SessionQAEntry]) -> Iterator[SessionQAEntry]:
+        for entry in entries:
+            turns.add((entry.user_id, entry.session_id, entry.qa_id))
+            yield entry
+
     entries_in = _progress(_parse(fp, name), progress, "import")
-    return store.import_entries(entries_in, batch_size=batch_size)
+    store.import_entries(counted(entries_in), batch_size=batch_size)
+    return len(turns)

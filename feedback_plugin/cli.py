@@ -8,6 +8,13 @@ command's help.
 Exit codes: 0 success; 1 the store or a file failed (no store there, Redis
 down, a bad line in an import file, ...); 2 bad arguments. Errors are one
 line on stderr, never a traceback (``FEEDBACK_PLUGIN_DEBUG=1`` shows it).
+
+A session id may be given by a unique prefix (the 8 characters the demo page
+shows): see :func:`_resolve_session`.
+
+Start-up cost: ``--help`` and argument errors import neither the store nor
+LangChain; each command imports :mod:`feedback_plugin.analytics` and the
+store when it runs (``tests/test_import_time.py`` keeps it so).
 """
 
 from __future__ import annotations
@@ -18,17 +25,18 @@ import json
 import os
 import re
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from . import analytics
 from .errors import ConfigurationError, FeedbackPluginError, StoreError
-from .models import SessionQAEntry, check_user
-from .store import SessionStore, default_location
+
+if TYPE_CHECKING:
+    from . import analytics
+    from .models import SessionQAEntry
+    from .store import SessionStore
 
 __all__ = ["build_parser", "main"]
 
@@ -36,6 +44,12 @@ PROG = "feedback-plugin"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 _REDIS = ("redis://", "rediss://", "unix://")
+
+# The choices of --feedback and --format: analytics.FEEDBACK_KINDS and
+# analytics.EXPORT_FORMATS, spelled here so that building the parser (and
+# --help) does not import analytics (tests/test_cli.py checks they agree).
+FEEDBACK_KINDS = ("positive", "negative", "rated", "unrated")
+EXPORT_FORMATS = ("raw", "chat", "eval")
 
 
 class CliError(Exception):
@@ -152,7 +166,7 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--feedback",
-        choices=analytics.FEEDBACK_KINDS,
+        choices=FEEDBACK_KINDS,
         help="positive (score >= 4), negative (<= 2), rated (has a score) or unrated",
     )
     text = group.add_mutually_exclusive_group()
@@ -181,7 +195,12 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="only turns recorded without a user",
     )
-    group.add_argument("--session", metavar="ID", type=_nonempty("--session"), help="one session")
+    group.add_argument(
+        "--session",
+        metavar="ID",
+        type=_nonempty("--session"),
+        help="one session (its id, or a unique prefix of it)",
+    )
     group.add_argument(
         "--meta",
         type=_meta,
@@ -232,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     show = command("show", "show one session's turns", "Show every turn of one session.")
-    show.add_argument("session", metavar="SESSION", help="the session id")
+    show.add_argument("session", metavar="SESSION", help="the session id, or a unique prefix of it")
     show.add_argument(
         "--user",
         metavar="U",
@@ -264,9 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         "as evaluation examples with reference answers; a correction wins over the original "
         "answer).",
     )
-    export.add_argument(
-        "--format", choices=analytics.EXPORT_FORMATS, required=True, help="what to write"
-    )
+    export.add_argument("--format", choices=EXPORT_FORMATS, required=True, help="what to write")
     export.add_argument(
         "-o", "--output", metavar="FILE", help="write to FILE (default: standard output)"
     )
@@ -286,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
         "import a raw export",
         "Import a raw export ('export --format raw') into the store: every field comes back "
         "exactly; turns already there (same user, session and qa_id) are replaced, so "
-        "importing twice changes nothing. A file is checked whole before anything is written.",
+        "importing twice changes nothing; within one file the later line of a repeated qa_id "
+        "wins. A file is checked whole before anything is written.",
     )
     imp.add_argument("file", metavar="FILE", help="the JSON Lines file ('-': standard input)")
     imp.add_argument(
@@ -315,14 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _clean(text: str, *, lines: bool = False) -> str:
-    """Text safe for a terminal: no control characters (escape sequences) or lone surrogates."""
+    """Text safe for a terminal: no control characters (escape sequences); lone
+    surrogates, which UTF-8 cannot carry, are shown escaped (``\\ud800``)."""
     out = []
     for ch in text:
         if ch == "\n" and lines:
             out.append(ch)
         elif ch in "\t\n\r":
             out.append(" ")
-        elif not ch.isprintable() or "\ud800" <= ch <= "\udfff":
+        elif "\ud800" <= ch <= "\udfff":
+            out.append(f"\\u{ord(ch):04x}")
+        elif not ch.isprintable():
             out.append("\ufffd")
         else:
             out.append(ch)
@@ -400,6 +421,8 @@ def _user(value: str | None) -> str:
 
 
 def _location(args: argparse.Namespace) -> str:
+    from .store import default_location
+
     location: str | None = args.store
     return default_location() if location is None else location
 
@@ -414,7 +437,42 @@ def _open(args: argparse.Namespace, *, must_exist: bool) -> SessionStore:
         if not (where / diskcache.core.DBNAME).is_file():
             hint = "" if args.store else " (give --store DIR, or set FEEDBACK_PLUGIN_DIR)"
             raise CliError(f"no store at {location}{hint}")
+    from .store import SessionStore
+
     return SessionStore(location, namespace=args.namespace)
+
+
+def _resolve_session(text: str, ids: Callable[[], Sequence[str]]) -> str:
+    """The session id ``text`` names among ``ids()``: itself, or the one id it begins.
+
+    An id equal to ``text`` always wins (``s1`` beside ``s10``). A prefix of
+    several ids is an error; a prefix of none is kept as given, for the
+    command to report that it found no turns.
+    """
+    known = ids()
+    if text in known:
+        return text
+    matches = [s for s in known if s.startswith(text)]
+    if len(matches) > 1:
+        raise CliError(
+            f"session {text!r} is ambiguous: it begins {len(matches)} session ids "
+            "(give more characters)"
+        )
+    return matches[0] if matches else text
+
+
+def _session_of_filters(args: argparse.Namespace, store: SessionStore) -> None:
+    """Resolve a ``--session`` prefix among the sessions of the ``--user`` filter."""
+    if args.session is None:
+        return
+    from . import analytics
+
+    def ids() -> Sequence[str]:
+        if args.no_user or args.user is not None:
+            return store.list_sessions(user=None if args.no_user else args.user)
+        return sorted({s.session_id for s in analytics.sessions(store)})  # every user's
+
+    args.session = _resolve_session(args.session, ids)
 
 
 def _filters(args: argparse.Namespace) -> analytics.FilterArgs:
@@ -450,6 +508,8 @@ def _narrowed(args: argparse.Namespace) -> bool:
 
 
 def cmd_sessions(args: argparse.Namespace, store: SessionStore, out: _Out) -> int:
+    from . import analytics
+
     table = analytics.sessions(store, limit=args.limit, **_filters(args))
     if out.as_json:
         out.json(table.to_dicts())
@@ -479,6 +539,8 @@ def cmd_sessions(args: argparse.Namespace, store: SessionStore, out: _Out) -> in
 
 
 def _score_text(entry: SessionQAEntry) -> str:
+    from . import analytics
+
     score = entry.feedback_score
     if score is None:
         return "-"
@@ -490,6 +552,8 @@ def _score_text(entry: SessionQAEntry) -> str:
 
 
 def cmd_entries(args: argparse.Namespace, store: SessionStore, out: _Out) -> int:
+    from . import analytics
+
     table = analytics.entries(store, **_filters(args)).head(args.limit)
     if out.as_json:
         out.json([e.model_dump(mode="json") for e in table])
@@ -513,7 +577,11 @@ def cmd_entries(args: argparse.Namespace, store: SessionStore, out: _Out) -> int
 
 
 def cmd_show(args: argparse.Namespace, store: SessionStore, out: _Out) -> int:
+    from . import analytics
+    from .models import check_user
+
     user = check_user(args.user)
+    args.session = _resolve_session(args.session, lambda: store.list_sessions(user=user))
     turns = store.get_session(args.session, user=user, last_n=args.last)
     if not turns:
         others = sorted(
@@ -553,6 +621,8 @@ def cmd_show(args: argparse.Namespace, store: SessionStore, out: _Out) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, store: SessionStore, out: _Out) -> int:
+    from . import analytics
+
     metrics = analytics.stats(store, by=args.by, **_filters(args))
     if out.as_json:
         out.json({"by": args.by, "groups": metrics.to_dicts()})
@@ -582,6 +652,10 @@ def cmd_stats(args: argparse.Namespace, store: SessionStore, out: _Out) -> int:
 
 
 def cmd_export(args: argparse.Namespace, store: SessionStore, out: _Out) -> int:
+    import tempfile
+
+    from . import analytics
+
     filters = _filters(args)
     if args.system is not None and args.format != "chat":
         raise CliError("--system goes with --format chat", EXIT_USAGE)
@@ -612,10 +686,14 @@ def cmd_export(args: argparse.Namespace, store: SessionStore, out: _Out) -> int:
 
 
 def cmd_import(args: argparse.Namespace, store: SessionStore, out: _Out) -> int:
-    if args.file == "-":
-        imported = analytics.import_jsonl(store, sys.stdin, progress=args.progress)
-    else:
-        imported = analytics.import_jsonl(store, args.file, progress=args.progress)
+    from . import analytics
+
+    # Standard input as bytes, so a line that is not UTF-8 is named like in a file.
+    source = getattr(sys.stdin, "buffer", sys.stdin) if args.file == "-" else args.file
+    try:
+        imported = analytics.import_jsonl(store, source, progress=args.progress)
+    except analytics.ImportFormatError as exc:  # a bad line: a file error, not bad arguments
+        raise CliError(str(exc)) from exc
     if out.as_json:
         out.json({"imported": imported, "store": store.location, "namespace": store.namespace})
     else:
@@ -669,6 +747,8 @@ def _run(args: argparse.Namespace, out: _Out) -> int:
         store = _open(args, must_exist=True)
         handler = _READERS[args.command]
     try:
+        if hasattr(args, "feedback"):
+            _session_of_filters(args, store)
         return handler(args, store, out)
     finally:
         store.close()
@@ -686,8 +766,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args, out)
     except CliError as exc:
         return _fail(str(exc), exc.code)
-    except analytics.ImportFormatError as exc:
-        return _fail(str(exc), EXIT_FAILED)
     except ConfigurationError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except StoreError as exc:
@@ -702,6 +780,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{exc.strerror or exc}{name}", EXIT_FAILED)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: still one line, as promised (the debug switch shows it)
+        return _fail(
+            f"unexpected {type(exc).__name__}: {exc} (FEEDBACK_PLUGIN_DEBUG=1 shows the traceback)",
+            EXIT_FAILED,
+        )
 
 
 def _fail(message: str, code: int) -> int:

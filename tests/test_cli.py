@@ -148,6 +148,159 @@ def test_import_errors(run: Run, tmp_path: Path) -> None:
     assert code == 1 and "no store at" in err  # the good first line was not written either
 
 
+def _line(**fields: Any) -> str:
+    entry = {"qa_id": "q1", "session_id": "s1", "question": "Q?", "answer": "A."}
+    entry["time"] = "2024-05-01T10:00:00Z"
+    entry.update(fields)
+    return json.dumps(entry, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("score", ['"5"', "5.0", "true", "false", "0", "6", "null"])
+def test_import_takes_only_the_scores_the_store_takes(run: Run, tmp_path: Path, score: str) -> None:
+    bad = tmp_path / "scores.jsonl"
+    good = _line(qa_id="ok", feedback_score=4)
+    bad.write_text(f'{good}\n{_line()[:-1]}, "feedback_score": {score}}}\n', encoding="utf-8")
+    code, out, err = run("--store", str(tmp_path / "target"), "import", str(bad))
+    if score == "null":  # no score is a valid unrated turn
+        assert (code, out) == (0, f"imported 2 turns into {tmp_path / 'target'}\n")
+        return
+    assert (code, out) == (1, "")
+    assert err.startswith(f"feedback-plugin: error: {bad}, line 2: feedback_score must be an int")
+    assert not (tmp_path / "target").exists()  # the file is checked whole: nothing written
+
+
+def _cli(*argv: str, stdin: bytes = b"") -> tuple[int, str, str]:
+    """Run the installed ``feedback-plugin`` command; return its exit code, stdout, stderr."""
+    script = Path(sys.executable).with_name("feedback-plugin")
+    proc = subprocess.run(
+        [str(script), *argv], input=stdin, capture_output=True, timeout=120, check=False
+    )
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+BAD_LINES = {
+    "deep nesting": "[" * 100_000 + "]" * 100_000,
+    "deep nesting in a field": _line(metadata={"x": "DEEP"}).replace(
+        '"DEEP"', "[" * 100_000 + "]" * 100_000
+    ),
+    "year 0 after the time zone": _line(time="0001-01-01T00:00:00+01:00"),
+    "year 10000 after the time zone": _line(time="9999-12-31T23:59:59-01:00"),
+    "year 0 feedback time": _line(feedback_time="0001-01-01T00:30:00+01:00"),
+}
+
+
+@pytest.mark.parametrize("what", list(BAD_LINES))
+def test_import_bad_line_is_one_line_error_never_a_traceback(tmp_path: Path, what: str) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(_line(qa_id="ok") + "\n" + BAD_LINES[what] + "\n", encoding="utf-8")
+    code, out, err = _cli("--store", str(tmp_path / "target"), "import", str(bad))
+    assert (code, out) == (1, ""), err
+    assert "Traceback" not in err
+    assert err.startswith(f"feedback-plugin: error: {bad}, line 2: ")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "target").exists()
+
+
+def test_import_non_utf8_file_names_the_line(run: Run, tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(
+        (_line(qa_id="ok") + "\n" + _line(question="Café?") + "\n").encode("latin-1")
+    )
+    code, out, err = run("--store", str(tmp_path / "target"), "import", str(latin1))
+    assert (code, out) == (1, "")  # a file error, not bad arguments (2)
+    assert err.startswith(f"feedback-plugin: error: {latin1}, line 2: not UTF-8 text")
+    assert not (tmp_path / "target").exists()
+    code, _, err = _cli(
+        "--store", str(tmp_path / "target"), "import", "-", stdin=latin1.read_bytes()
+    )
+    assert code == 1
+    assert err.startswith("feedback-plugin: error: <stdin>, line 2: not UTF-8 text")
+
+
+def test_import_counts_a_repeated_qa_id_once_and_the_later_line_wins(
+    run: Run, stores: Stores, tmp_path: Path
+) -> None:
+    raw = tmp_path / "dup.jsonl"
+    lines = [
+        _line(qa_id="a", question="first a"),
+        _line(qa_id="b", question="only b"),
+        _line(qa_id="a", question="second a", feedback_score=5),
+        _line(qa_id="a", session_id="s2", question="a in another session"),
+        _line(qa_id="a", user_id="alice", question="alice's a"),
+    ]
+    raw.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    result = run.json(*stores.args("dup"), "import", str(raw))
+    assert result["imported"] == 4  # (None, s1, a), (None, s1, b), (None, s2, a), (alice, s1, a)
+    stores("dup")
+    turns = run.json(*stores.args("dup"), "show", "s1")
+    assert [(t["qa_id"], t["question"], t["feedback_score"]) for t in turns] == [
+        ("a", "second a", 5),  # the later line's fields, at the first line's place
+        ("b", "only b", None),
+    ]
+    again = run.json(*stores.args("dup"), "import", str(raw))  # importing twice changes nothing
+    assert again["imported"] == 4
+    assert run.json(*stores.args("dup"), "show", "s1") == turns
+
+
+# -- session id prefixes -------------------------------------------------------------------
+
+
+def _prefix_store(location: str) -> None:
+    s = SessionStore(location)
+    s.record("3f2a9c1d-7b9e-4c1a-9d7e-1f2a3b4c5d6e", "How do I reset my password?", "Settings.")
+    s.record("3f2b0000-0000-4000-8000-000000000000", "Where is my invoice?", "Billing.")
+    s.record("s1", "q in s1", "a")
+    s.record("s10", "q in s10", "a")
+    s.record("9c9c9c9c-alice", "alice's question", "a", user="alice")
+    s.close()
+
+
+def test_show_takes_a_unique_session_id_prefix(run: Run, tmp_path: Path) -> None:
+    location = str(tmp_path / "prefix")
+    _prefix_store(location)
+    code, out, err = run("--store", location, "show", "3f2a9c1d")
+    assert code == 0, err
+    assert out.startswith("session 3f2a9c1d-7b9e-4c1a-9d7e-1f2a3b4c5d6e: 1 turn\n")
+    assert "How do I reset my password?" in out
+    turns = run.json("--store", location, "show", "9c9c9c9c", "--user", "alice")
+    assert [t["session_id"] for t in turns] == ["9c9c9c9c-alice"]
+    assert [t["session_id"] for t in run.json("--store", location, "show", "s1")] == ["s1"]
+
+
+def test_an_ambiguous_session_prefix_is_an_error(run: Run, tmp_path: Path) -> None:
+    location = str(tmp_path / "prefix")
+    _prefix_store(location)
+    code, out, err = run("--store", location, "show", "3f2")
+    assert (code, out) == (1, "")
+    assert err == (
+        "feedback-plugin: error: session '3f2' is ambiguous: it begins 2 session ids "
+        "(give more characters)\n"
+    )
+    code, _, err = run("--store", location, "show", "zzz")
+    assert code == 1 and "no turns in session 'zzz'" in err
+
+
+def test_session_filter_takes_a_unique_prefix(run: Run, tmp_path: Path) -> None:
+    location = str(tmp_path / "prefix")
+    _prefix_store(location)
+    rows = run.json("--store", location, "entries", "--session", "3f2a")
+    assert [r["question"] for r in rows] == ["How do I reset my password?"]
+    rows = run.json("--store", location, "sessions", "--session", "9c9c", "--user", "alice")
+    assert [r["session_id"] for r in rows] == ["9c9c9c9c-alice"]
+    code, _, err = run("--store", location, "stats", "--session", "3f2")
+    assert code == 1 and "session '3f2' is ambiguous: it begins 2 session ids" in err
+    assert run.json("--store", location, "entries", "--session", "nothing-like-it") == []
+
+
+def test_session_prefix_from_a_subprocess(tmp_path: Path) -> None:
+    """What a newcomer types: the 8 characters the demo page shows, on the real command."""
+    location = str(tmp_path / "prefix")
+    _prefix_store(location)
+    code, out, err = _cli("--store", location, "show", "3f2a9c1d")
+    assert code == 0, err
+    assert "How do I reset my password?" in out
+
+
 # -- reading ------------------------------------------------------------------------------------
 
 
@@ -385,3 +538,28 @@ def test_serve_without_the_web_extra(run: Run, monkeypatch: pytest.MonkeyPatch) 
     assert (code, out) == (1, "")
     assert err.startswith("feedback-plugin: error: the demo server needs the web extra")
     assert err.rstrip().endswith("pip install 'feedback-plugin[web]'")
+
+
+def test_parser_choices_agree_with_analytics() -> None:
+    """The parser spells the choices itself (so --help needs no analytics import)."""
+    from feedback_plugin import analytics, cli
+
+    assert cli.FEEDBACK_KINDS == analytics.FEEDBACK_KINDS
+    assert cli.EXPORT_FORMATS == analytics.EXPORT_FORMATS
+
+
+def test_lone_surrogates_are_printed_escaped(run: Run, tmp_path: Path) -> None:
+    """Text UTF-8 cannot carry is stored as given; the CLI shows it as an escape, exactly."""
+    location = str(tmp_path / "surrogates")
+    s = SessionStore(location)
+    turn = s.record("s\ud800", "half a pair: \udc00?", "ok")
+    assert s.add_feedback("s\ud800", turn.qa_id, feedback_text="\ud83d", feedback_score=4)
+    s.close()
+    code, out, err = run("--store", location, "show", "s\ud800")
+    assert code == 0, err
+    assert "session s\\ud800: 1 turn" in out
+    assert "Q: half a pair: \\udc00?" in out and "comment: \\ud83d" in out
+    code, out, _ = run("--store", location, "sessions")
+    assert code == 0 and "s\\ud800" in out
+    [entry] = run.json("--store", location, "show", "s\ud800")
+    assert entry["question"] == "half a pair: \udc00?"  # JSON carries it exactly
