@@ -4,7 +4,7 @@ Every exception is a :class:`FeedbackPluginError`, so one ``except`` catches
 them all; each also derives from the builtin a caller would expect::
 
     FeedbackPluginError
-    ├── InvalidFeedbackError   (also ValueError)   a score or text that is not a rating
+    ├── InvalidFeedbackError   (also ValueError)   a score or text that cannot be stored
     ├── InvalidIdError         (also ValueError)   an empty or non-string session / turn id
     ├── ConfigurationError     (also ValueError)   a store location or option that cannot work
     └── StoreError             (also RuntimeError) the backend failed (disk full, server down, ...)
@@ -31,7 +31,8 @@ class FeedbackPluginError(Exception):
 
 
 class InvalidFeedbackError(FeedbackPluginError, ValueError):
-    """A rating that cannot be stored: no text and no score, or a score outside 1..5."""
+    """A rating that cannot be stored (no text and no score, a score outside 1..5),
+    or a text longer than :data:`~feedback_plugin.models.MAX_TEXT_LENGTH`."""
 
 
 class InvalidIdError(FeedbackPluginError, ValueError):

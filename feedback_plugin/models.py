@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import json
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,14 +24,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .errors import InvalidFeedbackError, InvalidIdError
 
 __all__ = [
+    "MAX_ID_LENGTH",
     "MAX_SCORE",
+    "MAX_TEXT_LENGTH",
     "MIN_SCORE",
     "NEGATIVE_SCORE",
     "POSITIVE_SCORE",
+    "Id",
     "SessionQAEntry",
     "check_feedback",
     "check_id",
     "check_score",
+    "check_text",
     "check_user",
     "utcnow",
 ]
@@ -39,6 +44,14 @@ MIN_SCORE = 1
 MAX_SCORE = 5
 POSITIVE_SCORE = 5  # what thumbs up stores
 NEGATIVE_SCORE = 1  # what thumbs down stores
+
+Id = str | uuid.UUID
+"""A session id, turn id: a string, or a :class:`uuid.UUID` that stands for its string form."""
+
+MAX_ID_LENGTH = 1024
+"""The longest session id, turn id or user accepted, in characters."""
+MAX_TEXT_LENGTH = 4_000_000
+"""The longest question, answer, context document, comment or correction, in characters."""
 
 
 def utcnow() -> datetime:
@@ -132,13 +145,21 @@ class SessionQAEntry(BaseModel):
 def check_id(value: object, name: str = "session_id") -> str:
     """Return ``value`` if it is a non-empty string, else raise :class:`InvalidIdError`.
 
+    A :class:`uuid.UUID` stands for its string form.
+
     >>> check_id("../../x")
     '../../x'
+    >>> check_id(uuid.UUID(int=1))
+    '00000000-0000-0000-0000-000000000001'
     """
+    if isinstance(value, uuid.UUID):
+        return str(value)
     if not isinstance(value, str):
         raise InvalidIdError(f"{name} must be a string, got {type(value).__name__}")
     if not value:
         raise InvalidIdError(f"{name} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidIdError(f"{name} is longer than {MAX_ID_LENGTH} characters")
     return value
 
 
@@ -161,10 +182,24 @@ def check_score(value: object) -> int | None:
     return value
 
 
-def _text(value: object, name: str) -> str | None:
-    if value is not None and not isinstance(value, str):
+def check_text(value: object, name: str = "text") -> str:
+    """Return ``value`` if it is a string of at most :data:`MAX_TEXT_LENGTH` characters.
+
+    Raises :class:`InvalidFeedbackError` (a ``ValueError``) otherwise.
+    """
+    if not isinstance(value, str):
         raise InvalidFeedbackError(f"{name} must be a string, got {type(value).__name__}")
-    return value if value and value.strip() else None
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidFeedbackError(f"{name} is longer than {MAX_TEXT_LENGTH} characters")
+    return value
+
+
+def _text(value: object, name: str) -> str | None:
+    if value is None:
+        return None
+    check_text(value, name)
+    assert isinstance(value, str)
+    return value if value.strip() else None
 
 
 def check_feedback(

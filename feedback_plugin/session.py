@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .models import SessionQAEntry
+from .models import Id, SessionQAEntry
 from .store import SessionStore, default_location
 
 __all__ = [
@@ -44,15 +44,15 @@ def default_store() -> SessionStore:
 
 
 def get_session(
-    session_id: str, *, user: str | None = None, last_n: int | None = None
+    session_id: Id, *, user: str | None = None, last_n: int | None = None
 ) -> list[SessionQAEntry]:
     """See :meth:`SessionStore.get_session`."""
     return default_store().get_session(session_id, user=user, last_n=last_n)
 
 
 def add_feedback(
-    session_id: str,
-    qa_id: str,
+    session_id: Id,
+    qa_id: Id,
     feedback_text: str | None = None,
     feedback_score: int | None = None,
     *,
@@ -62,14 +62,14 @@ def add_feedback(
     return default_store().add_feedback(session_id, qa_id, feedback_text, feedback_score, user=user)
 
 
-def delete_feedback(session_id: str, qa_id: str, *, user: str | None = None) -> bool:
+def delete_feedback(session_id: Id, qa_id: Id, *, user: str | None = None) -> bool:
     """See :meth:`SessionStore.delete_feedback`."""
     return default_store().delete_feedback(session_id, qa_id, user=user)
 
 
 def thumbs(
-    session_id: str,
-    qa_id: str,
+    session_id: Id,
+    qa_id: Id,
     up: bool,
     feedback_text: str | None = None,
     *,
@@ -87,7 +87,7 @@ def record(
     *,
     user: str | None = None,
     metadata: Mapping[str, Any] | None = None,
-    qa_id: str | None = None,
+    qa_id: Id | None = None,
 ) -> SessionQAEntry:
     """See :meth:`SessionStore.record`."""
     return default_store().record(

@@ -42,10 +42,12 @@ from .memory.index import MemoryIndex
 from .models import (
     NEGATIVE_SCORE,
     POSITIVE_SCORE,
+    Id,
     SessionQAEntry,
     check_feedback,
     check_id,
     check_score,
+    check_text,
     check_user,
     utcnow,
 )
@@ -164,12 +166,11 @@ class SessionStore:
             interval=flush_interval,
             max_delay=flush_max_delay,
             on_start=_ensure_exit_hook,
+            is_transient=self.backend.is_transient,
         )
         _open_writers.add(self._writer)  # flushed at exit even if this store is dropped
         self._listeners: list[ChangeListener] = []
         self._memory: MemoryIndex | None = None
-        self._feed_position: str | None = None
-        self._feed_lock = threading.Lock()
         _open_stores.add(self)
 
     @property
@@ -177,65 +178,30 @@ class SessionStore:
         """The index of rated turns behind positive memory (opened on first use).
 
         Its file sits beside the backend's data when the backend names one
-        (``index_path``); otherwise it lives in this process's memory.
+        (``index_path``); otherwise it lives in this process's memory. Either
+        way it is a cache of this store: see :meth:`ready_memory`.
         """
         if self._memory is None:
-            path = getattr(self.backend, "index_path", None)
-            self._memory = MemoryIndex(path, namespace=self.namespace)
+            self._memory = MemoryIndex(
+                self.backend.index_path, namespace=self.namespace, source=_MemorySource(self)
+            )
         return self._memory
 
     def ready_memory(self) -> MemoryIndex:
-        """The memory index, built, and caught up with changes made by other processes.
+        """The memory index, caught up with every feedback change made in any process.
 
-        A backend with a shared index file (diskcache) needs no catching up;
-        one with a change feed (Redis) keeps a per-process index that reads
-        the feed here, before every query. Raises :class:`StoreError` on failure.
+        Before every query the index applies the backend's change feed since
+        the position it has applied, and rebuilds itself from a scan when it
+        has none, lost it, or finds its file missing or corrupt. Raises
+        :class:`StoreError` on failure.
         """
-        index: MemoryIndex = self._io("memory", self._ready_memory)
-        return index
-
-    def _ready_memory(self) -> MemoryIndex:
         index = self.memory
-        changes_since = getattr(self.backend, "changes_since", None)
-        if changes_since is None:
-            index.ensure_built(self._scan)
-            return index
-        with self._feed_lock:
-            self.flush()
-            if self._feed_position is not None:
-                caught_up = changes_since(self._feed_position)
-                if caught_up is not None:
-                    self._feed_position, payloads = caught_up
-                    for payload in payloads:
-                        index.apply(SessionQAEntry.from_json(payload))
-                    return index
-            position = self.backend.feed_position()  # type: ignore[attr-defined]
-            index.rebuild(self._scan)
-            self._feed_position = position
+        self._io("memory", index.sync)
         return index
 
     def refresh_memory(self, session_id: str, qa_id: str, *, user: str | None = None) -> None:
-        """Bring one turn's memory-index row in line with the store (a stale hit).
-
-        With a shared index the row is rewritten inside a backend transaction,
-        so a rating changed by another process at the same moment cannot be
-        undone by this repair.
-        """
-        memory, key = self.memory, (user, session_id)
-        if hasattr(self.backend, "changes_since"):  # per-process index: the feed corrects races
-            payload = self.backend.get(key, qa_id)
-            if payload is None:
-                memory.forget(user, session_id, qa_id)
-            else:
-                memory.apply(SessionQAEntry.from_json(payload))
-            return
-
-        def same(payload: str) -> str:
-            memory.apply(SessionQAEntry.from_json(payload))
-            return payload
-
-        if self.backend.update(key, qa_id, same) is None:
-            memory.forget(user, session_id, qa_id)
+        """Bring one turn's memory-index row in line with the store (a stale hit)."""
+        self._io("memory", self.memory.refresh, user, session_id, qa_id)
 
     def _make_backend(self, location: str) -> Backend:
         if location.startswith(_REDIS_SCHEMES):
@@ -266,14 +232,14 @@ class SessionStore:
 
     def record(
         self,
-        session_id: str,
+        session_id: Id,
         question: str,
         answer: str,
         context: Iterable[str] = (),
         *,
         user: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-        qa_id: str | None = None,
+        qa_id: Id | None = None,
         wait: bool | None = None,
     ) -> SessionQAEntry:
         """Record one turn and return it.
@@ -283,15 +249,16 @@ class SessionStore:
         (raising :class:`StoreError` on failure), ``wait=False`` queues,
         ``None`` follows the store's ``write_behind`` setting.
         """
-        check_id(session_id)
+        session_id = check_id(session_id)
         user = check_user(user)
         qa_id = str(uuid.uuid4()) if qa_id is None else check_id(qa_id, "qa_id")
+        documents = [check_text(doc, "context") for doc in context]
         entry = SessionQAEntry(
             qa_id=qa_id,
             session_id=session_id,
-            question=question,
-            answer=answer,
-            context=list(context),
+            question=check_text(question, "question"),
+            answer=check_text(answer, "answer"),
+            context=documents,
             user_id=user,
             metadata=dict(metadata or {}),
         )
@@ -361,43 +328,39 @@ class SessionStore:
         ``batch_size``: a bad entry raises before its batch is written, but
         earlier batches stay. Raises :class:`StoreError` if the backend fails.
 
-        Positive memory: a shared index (diskcache) learns each batch's
-        rated turns before the batch is written, so a failure leaves at most
-        stale hits, which the retriever repairs; a per-process index (Redis)
-        is rebuilt from a scan on this process's next memory query (other
-        processes learn of imported ratings only when they rebuild).
+        Positive memory: imported ratings bypass the change feed, so after an
+        import that brought any rated or corrected turn the feed restarts and
+        every process's index rebuilds from a scan on its next query.
         """
         if type(batch_size) is not int or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        shared = not hasattr(self.backend, "changes_since")
         self.flush()
         written = 0
+        rated = False
         batch: list[SessionQAEntry] = []
 
         def write() -> None:
-            if shared:  # unrated turns need no row: a stale one is dropped on its next hit
-                for entry in batch:
-                    if entry.feedback_score is not None or entry.correction is not None:
-                        self.memory.apply(entry)
             items = [((e.user_id, e.session_id), e.qa_id, e.to_json()) for e in batch]
             self.backend.append(items)
 
-        for entry in entries:
-            check_id(entry.session_id)
-            check_id(entry.qa_id, "qa_id")
-            check_user(entry.user_id)
-            check_score(entry.feedback_score)
-            batch.append(entry)
-            if len(batch) >= batch_size:
+        try:
+            for entry in entries:
+                check_id(entry.session_id)
+                check_id(entry.qa_id, "qa_id")
+                check_user(entry.user_id)
+                check_score(entry.feedback_score)
+                rated = rated or entry.feedback_score is not None or entry.correction is not None
+                batch.append(entry)
+                if len(batch) >= batch_size:
+                    self._io("import_entries", write)
+                    written += len(batch)
+                    batch = []
+            if batch:
                 self._io("import_entries", write)
                 written += len(batch)
-                batch = []
-        if batch:
-            self._io("import_entries", write)
-            written += len(batch)
-        if not shared:
-            with self._feed_lock:
-                self._feed_position = None  # the imported turns are in no change feed
+        finally:
+            if rated and written:
+                self._io("import_entries", self.backend.restart_feed)
         return written
 
     def flush(self) -> None:
@@ -424,40 +387,66 @@ class SessionStore:
     # -- reading -------------------------------------------------------------
 
     def get_session(
-        self, session_id: str, *, user: str | None = None, last_n: int | None = None
+        self, session_id: Id, *, user: str | None = None, last_n: int | None = None
     ) -> list[SessionQAEntry]:
         """The session's turns for this user, oldest first (the newest ``last_n``).
 
         Unknown sessions give ``[]``. Raises :class:`StoreError` if the backend fails.
         """
-        check_id(session_id)
+        session_id = check_id(session_id)
         user = check_user(user)
         if last_n is not None and (type(last_n) is not int or last_n < 0):
             raise ValueError(f"last_n must be an int >= 0 or None, got {last_n!r}")
         if last_n == 0:
             return []
+        if last_n is not None and last_n > _MAX_TURNS:
+            last_n = None  # more than any session holds: all of them
         payloads = self._io("get_session", self._read, (user, session_id), last_n)
-        return [SessionQAEntry.from_json(p) for p in payloads]
+        return [e for e in map(_parse, payloads) if e is not None]
 
     def _read(self, key: SessionKey, last_n: int | None) -> list[str]:
-        # Always flush, even with an empty queue: flush() waits for a batch the
-        # writer thread has taken off the queue but not yet written
-        # (read-your-writes).
-        self._writer.flush()
+        self._flush_quietly(key)
         return self.backend.read(key, last_n)
 
+    def _flush_quietly(self, scope: tuple[str | None, str | None] | None = None) -> None:
+        """Read-your-writes: write what is queued before a read or a change.
+
+        Always flush, even with an empty queue: flush() waits for a batch the
+        writer thread has taken off the queue but not yet written. If the
+        queue cannot be written now (the writer keeps retrying), the read
+        goes on with what is stored -- unless a turn still queued belongs to
+        the ``scope`` read (``(user, session_id)``, or ``(user, None)`` for all
+        of a user's sessions): then the answer would be silently incomplete,
+        so the error is raised.
+        """
+        try:
+            self._writer.flush()
+        except Exception as exc:
+            log.error(
+                "feedback_plugin: %d queued turns not written yet: %s",
+                len(self._writer),
+                _describe(exc),
+            )
+            if scope is None:
+                return
+            user, session_id = scope
+            for queued in self._writer.queued():
+                owner, sid = queued[0] if len(queued) == 3 else queued[:2]
+                if owner == user and session_id in (None, sid):
+                    raise
+
     def get_entry(
-        self, session_id: str, qa_id: str, *, user: str | None = None
+        self, session_id: Id, qa_id: Id, *, user: str | None = None
     ) -> SessionQAEntry | None:
         """One turn, or ``None`` if it does not exist for this user."""
-        check_id(session_id)
-        check_id(qa_id, "qa_id")
+        session_id = check_id(session_id)
+        qa_id = check_id(qa_id, "qa_id")
         user = check_user(user)
         payload = self._io("get_entry", self._get, (user, session_id), qa_id)
-        return None if payload is None else SessionQAEntry.from_json(payload)
+        return None if payload is None else _parse(payload)
 
     def _get(self, key: SessionKey, qa_id: str) -> str | None:
-        self._writer.flush()
+        self._flush_quietly(key)
         return self.backend.get(key, qa_id)
 
     def iter_entries(self) -> Iterator[SessionQAEntry]:
@@ -467,14 +456,16 @@ class SessionStore:
 
     def _scan(self) -> Iterator[SessionQAEntry]:
         for _key, payload in self.backend.scan():
-            yield SessionQAEntry.from_json(payload)
+            entry = _parse(payload)
+            if entry is not None:
+                yield entry
 
     # -- feedback --------------------------------------------------------------
 
     def add_feedback(
         self,
-        session_id: str,
-        qa_id: str,
+        session_id: Id,
+        qa_id: Id,
         feedback_text: str | None = None,
         feedback_score: int | None = None,
         *,
@@ -503,8 +494,8 @@ class SessionStore:
 
     def thumbs(
         self,
-        session_id: str,
-        qa_id: str,
+        session_id: Id,
+        qa_id: Id,
         up: bool,
         feedback_text: str | None = None,
         *,
@@ -516,40 +507,36 @@ class SessionStore:
         score = POSITIVE_SCORE if up else NEGATIVE_SCORE
         return self.add_feedback(session_id, qa_id, feedback_text, score, user=user)
 
-    def delete_feedback(self, session_id: str, qa_id: str, *, user: str | None = None) -> bool:
+    def delete_feedback(self, session_id: Id, qa_id: Id, *, user: str | None = None) -> bool:
         """Clear a turn's comment and score (the turn itself stays)."""
         changes = {"feedback_text": None, "feedback_score": None, "correction": None}
         return self._change(session_id, qa_id, user, changes)
 
-    def _change(
-        self, session_id: str, qa_id: str, user: str | None, changes: dict[str, Any]
-    ) -> bool:
-        check_id(session_id)
-        check_id(qa_id, "qa_id")
+    def _change(self, session_id: Id, qa_id: Id, user: str | None, changes: dict[str, Any]) -> bool:
+        session_id = check_id(session_id)
+        qa_id = check_id(qa_id, "qa_id")
         user = check_user(user)
         changes["feedback_time"] = utcnow()
-
-        # A shared index file is updated inside the backend's transaction (both
-        # change or neither); a per-process index learns from the change feed.
-        shared = not hasattr(self.backend, "changes_since")
-        memory = self.memory
-
         result: list[SessionQAEntry] = []  # the entry as stored, for the listeners
 
         def apply(payload: str) -> str:
             changed = SessionQAEntry.from_json(payload).model_copy(update=changes)
-            if shared:
-                memory.apply(changed)
             result[:] = [changed]
             return changed.to_json()
 
+        # The backend commits the change with a record in its change feed;
+        # positive memory learns it from there (see ready_memory).
+        self._flush_quietly()
         try:
-            self._writer.flush()
-            if shared:
-                memory.ensure_built(self._scan)
             new = self.backend.update((user, session_id), qa_id, apply)
-        except Exception:
-            log.exception("feedback_plugin: feedback on %r/%r not stored", session_id, qa_id)
+        except Exception as exc:
+            log.error(
+                "feedback_plugin: feedback on %r/%r not stored: %s",
+                session_id,
+                qa_id,
+                _describe(exc),
+                exc_info=exc,
+            )
             return False
         if new is None:
             return False
@@ -563,20 +550,27 @@ class SessionStore:
         return names
 
     def _sessions(self, user: str | None) -> list[str]:
-        self._writer.flush()
+        self._flush_quietly((user, None))
         return self.backend.sessions(user)
 
-    def delete_session(self, session_id: str, *, user: str | None = None) -> int:
+    def delete_session(self, session_id: Id, *, user: str | None = None) -> int:
         """Remove a session and all its turns for this user; return how many turns went."""
-        check_id(session_id)
+        session_id = check_id(session_id)
         user = check_user(user)
         return int(self._io("delete_session", self._delete, (user, session_id)))
 
     def _delete(self, key: SessionKey) -> int:
-        self._writer.flush()
+        self._flush_quietly(key)  # a turn queued for it would bring the session back
         removed = self.backend.delete_session(key)
-        if removed and not hasattr(self.backend, "changes_since"):
-            self.memory.forget_session(*key)  # a per-process index drops stale hits itself
+        if removed:
+            try:  # scrub the session's text from the index now (its rows are stale anyway)
+                self.memory.forget_session(*key)
+            except Exception as exc:
+                log.error(
+                    "feedback_plugin: memory index kept rows of deleted session %r: %s",
+                    key[1],
+                    _describe(exc),
+                )
         return removed
 
     # -- listeners -------------------------------------------------------------
@@ -600,9 +594,69 @@ class SessionStore:
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(
-                f"{what} failed on {self.location}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise StoreError(f"{what} failed on {self.location}: {_describe(exc)}") from exc
+
+
+class _MemorySource:
+    """The store as the memory index reads it (:class:`~.memory.index.MemorySource`)."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = weakref.ref(store)  # the store owns the index, not the reverse
+
+    @property
+    def store(self) -> SessionStore:
+        store = self._store()
+        if store is None:
+            raise StoreError("the store of this memory index was closed and dropped")
+        return store
+
+    def feed_position(self) -> str:
+        return self.store.backend.feed_position()
+
+    def changes_since(self, position: str) -> tuple[str, list[SessionQAEntry]] | None:
+        caught = self.store.backend.changes_since(position)
+        if caught is None:
+            return None
+        position, payloads = caught
+        return position, [e for e in map(_parse, payloads) if e is not None]
+
+    def entries(self) -> Iterator[SessionQAEntry]:
+        return self.store._scan()
+
+    def current(self, user: str | None, session_id: str, qa_id: str) -> SessionQAEntry | None:
+        payload = self.store.backend.get((user, session_id), qa_id)
+        return None if payload is None else _parse(payload)
+
+
+_MAX_TURNS = 2**31
+"""No session holds more turns: a larger ``last_n`` reads them all."""
+
+
+def _parse(payload: str) -> SessionQAEntry | None:
+    """A stored entry, or ``None`` (logged) if it is not one: one damaged entry must
+    not make its whole session, or a scan of the store, unreadable."""
+    try:
+        return SessionQAEntry.from_json(payload)
+    except (ValueError, TypeError) as exc:
+        log.error(
+            "feedback_plugin: skipped a stored entry that is not a turn (%s): %.200r",
+            _describe(exc),
+            payload,
+        )
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` of the error that caused a failure.
+
+    SQLite ends a transaction by itself on some errors (a full disk); the
+    ROLLBACK that follows then fails with "cannot rollback - no transaction
+    is active", which would hide the real cause: report the cause.
+    """
+    cause = exc
+    while "no transaction is active" in str(cause) and cause.__context__ is not None:
+        cause = cause.__context__
+    return f"{type(cause).__name__}: {cause}"
 
 
 def _item(turn: Fields) -> Item:

@@ -19,11 +19,16 @@ it was queued.
 thread, and raises if the backend fails; the store calls it before every read
 and feedback change, which gives read-your-writes inside one process.
 
-If the backend fails, the batch goes back to the front of the queue and the
-thread retries with back-off. The queue holds at most ``max_pending`` items:
-beyond that the caller writes the queue itself (back-pressure), and only
-while the backend is failing are the oldest items dropped (and logged), so
-a dead store never grows memory without bound nor blocks the caller.
+If a batch fails with an error that may pass (``is_transient``: the disk is
+full, the server is down), it goes back to the front of the queue and the
+thread retries with back-off. Any other error belongs to an item: the batch
+is split in halves until the items that cannot be written are found, and
+those are dropped and logged, so one bad turn never holds up the others.
+
+The queue holds at most ``max_pending`` items: beyond that the caller
+writes the queue itself (back-pressure), and only while the backend is
+failing are the oldest items dropped (and logged), so a dead store never
+grows memory without bound nor blocks the caller.
 """
 
 from __future__ import annotations
@@ -53,8 +58,10 @@ class WriteBehind(Generic[T]):
         max_pending: int = 100_000,
         name: str = "feedback-plugin-writer",
         on_start: Callable[[], None] | None = None,
+        is_transient: Callable[[BaseException], bool] = lambda exc: True,
     ) -> None:
         self._write = write
+        self._is_transient = is_transient
         self._on_start = on_start  # called in each process that starts the thread
         self.interval = interval
         self.max_delay = max(max_delay, interval)
@@ -62,6 +69,7 @@ class WriteBehind(Generic[T]):
         self.max_pending = max_pending
         self.name = name
         self.dropped = 0
+        self.rejected = 0  # items dropped because they can never be written
         self._reset()
 
     def _reset(self) -> None:
@@ -77,6 +85,10 @@ class WriteBehind(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def queued(self) -> list[T]:
+        """A snapshot of the items waiting to be written."""
+        return list(self._items)
 
     def put(self, item: T) -> None:
         """Queue one item for writing; never blocks on I/O.
@@ -120,14 +132,34 @@ class WriteBehind(Generic[T]):
             while left > 0 and items:
                 n = min(left, len(items), self.batch_size)
                 left -= n
-                batch = [items.popleft() for _ in range(n)]
-                try:
-                    self._write(batch)
-                except BaseException:
-                    items.extendleft(reversed(batch))
+                self._write_isolating([items.popleft() for _ in range(n)])
+                self._failing = False
+
+    def _write_isolating(self, batch: list[T]) -> None:
+        """Write ``batch``; on an item's error, halve it until the bad items are found
+        (dropped, logged); on a transient error, requeue what is unwritten and raise."""
+        parts = [batch]  # still to write, in order
+        while parts:
+            part = parts.pop(0)
+            try:
+                self._write(part)
+            except BaseException as exc:
+                if not isinstance(exc, Exception) or self._is_transient(exc):
+                    unwritten = [item for p in (part, *parts) for item in p]
+                    self._items.extendleft(reversed(unwritten))
                     self._failing = True
                     raise
-                self._failing = False
+                if len(part) > 1:
+                    half = len(part) // 2
+                    parts[:0] = [part[:half], part[half:]]
+                    continue
+                self.rejected += 1
+                log.error(
+                    "feedback_plugin: dropped a queued turn that cannot be written (%s: %s)",
+                    type(exc).__name__,
+                    exc,
+                    exc_info=exc,
+                )
 
     def close(self) -> None:
         """Stop the thread and write what is left (raises if the backend fails)."""

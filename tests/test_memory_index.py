@@ -401,6 +401,7 @@ def test_upgrade_indexes_every_namespace_sharing_a_directory(store_dir: Path) ->
 def test_index_file_sits_beside_the_store(store: SessionStore, store_dir: Path) -> None:
     t = store.record("s1", "q", "a", wait=True)
     assert store.thumbs("s1", t.qa_id, up=True)
+    store.ready_memory()  # the index catches up with the store before a query
     path = store_dir / "memory.sqlite3"
     assert path.exists()
     con = sqlite3.connect(path)
@@ -420,6 +421,7 @@ def test_an_index_of_an_older_layout_is_rebuilt_from_the_store(
 
     t = store.record("s1", "How do I reset my password?", "Use the link.", wait=True)
     assert store.thumbs("s1", t.qa_id, up=True)
+    store.ready_memory()
     store.close()
     con = sqlite3.connect(store_dir / "memory.sqlite3")
     con.execute("PRAGMA user_version = 1")  # pretend an older release wrote it

@@ -8,6 +8,10 @@ validates, never decides what is positive.
 
 Costs a backend must keep: ``append`` and ``update`` independent of the
 session's length; ``read(last_n=n)`` proportional to ``n``.
+
+Positive memory reads a backend through its *change feed*: every ``update``
+commits, with the new payload, a record naming the changed entry; a reader
+keeps the position it has read up to and asks for the changes after it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ Item = tuple[SessionKey, str, str]
 class Backend(Protocol):
     """Storage for session entries. Implementations must be thread-safe and
     safe for several processes to share (diskcache directory, Redis server)."""
+
+    @property
+    def index_path(self) -> str | None:
+        """Where a memory index file shared by every process may live, or ``None``
+        (each process keeps its index in memory)."""
 
     def append(self, items: Sequence[Item]) -> None:
         """Store new entries, atomically as one batch, at the end of their sessions.
@@ -58,6 +67,25 @@ class Backend(Protocol):
 
     def scan(self) -> Iterator[tuple[SessionKey, str]]:
         """Every stored ``(session key, payload)``, in no particular order, streamed."""
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised by this backend, may pass if the call is retried
+        (disk full or locked, server unreachable), rather than being about the
+        items given (which are then never stored)."""
+
+    def feed_position(self) -> str:
+        """The change feed's newest position (an opaque string)."""
+
+    def changes_since(self, position: str) -> tuple[str, list[str]] | None:
+        """The current payloads of entries changed after ``position``, and the new position.
+
+        ``None`` when not every change after ``position`` can be read (the
+        feed was restarted or trimmed): the reader must rebuild from
+        :meth:`scan`. Entries deleted since their change are left out.
+        """
+
+    def restart_feed(self) -> None:
+        """Make every reader rebuild from :meth:`scan` (entries changed without ``update``)."""
 
     def close(self) -> None:
         """Release connections; the backend may be used again afterwards."""

@@ -3,18 +3,21 @@
 Design
 ------
 One diskcache ``Cache`` (a SQLite database plus a folder for large values)
-holds three kinds of keys per session, each key a JSON array so that no id
-can collide with another or act as a pattern::
+holds these keys, each a JSON array so that no id can collide with another
+or act as a pattern::
 
-    [ns, "m", user, session]          -> "first next"   the session's sequence window
-    [ns, "e", user, session, seq]     -> payload        one entry, at its position
-    [ns, "q", user, session, qa_id]   -> seq            where an entry lives
-    [ns, "u", user]                   -> JSON list      the user's session ids
+    [ns, "m", user, session]          -> "first next order"   the session's sequence window
+    [ns, "e", user, session, seq]     -> payload              one entry, at its position
+    [ns, "q", user, session, qa_id]   -> seq                  where an entry lives
+    [ns, "n"]                         -> count                sessions ever started (their order)
+    [ns, "c"]                         -> "epoch seq"          the change feed's head
+    [ns, "c", seq]                    -> [user, session, qa]  one feedback change
 
-The user's session list is rewritten only when a session starts, so its
-cost grows with the number of sessions, never with the number of turns;
-with a ``ttl``, starting a session also drops the user's expired sessions
-from the list (one lookup each), so it holds live sessions only.
+A user's sessions are the ``m`` keys under the prefix ``[ns, "m", user,``:
+listing them is one range query on diskcache's key index, and starting a
+session writes one ``m`` key and bumps the ``n`` counter, whatever the number
+of sessions the user already has. ``order`` (from ``n``) lists them oldest
+first.
 
 Appending writes one ``e`` and one ``q`` key and rewrites the small ``m``
 key, so a write costs the same at the 10th and the 10,000th turn; reading
@@ -22,6 +25,15 @@ the last ``n`` turns reads ``m`` and ``n`` ``e`` keys. Every write runs inside
 ``Cache.transact()`` (SQLite ``BEGIN IMMEDIATE``), which serialises writers
 across threads and processes, so concurrent writers lose nothing. diskcache's
 own eviction is off: nothing is dropped to save space.
+
+The change feed (positive memory): every ``update`` also writes a ``c``
+record naming the changed entry, in the same transaction, and keeps the
+last ``feed_keep`` records. The memory index records the feed position it
+has applied and reads the records after it (:meth:`DiskBackend.changes_since`)
+before each query, so a rating committed here reaches every process's next
+query even if the process that made it dies right after its commit. A
+feed ``epoch`` changes when the feed restarts (an import); readers that
+hold another epoch, or a position older than the records kept, rebuild.
 
 Retention: ``ttl`` gives every key an expiry (feedback keeps the entry's
 original expiry); ``max_entries`` evicts a session's oldest entries as new
@@ -45,6 +57,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -96,6 +109,7 @@ class DiskBackend:
         ttl: float | None = None,
         max_entries: int | None = None,
         timeout: float = 60.0,
+        feed_keep: int = 100_000,
         settings: Mapping[str, Any] | None = None,
     ) -> None:
         settings = dict(settings or {})
@@ -108,6 +122,7 @@ class DiskBackend:
         self.ttl = ttl
         self.max_entries = max_entries
         self.timeout = timeout
+        self.feed_keep = feed_keep
         self._cache: diskcache.Cache | None = None
         self._local = threading.local()
         self._open_lock = threading.Lock()
@@ -147,15 +162,20 @@ class DiskBackend:
     def _qa_key(self, key: SessionKey, qa_id: str) -> str:
         return _dumps([self.namespace, "q", key[0], key[1], qa_id])
 
-    def _user_key(self, user: str | None) -> str:
+    def _legacy_user_key(self, user: str | None) -> str:
+        """The JSON list of session ids that stores written before 0.2 kept per user."""
         return _dumps([self.namespace, "u", user])
 
-    def _window(self, cache: diskcache.Cache, meta_key: str) -> tuple[int, int]:
+    def _window(self, cache: diskcache.Cache, meta_key: str) -> list[int] | None:
         meta = cache.get(meta_key)
-        if meta is None:
-            return 0, 0
-        first, _, nxt = meta.partition(" ")
-        return int(first), int(nxt)
+        return None if meta is None else _parse_window(meta)
+
+    def _next_order(self, cache: diskcache.Cache) -> int:
+        """Number a new session (one counter for the namespace: O(1), ordered)."""
+        key = _dumps([self.namespace, "n"])
+        order = int(cache.get(key, 0)) + 1
+        cache.set(key, str(order))
+        return order
 
     # -- protocol ---------------------------------------------------------
 
@@ -169,24 +189,25 @@ class DiskBackend:
             self._append_rows(items)
             return
         ttl = self.ttl
-        windows: dict[SessionKey, tuple[int, int]] = {}
+        windows: dict[SessionKey, list[int]] = {}
         with cache.transact():
             for key, qa_id, payload in items:
                 window = windows.get(key)
                 if window is None:
                     window = self._window(cache, self._meta_key(key))
-                    if window == (0, 0):
-                        self._add_session(cache, key, windows)
-                first, nxt = window
+                    if window is None:  # a new session
+                        window = [0, 0, self._next_order(cache)]
+                    windows[key] = window
+                first, nxt, _ = window
                 qa_key = self._qa_key(key, qa_id)
                 if cache.add(qa_key, nxt, expire=ttl):  # a new turn (one statement, not two)
-                    seq, nxt = nxt, nxt + 1
+                    seq, window[1] = nxt, nxt + 1
                 else:  # recorded again: replace it in place
                     seq = cache.get(qa_key)
                 cache.set(self._entry_key(key, seq), payload, expire=ttl)
-                windows[key] = (self._trim(cache, key, first, nxt), nxt)
-            for key, (first, nxt) in windows.items():
-                cache.set(self._meta_key(key), f"{first} {nxt}", expire=ttl)
+                window[0] = self._trim(cache, key, first, window[1])
+            for key, window in windows.items():
+                cache.set(self._meta_key(key), _format_window(window), expire=ttl)
 
     # -- the bulk path -----------------------------------------------------
 
@@ -222,16 +243,21 @@ class DiskBackend:
         con.execute("BEGIN IMMEDIATE")
         try:
             fetch = "SELECT value FROM Cache WHERE key = ? AND raw = 1"
+            rows: dict[str, object] = {}  # key -> value to write, in order
             windows: dict[SessionKey, list[int]] = {}
             for key, _, _ in items:
                 if key not in windows:
                     row = con.execute(fetch, (self._meta_key(key),)).fetchone()
-                    if row is None:
-                        windows[key] = [0, 0]
-                        self._add_session_row(con, key[0], key[1], now)
-                    else:
-                        head, _, tail = str(row[0]).partition(" ")
-                        windows[key] = [int(head), int(tail)]
+                    windows[key] = [] if row is None else _parse_window(str(row[0]))
+            new_sessions = [key for key, window in windows.items() if not window]
+            if new_sessions:
+                count_key = _dumps([self.namespace, "n"])
+                row = con.execute(fetch, (count_key,)).fetchone()
+                order = int(row[0]) if row else 0
+                for key in new_sessions:
+                    order += 1
+                    windows[key] = [0, 0, order]
+                rows[count_key] = str(order)
             # Keys share a per-session prefix: encode it once per session, not per turn.
             prefixes = {k: (self._qa_key(k, "")[:-3], self._entry_key(k, 0)[:-2]) for k in windows}
             qa_keys = [prefixes[key][0] + _dumps(qa_id) + "]" for key, qa_id, _ in items]
@@ -245,7 +271,6 @@ class DiskBackend:
                         chunk,
                     ).fetchall()
                 )
-            rows: dict[str, object] = {}  # key -> value to write, in order
             for (key, _, payload), qa_key in zip(items, qa_keys, strict=True):
                 seq = seqs.get(qa_key)
                 if seq is None:  # a new turn (else: recorded again, replaced in place)
@@ -253,8 +278,8 @@ class DiskBackend:
                     seq, window[1] = window[1], window[1] + 1
                     rows[qa_key] = seqs[qa_key] = seq
                 rows[f"{prefixes[key][1]}{int(seq)}]"] = payload
-            for key, (lo, hi) in windows.items():
-                rows[self._meta_key(key)] = f"{lo} {hi}"
+            for key, window in windows.items():
+                rows[self._meta_key(key)] = _format_window(window)
             # A few multi-row INSERTs, not executemany: that steps once per row,
             # taking the GIL back from the (maybe busy) caller thread each time.
             pairs = list(rows.items())
@@ -263,54 +288,47 @@ class DiskBackend:
                 con.execute(_insert_rows_sql(len(part)), [now, *itertools.chain(*part)])
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
 
-    def _add_session_row(
-        self, con: sqlite3.Connection, user: str | None, session_id: str, now: float
-    ) -> None:
-        user_key = self._user_key(user)
-        row = con.execute(
-            "SELECT value FROM Cache WHERE key = ? AND raw = 1", (user_key,)
-        ).fetchone()
-        names: list[str] = json.loads(row[0]) if row else []
-        if session_id not in names:
-            names.append(session_id)
-            con.execute(
-                "INSERT OR REPLACE INTO Cache(key, raw, store_time, expire_time, access_time,"
-                " access_count, tag, size, mode, filename, value)"
-                f" VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, {diskcache.core.MODE_RAW}, NULL, ?)",
-                (user_key, now, now, _dumps(names)),
-            )
-
-    def _add_session(
-        self, cache: diskcache.Cache, key: SessionKey, batch: Mapping[SessionKey, object]
-    ) -> None:
-        user_key = self._user_key(key[0])
-        names: list[str] = json.loads(cache.get(user_key, "[]"))
-        if self.ttl is not None:
-            # Sessions expire: forget the user's expired ones (this one too, if it
-            # expired: it starts again at the end), else the list grows forever.
-            # Sessions started earlier in this batch have no "m" key yet: keep them.
-            names = [
-                n for n in names if (key[0], n) in batch or self._meta_key((key[0], n)) in cache
-            ]
-        if key[1] not in names:
-            names.append(key[1])
-            cache.set(user_key, _dumps(names))
-
     def sessions(self, user: str | None) -> list[str]:
-        cache = self.cache
-        names: list[str] = json.loads(cache.get(self._user_key(user), "[]"))
-        return [n for n in names if self._meta_key((user, n)) in cache]
+        """One range query over the user's ``m`` keys, sorted by the order they started in."""
+        prefix = _dumps([self.namespace, "m", user])[:-1] + ","
+        upper = prefix[:-1] + "-"  # the character after ","
+        self.cache  # noqa: B018 -- creates the directory and database on first use
+        rows = (
+            self._rows_con()
+            .execute(
+                "SELECT key, value FROM Cache WHERE key >= ? AND key < ? AND raw = 1"
+                " AND (expire_time IS NULL OR expire_time > ?)",
+                (prefix, upper, time.time()),
+            )
+            .fetchall()
+        )
+        found: list[tuple[int, str]] = []
+        legacy: list[str] = []  # sessions started before 0.2 (no order in their window)
+        for key, value in rows:
+            session_id = json.loads(key)[3]
+            window = _parse_window(str(value))
+            if len(window) == 3:
+                found.append((window[2], session_id))
+            else:
+                legacy.append(session_id)
+        found.sort()
+        if legacy:
+            listed = json.loads(self.cache.get(self._legacy_user_key(user), "[]"))
+            rank = {name: i for i, name in enumerate(listed)}
+            legacy.sort(key=lambda name: rank.get(name, len(rank)))
+        return legacy + [name for _, name in found]
 
     def _trim(self, cache: diskcache.Cache, key: SessionKey, first: int, nxt: int) -> int:
         """Evict beyond ``max_entries`` and skip expired heads; return the new ``first``."""
         if self.max_entries is not None:
             while nxt - first > self.max_entries:
                 payload = cache.pop(self._entry_key(key, first))
-                if payload is not None:
-                    cache.delete(self._qa_key(key, json.loads(payload)["qa_id"]))
+                qa_id = _qa_id_of(payload)
+                if qa_id is not None:
+                    cache.delete(self._qa_key(key, qa_id))
                 first += 1
         if self.ttl is not None:
             # Expired entries are always the oldest: move past a few per write.
@@ -322,7 +340,10 @@ class DiskBackend:
 
     def read(self, key: SessionKey, last_n: int | None = None) -> list[str]:
         cache = self.cache
-        first, nxt = self._window(cache, self._meta_key(key))
+        window = self._window(cache, self._meta_key(key))
+        if window is None:
+            return []
+        first, nxt = window[0], window[1]
         if last_n is not None:
             first = max(first, nxt - last_n)
         out = []
@@ -353,6 +374,7 @@ class DiskBackend:
             new = change(payload)
             expire = None if expire_time is None else max(expire_time - time.time(), 0.001)
             cache.set(entry_key, new, expire=expire)
+            self._feed(cache, key, qa_id)
             return new
 
     def delete_session(self, key: SessionKey) -> int:
@@ -360,19 +382,88 @@ class DiskBackend:
         removed = 0
         with cache.transact():
             meta_key = self._meta_key(key)
-            first, nxt = self._window(cache, meta_key)
+            first, nxt, *_ = self._window(cache, meta_key) or [0, 0]
             for seq in range(first, nxt):
                 payload = cache.pop(self._entry_key(key, seq))
                 if payload is not None:
-                    cache.delete(self._qa_key(key, json.loads(payload)["qa_id"]))
                     removed += 1
+                    qa_id = _qa_id_of(payload)
+                    if qa_id is not None:
+                        cache.delete(self._qa_key(key, qa_id))
             cache.delete(meta_key)
-            user_key = self._user_key(key[0])
-            names = json.loads(cache.get(user_key, "[]"))
-            if key[1] in names:
-                names.remove(key[1])
-                cache.set(user_key, _dumps(names))
         return removed
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Disk errors, a busy or full database and diskcache's lock timeout may pass."""
+        return isinstance(exc, (OSError, sqlite3.OperationalError, diskcache.Timeout))
+
+    # -- change feed (positive memory) ---------------------------------------
+
+    def _feed_head_key(self) -> str:
+        return _dumps([self.namespace, "c"])
+
+    def _feed_key(self, seq: int) -> str:
+        return _dumps([self.namespace, "c", seq])
+
+    def _head(self, cache: diskcache.Cache) -> tuple[str, int]:
+        head = cache.get(self._feed_head_key())
+        if head is None:
+            return "", 0
+        epoch, _, seq = str(head).partition(" ")
+        return epoch, int(seq)
+
+    def _feed(self, cache: diskcache.Cache, key: SessionKey, qa_id: str) -> None:
+        """Record a change (inside the caller's transaction); forget the oldest kept one."""
+        epoch, seq = self._head(cache)
+        seq += 1
+        cache.set(self._feed_key(seq), _dumps([key[0], key[1], qa_id]))
+        cache.set(self._feed_head_key(), f"{epoch or uuid.uuid4().hex} {seq}")
+        if seq > self.feed_keep:
+            cache.delete(self._feed_key(seq - self.feed_keep))
+
+    def feed_position(self) -> str:
+        """The position of the newest change, to read the changes after it later."""
+        epoch, seq = self._head(self.cache)
+        return f"{epoch}:{seq}"
+
+    def changes_since(self, position: str) -> tuple[str, list[str]] | None:
+        """Current payloads of the entries changed after ``position``, and the new position.
+
+        ``None`` when the changes after ``position`` cannot all be read (the
+        feed restarted, or they are older than the ``feed_keep`` records
+        kept): the reader must rebuild from a scan. Entries deleted since
+        their change are left out.
+        """
+        cache = self.cache
+        epoch, head = self._head(cache)
+        seen_epoch, _, seen_text = position.rpartition(":")
+        if not seen_text.isdigit():
+            return None
+        seen = int(seen_text)
+        if seen_epoch != epoch and (seen_epoch or seen):  # another feed (restarted)
+            return None
+        if seen > head or head - seen > self.feed_keep:
+            return None
+        changed: dict[tuple[str | None, str, str], None] = {}
+        for seq in range(int(seen) + 1, head + 1):
+            record = cache.get(self._feed_key(seq))
+            if record is None:  # trimmed meanwhile
+                return None
+            user, session_id, qa_id = json.loads(record)
+            changed[(user, session_id, qa_id)] = None
+        out = []
+        for user, session_id, qa_id in changed:
+            payload = self.get((user, session_id), qa_id)
+            if payload is not None:
+                out.append(payload)
+        return f"{epoch}:{head}", out
+
+    def restart_feed(self) -> None:
+        """Start the feed over: every reader rebuilds from a scan on its next read."""
+        cache = self.cache
+        with cache.transact():
+            _, seq = self._head(cache)  # the next seq has no record: "rebuild" for everyone
+            cache.set(self._feed_head_key(), f"{uuid.uuid4().hex} {seq + 1}")
 
     def scan(self) -> Iterator[tuple[SessionKey, str]]:
         """Stream every entry of this namespace with one range query.
@@ -413,3 +504,30 @@ class DiskBackend:
             if self._cache is not None:
                 self._cache.close()
                 self._cache = None
+
+
+def _parse_window(meta: str) -> list[int]:
+    """``[first, next, order]`` from an ``m`` value (``order`` absent before 0.2)."""
+    return [int(part) for part in meta.split(" ")]
+
+
+def _format_window(window: Sequence[int]) -> str:
+    return " ".join(map(str, window))
+
+
+def _qa_id_of(payload: str | None) -> str | None:
+    """The ``qa_id`` of a stored payload, or ``None`` if it has none (missing or corrupt)."""
+    if payload is None:
+        return None
+    try:
+        qa_id = json.loads(payload)["qa_id"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return qa_id if isinstance(qa_id, str) else None
+
+
+def _rollback(con: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLite ends one itself on some errors
+    (a full disk), and a ROLLBACK then would hide the real error behind its own."""
+    if con.in_transaction:
+        con.execute("ROLLBACK")

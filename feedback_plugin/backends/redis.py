@@ -299,6 +299,21 @@ class RedisBackend:
 
     # -- change feed (positive memory) -------------------------------------
 
+    def is_transient(self, exc: BaseException) -> bool:
+        """Connection trouble, and a server that is loading, busy, out of memory or
+        read-only, may pass; other errors are about what was sent."""
+        errors = self._redis
+        if isinstance(exc, (OSError, errors.ConnectionError, errors.TimeoutError)):
+            return True
+        return isinstance(exc, errors.ResponseError) and str(exc).startswith(
+            ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+        )
+
+    @property
+    def index_path(self) -> None:
+        """No shared file: each process keeps its memory index in memory."""
+        return None
+
     def feed_position(self) -> str:
         """The id of the newest change, to read changes after it later."""
         last = self.client.xrevrange(self.changes_key, count=1)
@@ -320,6 +335,8 @@ class RedisBackend:
                 break
             messages = reply[0][1]
             for _, fields in messages:
+                if "restart" in fields:  # restart_feed(): every reader rebuilds
+                    return None
                 names[self._changed_entry(fields)] = None
             position = messages[-1][0]
             if len(messages) < 10_000:
@@ -331,6 +348,12 @@ class RedisBackend:
         for i in range(0, len(keys), 1000):
             out.extend(p for p in client.mget(keys[i : i + 1000]) if p is not None)
         return position, out
+
+    def restart_feed(self) -> None:
+        """Start the feed over: every reader rebuilds from a scan on its next read."""
+        self.client.xadd(
+            self.changes_key, {"restart": "1"}, maxlen=self.stream_maxlen, approximate=True
+        )
 
     def _changed_entry(self, fields: dict[str, str]) -> str:
         if "q" in fields:

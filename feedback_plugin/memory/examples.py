@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from langchain_core.example_selectors import BaseExampleSelector
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from ..errors import StoreError
 from ..models import POSITIVE_SCORE, check_score
 from .retriever import search_memory
+
+log = logging.getLogger("feedback_plugin")
 
 __all__ = ["PositiveExampleSelector"]
 
@@ -50,14 +54,19 @@ class PositiveExampleSelector(BaseExampleSelector, BaseModel):
         return " ".join(v for v in input_variables.values() if isinstance(v, str))
 
     def select_examples(self, input_variables: dict[str, Any]) -> list[dict[str, Any]]:
-        found = search_memory(
-            self.store,
-            self._query(input_variables),
-            k=self.k,
-            user=self.user,
-            session_id=self.session_id,
-            min_score=self.min_score,
-        )
+        """The liked turns most like the input; none (logged) if memory cannot be read."""
+        try:
+            found = search_memory(
+                self.store,
+                self._query(input_variables),
+                k=self.k,
+                user=self.user,
+                session_id=self.session_id,
+                min_score=self.min_score,
+            )
+        except StoreError:
+            log.exception("feedback_plugin: memory unavailable; no examples selected")
+            return []
         return [
             {
                 self.question_key: entry.question,

@@ -8,12 +8,21 @@ the fields retrieval filters on, and an external-content FTS5 table over
 question and answer (Porter stemming, Unicode folding), kept in step by
 triggers. Unrated turns never enter it, so it stays a fraction of the store.
 
-The store calls :meth:`MemoryIndex.apply` inside the same backend transaction
-that changes a turn's feedback, so the next query -- in any process sharing
-the directory -- sees the change. The index is a *candidate generator*, not
-the truth: the retriever re-reads every hit from the store before returning
-it and drops (and forgets) hits the store no longer backs, which covers
-turns evicted by TTL or ``max_entries`` and a crash between the two commits.
+The index is a cache of the store, never the truth, and it heals itself.
+The store commits a feedback change together with a record in its change
+feed (``Backend.changes_since``); the index keeps, per store namespace, the
+feed position it has applied, and :meth:`MemoryIndex.sync` -- run before
+every query -- applies the changes after it, re-reading each changed turn
+from the store, under the index's write lock. So the next query in any
+process sees a rating made anywhere, and a crash after the store's commit
+loses nothing (nothing is written to the index before the store commits).
+The index rebuilds itself from a scan of the store when it has no position
+(a new or deleted file), when its position is no longer in the feed (the
+feed restarted or was trimmed), and when SQLite reports the file corrupt
+(the file is moved aside as ``memory.sqlite3.corrupt-<time>``). A file
+deleted or replaced while a process has it open is noticed by its inode
+and reopened. The retriever still re-reads every hit and drops hits the
+store no longer backs (turns evicted by TTL or ``max_entries``).
 
 Queries become an FTS5 ``OR`` of quoted terms (never raw FTS syntax), ranked
 by ``bm25()`` with the question weighted over the answer. A store that
@@ -22,8 +31,10 @@ predates the index is indexed from a full scan on first use.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -32,16 +43,44 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 from ..models import SessionQAEntry
 
-__all__ = ["Hit", "MemoryIndex", "match_query"]
+__all__ = ["Hit", "MemoryIndex", "MemorySource", "match_query"]
+
+log = logging.getLogger("feedback_plugin")
+_T = TypeVar("_T")
+
+
+class MemorySource(Protocol):
+    """What the index reads from the store it caches (the store supplies it)."""
+
+    def feed_position(self) -> str:
+        """The store's newest change-feed position."""
+
+    def changes_since(self, position: str) -> tuple[str, list[SessionQAEntry]] | None:
+        """The turns changed after ``position`` and the new position; ``None``: rebuild."""
+
+    def entries(self) -> Iterable[SessionQAEntry]:
+        """Every stored turn of this namespace (a rebuild)."""
+
+    def current(self, user: str | None, session_id: str, qa_id: str) -> SessionQAEntry | None:
+        """One turn as stored now, or ``None``."""
+
+
+def _corrupt(exc: BaseException) -> bool:
+    """Whether SQLite says the file itself is damaged (not busy, full or read-only)."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, (sqlite3.OperationalError, sqlite3.IntegrityError)
+    )
+
 
 _TERM = re.compile(r"\w+", re.UNICODE)
 MAX_TERMS = 64
 QUESTION_WEIGHT, ANSWER_WEIGHT = 1.0, 0.4
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS turns(
@@ -237,90 +276,205 @@ class MemoryIndex:
     """Full-text index of rated turns; see the module docstring.
 
     The constructor does no I/O. ``path=None`` keeps the index in memory
-    (one process only).
+    (one process only). ``source`` is the store it caches; without one the
+    index is only what :meth:`apply` puts in it.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str] | None, *, namespace: str | None = None
+        self,
+        path: str | os.PathLike[str] | None,
+        *,
+        namespace: str | None = None,
+        source: MemorySource | None = None,
     ) -> None:
         self.path = ":memory:" if path is None else os.fspath(path)
         self.namespace = namespace
+        self.source = source
         self._lock = threading.RLock()
         self._con: sqlite3.Connection | None = None
         self._pid = 0
-        self._ready = False
+        self._inode: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return f"MemoryIndex({self.path!r})"
 
     # -- connection --------------------------------------------------------
 
+    def _file_id(self) -> tuple[int, int] | None:
+        if self.path == ":memory:":
+            return (0, 0)
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
     def _connect(self) -> sqlite3.Connection:
         if self._con is not None and self._pid == os.getpid():
-            return self._con
+            if self._inode == self._file_id():
+                return self._con
+            # The file was deleted or replaced under us: what we hold is not
+            # what other processes read. Open the file at the path again.
+            log.warning("feedback_plugin: memory index %s was replaced; reopening", self.path)
+            self._drop_connection()
+        try:
+            return self._open()
+        except sqlite3.DatabaseError as exc:
+            if not _corrupt(exc):
+                raise
+            self._quarantine(exc)
+            return self._open()
+
+    def _open(self) -> sqlite3.Connection:
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         con = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        _wal(con)
-        con.execute("PRAGMA secure_delete = ON")  # deleted turns leave no text behind
-        con.execute("PRAGMA synchronous=NORMAL")
-        con.execute("BEGIN IMMEDIATE")
         try:
-            if con.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                # An older layout: start over; the index is rebuilt from the store.
-                for statement in filter(str.strip, _DROP.split(";")):
-                    con.execute(statement)
-                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.executescript(_SCHEMA)
-        self._con, self._pid, self._ready = con, os.getpid(), False
-        return con
-
-    def _built_key(self) -> str:
-        # One flag per namespace: stores of several namespaces share the file,
-        # and each one's scan only sees its own namespace.
-        return "built" if self.namespace is None else "built:" + owner_key(self.namespace, None)
-
-    def ensure_built(self, scan: Callable[[], Iterable[SessionQAEntry]]) -> None:
-        """Index an existing store once (upgrades), then never again."""
-        if self._ready:
-            return
-        key = self._built_key()
-        with self._lock:
-            con = self._connect()
-            if con.execute("SELECT 1 FROM meta WHERE key=?", (key,)).fetchone() is None:
-                con.execute("BEGIN IMMEDIATE")
-                try:
-                    if con.execute("SELECT 1 FROM meta WHERE key=?", (key,)).fetchone() is None:
-                        for entry in scan():
-                            if in_memory(entry):
-                                self._upsert(con, entry)
-                        con.execute("INSERT INTO meta VALUES (?, '1')", (key,))
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-            self._ready = True
-
-    def rebuild(self, scan: Callable[[], Iterable[SessionQAEntry]]) -> None:
-        """Empty the index and fill it again from ``scan`` (one transaction)."""
-        with self._lock:
-            con = self._connect()
+            _wal(con)
+            con.execute("PRAGMA secure_delete = ON")  # deleted turns leave no text behind
+            con.execute("PRAGMA synchronous=NORMAL")
             con.execute("BEGIN IMMEDIATE")
             try:
-                con.execute("DELETE FROM turns")
-                for entry in scan():
-                    if in_memory(entry):
-                        self._upsert(con, entry)
-                con.execute("INSERT OR REPLACE INTO meta VALUES ('built', '1')")
+                if con.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                    # An older layout: start over; the index is rebuilt from the store.
+                    for statement in filter(str.strip, _DROP.split(";")):
+                        con.execute(statement)
+                    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise
-            self._ready = True
+            con.executescript(_SCHEMA)
+        except BaseException:
+            con.close()
+            raise
+        self._con, self._pid, self._inode = con, os.getpid(), self._file_id()
+        return con
+
+    def _drop_connection(self) -> None:
+        if self._con is not None and self._pid == os.getpid():
+            with contextlib.suppress(sqlite3.Error):
+                self._con.close()
+        self._con, self._inode = None, None
+
+    def _quarantine(self, exc: BaseException) -> None:
+        """The file is damaged: move it (and its WAL) aside; the next open starts afresh."""
+        self._drop_connection()
+        if self.path == ":memory:":
+            return
+        aside = f"{self.path}.corrupt-{int(time.time())}"
+        log.error(
+            "feedback_plugin: memory index %s is corrupt (%s); moved to %s, rebuilding",
+            self.path,
+            exc,
+            aside,
+        )
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.path + suffix, aside + suffix)
+
+    def _healing(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn`` on the connection; if the file turns out corrupt, set it aside,
+        rebuild from the source and run ``fn`` once more."""
+        with self._lock:
+            try:
+                return fn(self._connect())
+            except sqlite3.DatabaseError as exc:
+                if not _corrupt(exc):
+                    raise
+                self._quarantine(exc)
+            con = self._connect()
+            if self.source is not None:
+                self._sync(con)
+            return fn(con)
+
+    # -- keeping up with the store -------------------------------------------
+
+    def _position_key(self) -> str:
+        # One position per namespace: stores of several namespaces share the file,
+        # and each one's feed and scan only cover its own namespace.
+        if self.namespace is None:
+            return "position"
+        return "position:" + owner_key(self.namespace, None)
+
+    def position(self) -> str | None:
+        """The store feed position this index has applied (``None``: never built)."""
+        with self._lock:
+            row = (
+                self._connect()
+                .execute("SELECT value FROM meta WHERE key=?", (self._position_key(),))
+                .fetchone()
+            )
+        return None if row is None else str(row[0])
+
+    def sync(self) -> None:
+        """Apply the store's changes since this index's position; rebuild if it has none.
+
+        A no-op without a ``source``. Cheap when nothing changed: one read of
+        the store's feed head and one of the index's position.
+        """
+        if self.source is None:
+            return
+        self._healing(self._sync)
+
+    def _sync(self, con: sqlite3.Connection) -> None:
+        source = self.source
+        assert source is not None
+        key = self._position_key()
+        row = con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        if row is not None and row[0] == source.feed_position():
+            return  # nothing changed: no write lock taken
+        con.execute("BEGIN IMMEDIATE")  # one process catches up at a time
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            caught = None if row is None else source.changes_since(str(row[0]))
+            if caught is None:
+                position = source.feed_position()  # before the scan: later changes re-apply
+                prefix = owner_key(self.namespace, None)[:-5]  # '["ns", ' of '["ns", null]'
+                con.execute(
+                    "DELETE FROM turns WHERE owner >= ? AND owner < ?",
+                    (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)),
+                )
+                for entry in source.entries():
+                    if in_memory(entry):
+                        self._upsert(con, entry)
+            else:
+                position, entries = caught
+                for entry in entries:
+                    self._apply(con, entry)
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, position))
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            raise
+
+    def rebuild(self) -> None:
+        """Forget this namespace's position: the next :meth:`sync` rebuilds from a scan."""
+        with self._lock:
+            self._connect().execute("DELETE FROM meta WHERE key=?", (self._position_key(),))
+
+    def refresh(self, user: str | None, session_id: str, qa_id: str) -> None:
+        """Bring one turn's row in line with the store (a stale hit), re-read under the
+        index's write lock so that a concurrent catch-up cannot be undone by it."""
+        source = self.source
+        if source is None:
+            self.forget(user, session_id, qa_id)
+            return
+
+        def refresh(con: sqlite3.Connection) -> None:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                entry = source.current(user, session_id, qa_id)
+                if entry is None:
+                    self._delete(con, user, session_id, qa_id)
+                else:
+                    self._apply(con, entry)
+                con.execute("COMMIT")
+            except BaseException:
+                _rollback(con)
+                raise
+
+        self._healing(refresh)
 
     # -- writes ------------------------------------------------------------
 
@@ -345,19 +499,19 @@ class MemoryIndex:
             ),
         )
 
+    def _apply(self, con: sqlite3.Connection, entry: SessionQAEntry) -> None:
+        if in_memory(entry):
+            self._upsert(con, entry)
+        else:
+            self._delete(con, entry.user_id, entry.session_id, entry.qa_id)
+
     def apply(self, entry: SessionQAEntry) -> None:
         """Bring one turn's row in line with its feedback (insert, update or delete)."""
-        with self._lock:
-            con = self._connect()
-            if in_memory(entry):
-                self._upsert(con, entry)
-            else:
-                self._delete(con, entry.user_id, entry.session_id, entry.qa_id)
+        self._healing(lambda con: self._apply(con, entry))
 
     def forget(self, user: str | None, session_id: str, qa_id: str) -> None:
         """Drop one turn (the store no longer backs it)."""
-        with self._lock:
-            self._delete(self._connect(), user, session_id, qa_id)
+        self._healing(lambda con: self._delete(con, user, session_id, qa_id))
 
     def forget_session(self, user: str | None, session_id: str) -> None:
         """Drop a deleted session's rows and scrub their text from the file.
@@ -366,8 +520,8 @@ class MemoryIndex:
         full-text segments without the deleted terms, and a checkpoint clears
         the write-ahead log: nothing of the session stays at rest.
         """
-        with self._lock:
-            con = self._connect()
+
+        def forget(con: sqlite3.Connection) -> None:
             con.execute(
                 "DELETE FROM turns WHERE owner=? AND session_id=?",
                 (owner_key(self.namespace, user), _sql(session_id)),
@@ -375,6 +529,8 @@ class MemoryIndex:
             if con.execute("SELECT changes()").fetchone()[0]:
                 con.execute("INSERT INTO turns_fts(turns_fts) VALUES ('optimize')")
                 con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+        self._healing(forget)
 
     def _delete(
         self, con: sqlite3.Connection, user: str | None, session_id: str, qa_id: str
@@ -414,23 +570,24 @@ class MemoryIndex:
             where.append("t.time <= ?")
             args.append(until.timestamp())
         match = match_query(query)
-        with self._lock:
-            con = self._connect()
+
+        def select(con: sqlite3.Connection) -> list[tuple[str, str, float, int]]:
             if match is None:
-                rows = con.execute(
+                return con.execute(
                     f"SELECT t.session_id, t.qa_id, 0.0, t.id FROM turns t"
                     f" WHERE {' AND '.join(where)} ORDER BY t.time DESC, t.id DESC LIMIT ?",
                     (*args, limit),
                 ).fetchall()
-            else:
-                rows = con.execute(
-                    "SELECT t.session_id, t.qa_id,"
-                    f" -bm25(turns_fts, 0.0, {QUESTION_WEIGHT}, {ANSWER_WEIGHT}) AS rel, t.id"
-                    " FROM turns_fts JOIN turns t ON t.id = turns_fts.rowid"
-                    f" WHERE turns_fts MATCH ? AND {' AND '.join(where)}"
-                    " ORDER BY rel DESC, t.time DESC, t.id DESC LIMIT ?",
-                    (f'tok:"{owner_token(owner)}" AND {{question answer}}:({match})', *args, limit),
-                ).fetchall()
+            return con.execute(
+                "SELECT t.session_id, t.qa_id,"
+                f" -bm25(turns_fts, 0.0, {QUESTION_WEIGHT}, {ANSWER_WEIGHT}) AS rel, t.id"
+                " FROM turns_fts JOIN turns t ON t.id = turns_fts.rowid"
+                f" WHERE turns_fts MATCH ? AND {' AND '.join(where)}"
+                " ORDER BY rel DESC, t.time DESC, t.id DESC LIMIT ?",
+                (f'tok:"{owner_token(owner)}" AND {{question answer}}:({match})', *args, limit),
+            ).fetchall()
+
+        rows = self._healing(select)
         return [Hit(_unsql(r[0]), _unsql(r[1]), float(r[2]), r[3]) for r in rows]
 
     def recent(self, *, user: str | None, limit: int, min_score: int) -> list[Hit]:
@@ -477,6 +634,11 @@ class MemoryIndex:
 
     def close(self) -> None:
         with self._lock:
-            if self._con is not None and self._pid == os.getpid():
-                self._con.close()
-            self._con, self._ready = None, False
+            self._drop_connection()
+
+
+def _rollback(con: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open (SQLite ends one itself on some errors,
+    and a ROLLBACK then would hide the real error behind its own)."""
+    if con.in_transaction:
+        con.execute("ROLLBACK")

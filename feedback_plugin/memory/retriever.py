@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -14,10 +15,14 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
 
+from ..errors import StoreError
 from ..models import SessionQAEntry, check_id, check_score, check_user
 
 if TYPE_CHECKING:
     from ..store import SessionStore
+    from .index import Hit, MemoryIndex
+
+log = logging.getLogger("feedback_plugin")
 
 __all__ = ["PositiveMemoryRetriever", "entry_document", "search_memory"]
 
@@ -85,7 +90,9 @@ def search_memory(
     if embeddings is not None:
         pool = max(pool, SEMANTIC_POOL)
     search = functools.partial(
-        index.search,
+        _search,
+        store,
+        index,
         user=user,
         min_score=min_score,
         session_id=session_id,
@@ -114,6 +121,12 @@ def search_memory(
 
 
 _MISSING = object()
+
+
+def _search(store: SessionStore, index: MemoryIndex, query: str, **options: Any) -> list[Hit]:
+    """``index.search``, its failures raised as the store's (:class:`StoreError`)."""
+    hits: list[Hit] = store._io("memory", functools.partial(index.search, query, **options))
+    return hits
 
 
 def _backed(
@@ -198,6 +211,10 @@ class PositiveMemoryRetriever(BaseRetriever):
     """Drop hits less relevant than this (BM25 relevance, or the hybrid score with embeddings)."""
     embeddings: Embeddings | None = None
     """Optional: rank semantically, hybrid with the lexical score."""
+    raise_on_error: bool = False
+    """Raise :class:`StoreError` when memory cannot be read. By default the
+    retriever logs the error and returns no documents: memory is an aid, and
+    the chain answers without it."""
 
     @field_validator("store")
     @classmethod
@@ -250,7 +267,11 @@ class PositiveMemoryRetriever(BaseRetriever):
         if unknown:
             raise TypeError(f"unexpected retriever options: {sorted(unknown)}")
         options.update(kwargs)
-        return [
-            entry_document(entry, relevance)
-            for entry, relevance in search_memory(self.store, query, **options)
-        ]
+        try:
+            found = search_memory(self.store, query, **options)
+        except StoreError:
+            if self.raise_on_error:
+                raise
+            log.exception("feedback_plugin: memory unavailable; answering without it")
+            return []
+        return [entry_document(entry, relevance) for entry, relevance in found]
