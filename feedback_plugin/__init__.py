@@ -3,16 +3,17 @@
 Record every chat turn with :class:`FeedbackCallbackHandler`, rate turns
 through :class:`SessionStore` (``add_feedback``, ``thumbs``,
 ``delete_feedback``), and hand liked turns back to the chain.
+
+Every public name is importable from here; each is loaded on first use
+(PEP 562), so ``import feedback_plugin`` costs little and the command line
+or a store alone never import LangChain (``tests/test_import_time.py``).
 """
 
-from . import session
-from .capture import (
-    FeedbackCallbackHandler,
-    disable,
-    enable,
-    enabled,
-    with_configurable_session,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ConfigurationError,
     FeedbackPluginError,
@@ -20,10 +21,20 @@ from .errors import (
     InvalidIdError,
     StoreError,
 )
-from .memory import PositiveExampleSelector, PositiveMemoryRetriever
-from .models import SessionQAEntry
-from .store import SessionStore
-from .tools import FeedbackToolkit
+
+if TYPE_CHECKING:
+    from . import session
+    from .capture import (
+        FeedbackCallbackHandler,
+        disable,
+        enable,
+        enabled,
+        with_configurable_session,
+    )
+    from .memory import PositiveExampleSelector, PositiveMemoryRetriever
+    from .models import SessionQAEntry
+    from .store import SessionStore
+    from .tools import FeedbackToolkit
 
 __version__ = "0.1.0"
 
@@ -46,3 +57,33 @@ __all__ = [
     "session",
     "with_configurable_session",
 ]
+
+# Public name -> the submodule that defines it, imported on first access.
+_LAZY = {
+    "FeedbackCallbackHandler": ".capture",
+    "disable": ".capture",
+    "enable": ".capture",
+    "enabled": ".capture",
+    "with_configurable_session": ".capture",
+    "PositiveExampleSelector": ".memory",
+    "PositiveMemoryRetriever": ".memory",
+    "SessionQAEntry": ".models",
+    "SessionStore": ".store",
+    "FeedbackToolkit": ".tools",
+}
+_SUBMODULES = {"session"}  # public modules, imported on first access
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # the next access is a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,7 +1,36 @@
-"""Positive memory: liked turns handed back to the chain."""
+"""Positive memory: liked turns handed back to the chain.
 
-from .examples import PositiveExampleSelector
-from .index import MemoryIndex
-from .retriever import PositiveMemoryRetriever, search_memory
+Names load on first use (PEP 562): the store imports :mod:`.index` (no
+LangChain) without paying for the retriever and example selector.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .examples import PositiveExampleSelector
+    from .index import MemoryIndex
+    from .retriever import PositiveMemoryRetriever, search_memory
 
 __all__ = ["MemoryIndex", "PositiveExampleSelector", "PositiveMemoryRetriever", "search_memory"]
+
+_LAZY = {
+    "MemoryIndex": ".index",
+    "PositiveExampleSelector": ".examples",
+    "PositiveMemoryRetriever": ".retriever",
+    "search_memory": ".retriever",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
