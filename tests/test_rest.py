@@ -26,6 +26,7 @@ from feedback_plugin.errors import ConfigurationError
 from feedback_plugin.integrations import rest
 from feedback_plugin.integrations.rest import ApiKeyAuth, create_app, create_router
 
+LOCAL = "http://localhost"  # a host the app answers to (not TestClient's "testserver")
 ALICE = {"Authorization": "Bearer alice-key"}
 BOB = {"Authorization": "Bearer bob-key"}
 ALICE_RO = {"Authorization": "Bearer alice-read-only"}
@@ -59,7 +60,7 @@ def auth() -> ApiKeyAuth:
 
 @pytest.fixture
 def client(store: SessionStore, auth: ApiKeyAuth) -> Iterator[TestClient]:
-    with TestClient(create_app(store, auth=auth)) as c:
+    with TestClient(create_app(store, auth=auth), base_url=LOCAL) as c:
         yield c
 
 
@@ -189,7 +190,7 @@ def test_memory_default_k_comes_from_the_router(store: SessionStore, auth: ApiKe
         store.thumbs("s", t.qa_id, up=True, user="alice")
     app = FastAPI()
     app.include_router(create_router(store, auth=auth, memory_k=2))
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         assert len(c.get("/api/memory", params={"q": "password"}, headers=ALICE).json()) == 2
         r = c.get("/api/memory", params={"q": "password", "k": 5}, headers=ALICE)
         assert len(r.json()) == 5
@@ -616,7 +617,7 @@ def failing(
     store = SessionStore(backend=backend)
     t = store.record("s1", "the question", "the answer", user="alice", wait=True)
     store.add_feedback("s1", t.qa_id, "keep", 5, user="alice")
-    with TestClient(create_app(store, auth=auth)) as c:
+    with TestClient(create_app(store, auth=auth), base_url=LOCAL) as c:
         yield store, backend, c, t.qa_id
     store.close()
 
@@ -678,7 +679,7 @@ def test_open_router_acts_as_user_none(
         app.include_router(create_router(store), prefix="/again")
     warnings = [r for r in caplog.records if "no auth" in r.getMessage()]
     assert len(warnings) == 1  # once
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         r = c.put(feedback_url(t.qa_id), params={"session_id": "s"}, json={"thumbs": "up"})
         assert r.status_code == 200 and r.json()["feedback_score"] == 5
         r = c.get(turn_url(alices.qa_id), params={"session_id": "s"})
@@ -693,14 +694,14 @@ def test_create_app_defaults_from_env(
 ) -> None:
     monkeypatch.setenv("FEEDBACK_PLUGIN_API_KEYS", "k1:carol, k2:dave")
     app = create_app()
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         assert c.get("/api/sessions").status_code == 401
         assert c.get("/api/sessions", headers={"Authorization": "Bearer k1"}).json() == []
     # the default store lives in FEEDBACK_PLUGIN_DIR
     s = SessionStore(_default_dir)
     t = s.record("s", "q", "a", user="dave", wait=True)
     s.close()
-    with TestClient(create_app()) as c:
+    with TestClient(create_app(), base_url=LOCAL) as c:
         r = c.put(
             feedback_url(t.qa_id),
             params={"session_id": "s"},
@@ -859,7 +860,7 @@ def test_memory_on_a_fresh_store_that_is_down_is_503(tmp_path: Path, auth: ApiKe
     store.record("s1", "q", "a", user="alice", wait=True)  # memory index not built yet
     backend.fail_reads = True
     try:
-        with TestClient(create_app(store, auth=auth)) as c:
+        with TestClient(create_app(store, auth=auth), base_url=LOCAL) as c:
             r = c.get("/api/memory", params={"q": "q"}, headers=ALICE)
             assert r.status_code == 503, r.text
             backend.fail_reads = False
@@ -875,7 +876,7 @@ def test_router_mounted_under_a_prefix_keeps_auth_first(
     app.include_router(create_router(store, auth=auth), prefix="/v1")
     url = f"/v1{feedback_url(rated)}?session_id=s1"
     json_type = {"Content-Type": "application/json"}
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         assert c.put(url, content=b"{bad", headers=json_type).status_code == 401
         assert c.put(url, content=b"{bad", headers={**json_type, **ALICE_RO}).status_code == 403
         assert c.put(url, content=b"{bad", headers={**json_type, **ALICE}).status_code == 422

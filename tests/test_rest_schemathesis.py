@@ -48,7 +48,7 @@ CHECKS = [
 # store until the fixture below fills it (and removes the directory after).
 _DIR = Path(tempfile.mkdtemp(prefix="feedback-plugin-fuzz-"))
 STORE = SessionStore(_DIR / "store")
-APP = create_app(STORE, auth=ApiKeyAuth({KEY: "fuzzer"}))
+APP = create_app(STORE, auth=ApiKeyAuth({KEY: "fuzzer"}), allowed_hosts=["testserver"])
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 

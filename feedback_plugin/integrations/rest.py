@@ -37,13 +37,20 @@ the scopes ``read`` (GET) and ``feedback`` (PUT/DELETE), both by default.
 Without auth (``auth=None``) the API is open and acts as user ``None``: for
 local demos only.
 
-Status codes: 400 a PUT body that cannot even be read, 401 missing or
-unknown key (with ``WWW-Authenticate: Bearer``), 403 key without the needed
-scope, 404 unknown turn, 422 bad input (score not an int 1..5, score and
-thumbs together, no feedback at all, empty ids), 503 store unavailable.
-Authentication comes first: a request without a valid key gets its 401
-before its body is looked at. Every error body is JSON ``{"detail": ...}``;
-a request that fails changes nothing.
+Status codes: 400 a PUT body that cannot even be read (or, from
+:func:`create_app`, a ``Host`` it does not answer to), 401 missing or unknown
+key (with ``WWW-Authenticate: Bearer``), 403 key without the needed scope,
+404 unknown turn, 413 body over ``max_body_bytes`` (1 MiB by default), 415 a
+body not sent as ``application/json``, 422 bad input (score not an int 1..5
+or not finite, score and thumbs together, no feedback at all, empty ids, ids
+over 1024 or texts over 1,000,000 characters: the store's own limits), 429
+over the optional per-key ``rate_limit`` (with ``Retry-After``), 503 store
+unavailable. Authentication comes first: a request without a valid key gets
+its 401 before its body is looked at. Every error body is JSON ``{"detail":
+...}`` (in :func:`create_app`; an app that mounts the router gets the same with
+:func:`~feedback_plugin.integrations.guards.install_json_errors`); a request
+that fails changes nothing. Text that UTF-8 cannot carry (a lone surrogate
+such as ``"\ud800"``) is accepted and served back escaped in the JSON.
 
 Rating buckets used by ``/api/sessions``: a turn is *positive* when its score
 is >= 4 (what positive memory returns; thumbs up stores 5), *negative* when
@@ -58,7 +65,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,12 +79,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import ConfigurationError, InvalidFeedbackError, InvalidIdError, StoreError
 from ..memory.retriever import search_memory
 from ..models import (
+    MAX_ID_LENGTH,
     MAX_SCORE,
+    MAX_TEXT_LENGTH,
     MIN_SCORE,
     NEGATIVE_SCORE,
     POSITIVE_SCORE,
@@ -87,8 +103,21 @@ from ..models import (
     check_user,
 )
 from ..store import SessionStore
+from .guards import (
+    AllowedHosts,
+    RateLimit,
+    SafeJSONResponse,
+    allow_open_setting,
+    allowed_hosts_setting,
+    body_limit_setting,
+    check_open_mode,
+    install_json_errors,
+    limit_body,
+    rate_limit_setting,
+    require_json,
+)
 
-__all__ = ["ApiKeyAuth", "authorize", "create_app", "create_router"]
+__all__ = ["ApiKeyAuth", "authorize", "create_app", "create_router", "guarded_route"]
 
 log = logging.getLogger("feedback_plugin")
 
@@ -115,6 +144,8 @@ class Principal:
 
     user: str | None
     scopes: frozenset[str]
+    key_id: str | None = None
+    """A short digest of the API key (what a rate limit counts by); ``None`` when open."""
 
 
 _OPEN = Principal(user=None, scopes=SCOPES)
@@ -147,7 +178,9 @@ class ApiKeyAuth:
                 raise ConfigurationError(
                     "an API key must be a non-empty string without surrounding whitespace"
                 )
-            entries.append((_digest(key), _principal(spec)))
+            digest = _digest(key)
+            who = _principal(spec)
+            entries.append((digest, Principal(who.user, who.scopes, digest[:12].hex())))
         self._entries: tuple[tuple[bytes, Principal], ...] = tuple(entries)
 
     def __repr__(self) -> str:  # never shows the keys
@@ -268,6 +301,11 @@ class ErrorResponse(BaseModel):
     detail: str
 
 
+_Text = Annotated[str, WithJsonSchema({"type": "string", "maxLength": MAX_TEXT_LENGTH})]
+"""A text field. Its length is checked by ``check_feedback`` (the store's own rule),
+not by pydantic: a length constraint makes pydantic refuse lone surrogates."""
+
+
 class FeedbackRequest(BaseModel):
     """Feedback on one turn: a score *or* thumbs, and/or a comment and a correction.
 
@@ -282,8 +320,8 @@ class FeedbackRequest(BaseModel):
     thumbs: Literal["up", "down"] | None = Field(
         default=None, description="thumbs up stores score 5, thumbs down score 1"
     )
-    text: str | None = Field(default=None, description="free-form comment")
-    correction: str | None = Field(default=None, description="the right answer, if it was wrong")
+    text: _Text | None = Field(default=None, description="free-form comment")
+    correction: _Text | None = Field(default=None, description="the right answer, if it was wrong")
 
     @field_validator("score", mode="before")  # before: no lax coercion of True, 3.0, "4"
     @classmethod
@@ -358,6 +396,9 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "missing or unknown API key",
         403: "the API key lacks the scope this needs",
         404: "no such turn for this user",
+        413: "the request body is larger than the server's limit",
+        415: "the body was not sent as JSON (Content-Type: application/json)",
+        429: "over the rate limit of this API key (see Retry-After)",
         503: "the store is unavailable",
     }
     return {code: {"model": ErrorResponse, "description": text[code]} for code in codes}
@@ -447,31 +488,56 @@ def authorize(keys: ApiKeyAuth | None, request: Request, scope: str) -> str | No
     return who.user
 
 
-def _auth_first_route(keys: ApiKeyAuth) -> type[APIRoute]:
-    """A route class that answers 401 / 403 before the request body is even parsed.
+def guarded_route(
+    keys: ApiKeyAuth | None,
+    *,
+    max_body_bytes: int | None = None,
+    rate_limit: RateLimit | None = None,
+) -> type[APIRoute]:
+    """A route class that checks a request before FastAPI reads its body.
 
-    FastAPI parses a JSON body before it runs any dependency, so without this a
-    caller with no key would get a 422 for a malformed body instead of a 401.
-    The dependencies still check the key too (and put it in the OpenAPI schema).
+    In this order: the key (401 / 403; the scope is ``feedback`` for PUT,
+    PATCH, POST, DELETE, else ``read``), the rate limit of that key (429),
+    then, on routes that take a body, its content type (415) and its size
+    (413, ``max_body_bytes``, default 1 MiB). The caller's user is left in
+    ``request.state.user``. FastAPI parses a JSON body before it runs any
+    dependency, so without this a caller with no key would get a 422 for a
+    malformed body instead of a 401. The dependencies still check the key too
+    (and put it in the OpenAPI schema).
     """
+    body_limit = body_limit_setting(max_body_bytes, {})
 
-    class AuthFirstRoute(APIRoute):
+    class GuardedRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
             writes = {"PUT", "PATCH", "POST", "DELETE"} & (self.methods or set())
             scope = "feedback" if writes else "read"
+            takes_body = self.body_field is not None
 
-            async def authorized(request: Request) -> Response:
-                _check_scope(_authenticate(keys, request), scope)
+            async def guarded(request: Request) -> Response:
+                who = _OPEN if keys is None else _authenticate(keys, request)
+                _check_scope(who, scope)
+                request.state.user = who.user
+                if rate_limit is not None:
+                    client = request.client.host if request.client else "unknown"
+                    rate_limit.hit(f"key:{who.key_id}" if who.key_id else f"client:{client}")
+                if takes_body:
+                    require_json(request)
+                    request = limit_body(request, body_limit)
                 return await handler(request)
 
-            return authorized
+            return guarded
 
-    return AuthFirstRoute
+    return GuardedRoute
 
 
 def create_router(
-    store: SessionStore, *, auth: ApiKeyAuth | None = None, memory_k: int = 4
+    store: SessionStore,
+    *,
+    auth: ApiKeyAuth | None = None,
+    memory_k: int = 4,
+    max_body_bytes: int | None = None,
+    rate_limit: str | RateLimit | None = None,
 ) -> APIRouter:
     """The feedback endpoints (prefix ``/api``) over ``store``.
 
@@ -480,6 +546,9 @@ def create_router(
         auth: the API keys; ``None`` makes the API open, acting as user ``None``
             (a warning is logged once).
         memory_k: how many hits ``/api/memory`` returns when ``k`` is not given.
+        max_body_bytes: the largest request body (default 1 MiB); 413 beyond.
+        rate_limit: requests per API key (per client address when open), e.g.
+            ``"60/minute"`` (needs ``feedback-plugin[ratelimit]``); ``None``: no limit.
     """
     if not isinstance(store, SessionStore):
         raise TypeError(f"store must be a SessionStore, got {type(store).__name__}")
@@ -495,7 +564,6 @@ def create_router(
             return _OPEN
 
         auth_codes: tuple[int, ...] = ()
-        route_class: type[APIRoute] = APIRoute
     else:
         keys = auth
         bearer = HTTPBearer(
@@ -511,7 +579,10 @@ def create_router(
             return _authenticate(keys, request)
 
         auth_codes = (401, 403)
-        route_class = _auth_first_route(keys)
+    limiter = rate_limit_setting(rate_limit, {})
+    if limiter is not None:
+        auth_codes = (*auth_codes, 429)
+    route_class = guarded_route(auth, max_body_bytes=max_body_bytes, rate_limit=limiter)
 
     def scoped(scope: str) -> Callable[[Principal], str | None]:
         def user(who: Annotated[Principal, Depends(principal)]) -> str | None:
@@ -523,11 +594,26 @@ def create_router(
     Reader = Annotated[str | None, Depends(scoped("read"))]
     Writer = Annotated[str | None, Depends(scoped("feedback"))]
     SessionId = Annotated[
-        str, Query(min_length=1, description="the session (any non-empty string)")
+        str,
+        Query(
+            min_length=1,
+            max_length=MAX_ID_LENGTH,
+            description="the session (any non-empty string)",
+        ),
     ]
-    QaId = Annotated[str, PathParam(min_length=1, description="the turn's id (percent-encoded)")]
+    QaId = Annotated[
+        str,
+        PathParam(
+            min_length=1, max_length=MAX_ID_LENGTH, description="the turn's id (percent-encoded)"
+        ),
+    ]
 
-    router = APIRouter(prefix="/api", tags=["feedback"], route_class=route_class)
+    router = APIRouter(
+        prefix="/api",
+        tags=["feedback"],
+        route_class=route_class,
+        default_response_class=SafeJSONResponse,
+    )
 
     def existing(session_id: str, qa_id: str, user: str | None) -> SessionQAEntry:
         entry = store.get_entry(session_id, qa_id, user=user)
@@ -596,7 +682,7 @@ def create_router(
         "/turns/{qa_id:path}/feedback",
         response_model=SessionQAEntry,
         summary="Rate a turn (score or thumbs, comment, correction); returns the turn",
-        responses=_responses(400, *auth_codes, 404, 503),
+        responses=_responses(400, *auth_codes, 404, 413, 415, 503),
     )
     def put_feedback(
         user: Writer, qa_id: QaId, session_id: SessionId, feedback: FeedbackRequest
@@ -669,16 +755,41 @@ def closing_store(store: SessionStore | None) -> Callable[[FastAPI], Any]:
     return lifespan
 
 
-def create_app(store: SessionStore | None = None, *, auth: ApiKeyAuth | None = None) -> FastAPI:
+def create_app(
+    store: SessionStore | None = None,
+    *,
+    auth: ApiKeyAuth | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+    max_body_bytes: int | None = None,
+    rate_limit: str | RateLimit | None = None,
+    allow_open: bool | None = None,
+) -> FastAPI:
     """A FastAPI app serving :func:`create_router` plus ``GET /healthz``.
 
     ``store`` defaults to ``SessionStore()`` (``$FEEDBACK_PLUGIN_DIR``), closed
     when the app shuts down; ``auth`` defaults to :meth:`ApiKeyAuth.from_env`
     (open, with a warning, when no key is configured).
+
+    Args:
+        allowed_hosts: the ``Host`` names answered (``"*.example.com"`` for
+            subdomains, ``"*"`` for any); others get a 400. Default:
+            ``$FEEDBACK_PLUGIN_ALLOWED_HOSTS`` (comma-separated), else
+            ``localhost``, ``127.0.0.1`` and ``::1``.
+        max_body_bytes: default ``$FEEDBACK_PLUGIN_MAX_BODY_BYTES``, else 1 MiB.
+        rate_limit: default ``$FEEDBACK_PLUGIN_RATE_LIMIT`` (e.g. ``60/minute``),
+            else none.
+        allow_open: without API keys the app refuses (:class:`ConfigurationError`)
+            to answer any non-loopback host unless this is true (default
+            ``$FEEDBACK_PLUGIN_ALLOW_OPEN=1``).
     """
+    the_auth = ApiKeyAuth.from_env() if auth is None else auth
+    hosts = allowed_hosts_setting(allowed_hosts)
+    if the_auth is None:
+        check_open_mode(hosts, allow_open=allow_open_setting(allow_open))
+    body_limit = body_limit_setting(max_body_bytes)
+    limiter = rate_limit_setting(rate_limit)
     own_store = store is None
     the_store = SessionStore() if store is None else store
-    the_auth = ApiKeyAuth.from_env() if auth is None else auth
 
     from .. import __version__
 
@@ -687,10 +798,16 @@ def create_app(store: SessionStore | None = None, *, auth: ApiKeyAuth | None = N
         version=__version__,
         description="Recorded chat turns and their thumbs / score feedback.",
         lifespan=closing_store(the_store if own_store else None),
+        default_response_class=SafeJSONResponse,
     )
-    app.include_router(create_router(the_store, auth=the_auth))
+    install_json_errors(app)
+    app.add_middleware(AllowedHosts, hosts=hosts)
+    app.include_router(
+        create_router(the_store, auth=the_auth, max_body_bytes=body_limit, rate_limit=limiter)
+    )
 
     @app.get("/healthz", tags=["health"], summary="Liveness probe (no auth)")
+    @app.head("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 

@@ -17,6 +17,9 @@ What it serves:
   and the memories used for the selected answer.
 * ``POST /api/chat``: ``{"session_id", "question"}`` → ``{"qa_id", "answer",
   "responder", "context": [...], "memories": [...]}``.
+* ``GET /api/chat/history?session_id=...``: the session's turns in that same
+  shape (sources and memories rebuilt from each turn's recorded context), plus
+  their ratings: what the page shows after a reload.
 * ``GET /api/info``: which responder answers, whether an API key is needed.
 * Everything of :func:`~feedback_plugin.integrations.rest.create_router`
   (turns, feedback, sessions, memory search) under ``/api``.
@@ -43,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import ipaddress
 import json
 import logging
 import os
@@ -56,9 +58,9 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse
-from fastapi.routing import APIRoute, APIRouter
+from fastapi.routing import APIRouter
 from fastapi.staticfiles import StaticFiles
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -66,12 +68,29 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from ..capture.handler import FeedbackCallbackHandler
-from ..memory.retriever import PositiveMemoryRetriever
+from ..errors import ConfigurationError
+from ..memory.retriever import PositiveMemoryRetriever, entry_document, search_memory
+from ..models import MAX_ID_LENGTH, SessionQAEntry
 from ..store import SessionStore
-from .rest import ApiKeyAuth, authorize, closing_store, create_router
+from .guards import (
+    ENV_ALLOW_OPEN,
+    ENV_ALLOWED_HOSTS,
+    ENV_MAX_BODY_BYTES,
+    ENV_RATE_LIMIT,
+    AllowedHosts,
+    RateLimit,
+    SafeJSONResponse,
+    allowed_hosts_setting,
+    body_limit_setting,
+    check_open_mode,
+    install_json_errors,
+    is_loopback,
+    rate_limit_setting,
+)
+from .rest import ApiKeyAuth, _store_errors, closing_store, create_router, guarded_route
 
 __all__ = ["OFFLINE_RESPONDER", "create_demo_app", "load_documents", "main"]
 
@@ -84,6 +103,9 @@ OFFLINE_RESPONDER = "offline responder"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MEMORY_K = 3
 DOCS_K = 2
+MAX_QUESTION = 4000
+"""The longest chat question, in characters (the page's input allows as many)."""
+CHAT_FAILED = "the chat model could not answer; the details are in the server log"
 REUSE_SIMILARITY = 0.5
 """The offline responder reuses a remembered answer when the questions share this
 fraction of their content words (Jaccard)."""
@@ -264,18 +286,38 @@ def _model_from_env() -> tuple[Runnable[Any, Any] | None, str, str | None]:
 
 # -- API models -----------------------------------------------------------------------
 
-_Id = Annotated[str, StringConstraints(min_length=1, max_length=500)]
-
 
 class ChatRequest(BaseModel):
-    """One question in a session."""
+    """One question in a session.
+
+    The checks are validators rather than pydantic string constraints, which
+    refuse text UTF-8 cannot carry (lone surrogates): such text is accepted
+    and stored escaped, like everywhere else.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    session_id: _Id = Field(description="the chat session (any non-empty string)")
+    session_id: Annotated[
+        str, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH})
+    ] = Field(description="the chat session (any non-empty string)")
     question: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)
-    ] = Field(description="what the user asked")
+        str, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_QUESTION})
+    ] = Field(description="what the user asked (surrounding whitespace is dropped)")
+
+    @field_validator("session_id")
+    @classmethod
+    def _session_id(cls, value: str) -> str:
+        if not value or len(value) > MAX_ID_LENGTH:
+            raise ValueError(f"session_id must have 1 to {MAX_ID_LENGTH} characters")
+        return value
+
+    @field_validator("question")
+    @classmethod
+    def _question(cls, value: str) -> str:
+        value = value.strip()
+        if not value or len(value) > MAX_QUESTION:
+            raise ValueError(f"question must have 1 to {MAX_QUESTION} characters besides spaces")
+        return value
 
 
 class ContextDoc(BaseModel):
@@ -313,6 +355,37 @@ class ChatResponse(BaseModel):
     memories: list[Memory]
 
 
+class PastMemory(BaseModel):
+    """A memory an earlier answer used, rebuilt from the turn's recorded context.
+
+    ``qa_id``, ``session_id`` and ``feedback_score`` (the remembered turn's
+    rating now) are ``None`` when that turn is no longer in the caller's memory.
+    """
+
+    qa_id: str | None
+    session_id: str | None
+    question: str
+    answer: str
+    feedback_score: int | None
+
+
+class ChatTurn(BaseModel):
+    """A recorded turn as the page shows it: what ``POST /api/chat`` said, and its rating."""
+
+    qa_id: str
+    session_id: str
+    question: str
+    answer: str
+    responder: str | None
+    offline: bool
+    recorded: bool = True
+    context: list[ContextDoc]
+    memories: list[PastMemory]
+    feedback_score: int | None
+    feedback_text: str | None
+    correction: str | None
+
+
 class Info(BaseModel):
     responder: str
     offline: bool
@@ -321,31 +394,75 @@ class Info(BaseModel):
     suggestions: list[str]
 
 
-# -- auth for /api/chat ---------------------------------------------------------------
+# -- history: a turn's sources and memories from its recorded context ---------------------
+
+_MEMORY_PREFIX = "Question: "
+_MEMORY_ANSWER = "\nAnswer: "
 
 
-def _chat_user(auth: ApiKeyAuth | None, request: Request) -> str | None:
-    """The caller's user (``None`` without auth); 401 / 403 like the REST router.
+class _History:
+    """Rebuilds what ``POST /api/chat`` answered for the turns of one session."""
 
-    Asking records a turn, so it needs the "feedback" (write) scope.
-    """
-    return authorize(auth, request, "feedback")
+    def __init__(
+        self,
+        store: SessionStore,
+        docs: list[Document],
+        user: str | None,
+        entries: list[SessionQAEntry],
+    ) -> None:
+        self.store = store
+        self.user = user
+        self.docs = {d.page_content: d for d in docs}
+        # a memory's text is entry_document(...).page_content of the remembered turn
+        self.known: dict[str, SessionQAEntry | None] = {
+            entry_document(e, 0.0).page_content: e for e in entries
+        }
 
+    def turn(self, entry: SessionQAEntry) -> ChatTurn:
+        responder = entry.metadata.get("responder")
+        context: list[ContextDoc] = []
+        memories: list[PastMemory] = []
+        for text in entry.context:
+            doc = self.docs.get(text)
+            if doc is not None:
+                context.append(
+                    ContextDoc(id=doc.metadata["id"], title=doc.metadata["title"], text=text)
+                )
+            elif text.startswith(_MEMORY_PREFIX) and _MEMORY_ANSWER in text:
+                memories.append(self.memory(text))
+        return ChatTurn(
+            qa_id=entry.qa_id,
+            session_id=entry.session_id,
+            question=entry.question,
+            answer=entry.answer,
+            responder=responder if isinstance(responder, str) else None,
+            offline=responder == OFFLINE_RESPONDER,
+            context=context,
+            memories=memories,
+            feedback_score=entry.feedback_score,
+            feedback_text=entry.feedback_text,
+            correction=entry.correction,
+        )
 
-def _auth_first(auth: ApiKeyAuth | None) -> type[APIRoute]:
-    """Routes that check the key before FastAPI reads the body (401 before 422)."""
-
-    class AuthFirstRoute(APIRoute):
-        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            handler = super().get_route_handler()
-
-            async def checked(request: Request) -> Response:
-                request.state.user = _chat_user(auth, request)
-                return await handler(request)
-
-            return checked
-
-    return AuthFirstRoute
+    def memory(self, text: str) -> PastMemory:
+        question, _, answer = text[len(_MEMORY_PREFIX) :].partition(_MEMORY_ANSWER)
+        if text not in self.known:
+            self.known[text] = None
+            try:
+                for found, _relevance in search_memory(self.store, question, k=10, user=self.user):
+                    self.known.setdefault(entry_document(found, 0.0).page_content, found)
+            except Exception:  # memory is an aid: the history shows without it
+                log.warning(
+                    "feedback_plugin demo: memory lookup for the history failed", exc_info=True
+                )
+        entry = self.known.get(text)
+        return PastMemory(
+            qa_id=entry.qa_id if entry else None,
+            session_id=entry.session_id if entry else None,
+            question=question,
+            answer=answer,
+            feedback_score=entry.feedback_score if entry else None,
+        )
 
 
 # -- the app ----------------------------------------------------------------------------
@@ -356,6 +473,10 @@ def create_demo_app(
     *,
     chat_model: Runnable[Any, Any] | None = None,
     auth: ApiKeyAuth | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+    max_body_bytes: int | None = None,
+    rate_limit: str | RateLimit | None = None,
+    allow_open: bool = False,
 ) -> FastAPI:
     """The demo chat app: the chat page, ``POST /api/chat`` and the REST router.
 
@@ -366,7 +487,19 @@ def create_demo_app(
             chat model); ``None``: the one named by ``$FEEDBACK_PLUGIN_CHAT_MODEL``,
             else the offline responder.
         auth: API keys for every ``/api`` endpoint (``None``: open, for local demos).
+        allowed_hosts: the ``Host`` names answered, others get a 400 (default:
+            ``localhost``, ``127.0.0.1``, ``::1``; ``"*"`` for any).
+        max_body_bytes: the largest request body (default 1 MiB); 413 beyond.
+        rate_limit: requests per API key (per client address when open), e.g.
+            ``"30/minute"``; ``None``: no limit. Shared by every ``/api`` route.
+        allow_open: without ``auth`` the app refuses (:class:`ConfigurationError`)
+            to answer non-loopback hosts unless this is true.
     """
+    hosts = allowed_hosts_setting(allowed_hosts, environ={})
+    if auth is None:
+        check_open_mode(hosts, allow_open=allow_open)
+    body_limit = body_limit_setting(max_body_bytes, {})
+    limiter = rate_limit_setting(rate_limit, {})
     own_store = store is None
     the_store = SessionStore() if store is None else store
     note: str | None = None
@@ -401,7 +534,9 @@ def create_demo_app(
         version=__version__,
         description="A LangChain chat whose answers you rate; the REST API under /api.",
         lifespan=closing_store(the_store if own_store else None),
+        default_response_class=SafeJSONResponse,
     )
+    install_json_errors(app)
 
     @app.middleware("http")
     async def security_headers(
@@ -414,7 +549,12 @@ def create_demo_app(
                 response.headers.setdefault(header, value)
         return response
 
-    chat = APIRouter(prefix="/api", tags=["chat"], route_class=_auth_first(auth))
+    chat = APIRouter(
+        prefix="/api",
+        tags=["chat"],
+        route_class=guarded_route(auth, max_body_bytes=body_limit, rate_limit=limiter),
+        default_response_class=SafeJSONResponse,
+    )
 
     @chat.post(
         "/chat",
@@ -423,7 +563,9 @@ def create_demo_app(
         responses={
             401: {"description": "missing or unknown API key"},
             403: {"description": "the API key lacks the 'feedback' scope"},
-            502: {"description": "the chat model failed"},
+            413: {"description": "the request body is larger than the server's limit"},
+            415: {"description": "the body was not sent as JSON"},
+            502: {"description": "the chat model failed (details in the server log)"},
         },
     )
     def ask(body: ChatRequest, request: Request) -> ChatResponse:
@@ -438,11 +580,9 @@ def create_demo_app(
                 {"question": body.question},
                 config={"callbacks": [handler], "metadata": metadata, "run_id": run_id},
             )
-        except Exception as exc:
+        except Exception as exc:  # the client learns nothing internal; the log has it all
             log.exception("feedback_plugin demo: the chat chain failed")
-            raise HTTPException(
-                502, f"the chat model failed: {type(exc).__name__}: {exc}"[:500]
-            ) from exc
+            raise HTTPException(502, CHAT_FAILED) from exc
         qa_id = str(run_id)
         try:  # read-your-writes: the turn is rateable the moment the answer is shown
             recorded = the_store.get_entry(body.session_id, qa_id, user=user) is not None
@@ -474,6 +614,21 @@ def create_demo_app(
             ],
         )
 
+    @chat.get(
+        "/chat/history",
+        response_model=list[ChatTurn],
+        summary="A session's turns as the page shows them (sources, memories, ratings)",
+    )
+    def history(
+        request: Request,
+        session_id: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH)],
+    ) -> list[ChatTurn]:
+        user: str | None = request.state.user
+        with _store_errors("chat history"):
+            entries = the_store.get_session(session_id, user=user)
+            rebuild = _History(the_store, docs, user, entries)
+            return [rebuild.turn(e) for e in entries]
+
     @app.get("/api/info", response_model=Info, tags=["chat"], summary="Who answers (no auth)")
     def info() -> Info:
         return Info(
@@ -485,34 +640,29 @@ def create_demo_app(
         )
 
     app.include_router(chat)
-    app.include_router(create_router(the_store, auth=auth))
+    app.include_router(
+        create_router(the_store, auth=auth, max_body_bytes=body_limit, rate_limit=limiter)
+    )
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
-    @app.get("/favicon.ico", include_in_schema=False)
+    @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
     def favicon() -> FileResponse:
         return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
     @app.get("/healthz", tags=["health"], summary="Liveness probe (no auth)")
+    @app.head("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(AllowedHosts, hosts=hosts)  # outermost: before anything is read
     return app
 
 
 # -- command line ---------------------------------------------------------------------
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -538,25 +688,76 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="store directory or redis:// URL (default: $FEEDBACK_PLUGIN_DIR, else the "
         "per-user data directory)",
     )
+    parser.add_argument(
+        "--allowed-hosts",
+        metavar="H1,H2",
+        default=os.environ.get(ENV_ALLOWED_HOSTS),
+        help=f"Host names the app answers to, comma-separated ('*.example.com', '*'; default: "
+        f"${ENV_ALLOWED_HOSTS}, else the --host plus localhost / 127.0.0.1 / ::1 for a loopback "
+        "host, or this machine's names for 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        metavar="N",
+        default=os.environ.get(ENV_MAX_BODY_BYTES) or None,
+        help=f"largest request body (default: ${ENV_MAX_BODY_BYTES}, else 1048576)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        metavar="RATE",
+        default=os.environ.get(ENV_RATE_LIMIT) or None,
+        help=f"requests per API key, e.g. 30/minute (default: ${ENV_RATE_LIMIT}, else none; "
+        "needs feedback-plugin[ratelimit])",
+    )
+    parser.add_argument(
+        "--allow-open",
+        action="store_true",
+        default=os.environ.get(ENV_ALLOW_OPEN, "").strip().lower() in ("1", "true", "yes"),
+        help=f"serve without API keys on a non-loopback host (or ${ENV_ALLOW_OPEN}=1): "
+        "anyone who reaches it reads and rates every turn",
+    )
     args = parser.parse_args(argv)
 
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     auth = ApiKeyAuth.from_env()
-    if auth is None and not _is_loopback(args.host):
-        log.warning(
-            "feedback_plugin demo: listening on %s without API keys: anyone on the network "
-            "can read and rate the turns. Set FEEDBACK_PLUGIN_API_KEYS.",
-            args.host,
+    hosts = None
+    if args.allowed_hosts is not None:
+        hosts = [h for h in args.allowed_hosts.split(",") if h.strip()]
+    try:
+        hosts = allowed_hosts_setting(hosts, bind_host=args.host, environ={})
+        if auth is None and not is_loopback(args.host):
+            check_open_mode([args.host, *hosts], allow_open=args.allow_open)
+            log.warning(
+                "feedback_plugin demo: listening on %s without API keys (--allow-open): "
+                "anyone on the network can read and rate the turns.",
+                args.host,
+            )
+        store = SessionStore(args.store)
+        app = create_demo_app(
+            store,
+            auth=auth,
+            allowed_hosts=hosts,
+            max_body_bytes=args.max_body_bytes,
+            rate_limit=args.rate_limit,
+            allow_open=args.allow_open or is_loopback(args.host),
         )
-    store = SessionStore(args.store)
-    app = create_demo_app(store, auth=auth)
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"feedback_plugin demo chat: http://{shown}:{args.port}/  (store: {store.location})")
+    print(f"Answers to Host names: {', '.join(hosts)}")
     print("Ctrl+C stops it.", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    except SystemExit as exc:  # uvicorn exits when it cannot start (port in use, ...)
+        print(
+            f"error: the server did not start on {shown}:{args.port} (see above)", file=sys.stderr
+        )
+        return exc.code if isinstance(exc.code, int) and exc.code else 1
     finally:
         store.close()
     return 0
