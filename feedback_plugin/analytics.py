@@ -56,6 +56,7 @@ import html
 import importlib
 import io
 import json
+import logging
 import math
 import os
 import sys
@@ -73,6 +74,8 @@ from .models import SessionQAEntry, check_id, check_score, check_user
 
 if TYPE_CHECKING:
     from .store import SessionStore
+
+log = logging.getLogger("feedback_plugin")
 
 __all__ = [
     "ALL_USERS",
@@ -365,6 +368,21 @@ def _light(payload: str) -> Raw:
     return _loads(payload)
 
 
+def _checked(parse: Callable[[str], Raw], payload: str) -> Raw | None:
+    """``parse(payload)``, or ``None`` (logged) for a damaged payload that is no turn:
+    one such entry is skipped, as the store skips it, and never stops a report."""
+    try:
+        raw = parse(payload)
+        if isinstance(raw, dict) and isinstance(raw.get("session_id"), str):
+            score = raw.get("feedback_score")
+            if score is None or type(score) is int:
+                return raw
+    except (ValueError, TypeError, KeyError):
+        pass
+    log.error("feedback_plugin: skipped a stored entry that is not a turn: %.200r", payload)
+    return None
+
+
 def _light_time(payload: str) -> Raw:
     """:func:`_light` plus ``time``."""
     raw = _light(payload)
@@ -399,10 +417,9 @@ def _scan_filtered(store: SessionStore, flt: Filter) -> Iterator[tuple[str, Raw]
         payloads: Iterable[str] = _read_session(store, (flt.user, flt.session_id))
     else:
         payloads = _scan(store)
-    loads = _loads
     for payload in payloads:
-        raw = loads(payload)
-        if test is None or test(raw):
+        raw = _checked(_loads, payload)
+        if raw is not None and (test is None or test(raw)):
             yield payload, raw
 
 
@@ -444,7 +461,6 @@ def _ordered(store: SessionStore, flt: Filter) -> Iterator[tuple[str, Raw]]:
     else:
         users = [flt.user]
     test = flt.predicate()
-    loads = _loads
     for user in users:
         try:
             names = backend.sessions(user)
@@ -459,8 +475,8 @@ def _ordered(store: SessionStore, flt: Filter) -> Iterator[tuple[str, Raw]]:
             keys += sorted(k for k in found if k[0] == user and k not in listed)
         for key in keys:
             for payload in _read_session(store, key, flush=False):
-                raw = loads(payload)
-                if test is None or test(raw):
+                raw = _checked(_loads, payload)
+                if raw is not None and (test is None or test(raw)):
                     yield payload, raw
 
 
@@ -572,11 +588,17 @@ class EntryQuery:
 
     def __iter__(self) -> Iterator[SessionQAEntry]:
         if self.where.is_empty:
-            for payload in _scan(self.store):
-                yield SessionQAEntry.from_json(payload)
-            return
-        for _payload, raw in _scan_filtered(self.store, self.where):
-            yield SessionQAEntry.model_validate(raw)
+            rows: Iterable[tuple[str, Any]] = ((p, p) for p in _scan(self.store))
+            parse: Callable[[Any], SessionQAEntry] = SessionQAEntry.from_json
+        else:
+            rows, parse = _scan_filtered(self.store, self.where), SessionQAEntry.model_validate
+        for payload, value in rows:
+            try:
+                yield parse(value)
+            except ValueError:  # a damaged entry: skipped, as the store skips it
+                log.error(
+                    "feedback_plugin: skipped a stored entry that is not a turn: %.200r", payload
+                )
 
     def count(self) -> int:
         """How many turns match (one scan, no models)."""
@@ -918,8 +940,8 @@ def stats(store: SessionStore, by: str | None = None, **filters: Unpack[FilterAr
         payloads = _scan(store)
     light = _light_time if flt.since is not None or flt.until is not None else _light
     for payload in payloads:
-        raw = light(payload)
-        if test is not None and not test(raw):
+        raw = _checked(light, payload)
+        if raw is None or (test is not None and not test(raw)):
             continue
         if by is None:
             value = None

@@ -237,3 +237,23 @@ def test_the_session_module_takes_uuid_objects(_default_dir: Path) -> None:
     [entry] = get_session(session)
     assert entry.feedback_score == 5
     assert delete_feedback(session, turn)
+
+
+def test_reports_skip_a_damaged_entry(
+    store: SessionStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    from feedback_plugin import analytics
+
+    good = store.record("s1", "q1", "a1", wait=True)
+    store.record("s1", "q2", "a2", wait=True)
+    assert store.thumbs("s1", good.qa_id, up=True)
+    key = json.dumps([None, "e", None, "s1", 1], separators=(",", ":"))
+    store.backend.cache.set(key, '{"qa_id": "x", "feedback_score": "5"}')  # type: ignore[attr-defined]
+    with caplog.at_level(logging.ERROR, logger="feedback_plugin"):
+        [overall] = analytics.stats(store)
+        exported = list(analytics.raw_records(store))
+        listed = list(analytics.entries(store))
+    assert (overall.turns, overall.positive) == (1, 1)
+    assert len(exported) == 1
+    assert [e.qa_id for e in listed] == [good.qa_id]
+    assert any("not a turn" in r.getMessage() for r in caplog.records)
