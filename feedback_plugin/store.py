@@ -4,16 +4,27 @@ The store is the policy layer: it validates every id and rating (through
 :mod:`feedback_plugin.models`) before anything is written, scopes every key by
 user, queues new turns in a write-behind queue and gives read-your-writes,
 turns backend failures into the contract's return values, and tells
-listeners (the memory index) about every feedback change. The backend below
-it only does I/O.
+listeners about every feedback change. The backend below it only does I/O.
 
 Durability: with ``write_behind=True`` (the default) :meth:`SessionStore.record`
 returns once the turn is queued; the queue reaches the backend within
-``flush_interval`` seconds, on any read or feedback call in the same process,
-on :meth:`flush`, on :meth:`close` and at interpreter exit. A process killed
-with SIGKILL loses at most the turns of its last ``flush_interval``. With
+``flush_interval`` seconds (50 ms) while the process is quiet, and within
+``flush_max_delay`` (1 s) while turns keep coming; also on any read or
+feedback call in the same process, on :meth:`flush`, on :meth:`close` and
+at interpreter exit. So a process killed with SIGKILL loses at most the
+turns of its last 50 ms when quiet, of its last second when busy. With
 ``write_behind=False`` (or ``record(..., wait=True)``) a turn is on disk when
-``record`` returns.
+``record`` returns. Feedback is always written before the call returns.
+
+Failures: a queued turn that the backend refuses (not a passing fault) is
+dropped and logged, never blocking the turns behind it; on a passing fault
+(disk full, server down) the queue is kept and retried, and reads of other
+sessions go on. A stored entry that no longer parses is skipped and logged.
+
+Positive memory (:mod:`feedback_plugin.memory`) is a cache of this store:
+the backend commits every feedback change with a record in its change feed,
+and the memory index applies the feed before each query, rebuilding itself
+from a scan when it must (see :meth:`SessionStore.ready_memory`).
 """
 
 from __future__ import annotations
