@@ -39,6 +39,10 @@ What is measured (every store is a real diskcache directory in a temp dir):
 4. 4 writer processes (spawn) x 2,000 turns into one store directory and one
    session: turns/s until every turn is durable (each writer's ``flush()``
    returned), and a check that every turn is there, once, in order.
+5. Starting a session: ``record(wait=True)`` of a turn that starts a new
+   session, p50, for one user who already has 1,000 / 10,000 / 40,000
+   sessions (open mode, where every visitor is the same user), and
+   ``list_sessions`` at that count (information).
 
 Sections 3 and 4 run a second time on the Redis backend (``--redis URL``,
 default ``redis://127.0.0.1:6379/15``; ``--no-redis`` skips it, and so does
@@ -112,6 +116,7 @@ class Settings:
     op_calls: int = 500
     procs: int = 4
     turns_per_proc: int = 2000
+    session_counts: tuple[int, ...] = (1_000, 10_000, 40_000)
 
 
 QUICK = Settings(
@@ -125,6 +130,7 @@ QUICK = Settings(
     op_calls=100,
     procs=4,
     turns_per_proc=200,
+    session_counts=(500, 2_000),
 )
 
 
@@ -705,6 +711,68 @@ def bench_store_ops(
         }
 
 
+# -- 5: starting a session when the user has many ---------------------------------
+
+
+def measure_session_starts(s: Settings, place: Place) -> tuple[dict[int, float], dict[int, float]]:
+    """p50 of a turn that starts a new session, and of ``list_sessions``, per session count."""
+    store = place.open("starts")
+    starts: dict[int, float] = {}
+    listing: dict[int, float] = {}
+    have = 0
+    for count in s.session_counts:
+        log(f"session starts ({place.label}): filling to {count:,} sessions")
+        for i in range(have, count):
+            store.record(f"visitor-{i:06d}", "Hi, how do I export?", "Settings > Export.")
+            if i % 5000 == 4999:
+                store.flush()
+        store.flush()
+        have = count
+        calls = s.op_calls
+        starts[count] = p50_us(
+            lambda i, c=count: store.record(f"new-{c}-{i}", "Hi?", "Hello.", wait=True), calls
+        )
+        have += calls
+        listing[count] = p50_us(lambda i: store.list_sessions(), 5)
+        log(f"  at {count:,}: start {starts[count]:.0f} µs, list {listing[count] / 1000:.1f} ms")
+    timed_close(store)
+    return starts, listing
+
+
+def bench_session_starts(s: Settings, places: list[Place], rep: Report) -> None:
+    small, big = s.session_counts[0], s.session_counts[-1]
+    for place in places:
+        starts, listing = measure_session_starts(s, place)
+        for count in s.session_counts:
+            rep.add(
+                place.tag(
+                    f"a turn starting a new session (wait=True) p50, user with {count:,} sessions"
+                ),
+                fmt_us(starts[count]),
+                f"<= {WRITE_P50_MAX_US:,.0f} µs" + (" (info)" if place.redis else ""),
+                starts[count] <= WRITE_P50_MAX_US,
+                info=place.redis,
+            )
+        flat = starts[big] / starts[small]
+        rep.add(
+            place.tag(f"new-session flatness: p50 at {big:,} / p50 at {small:,} sessions"),
+            f"{flat:.2f}x",
+            f"<= {FLAT_MAX}x" + (" (info)" if place.redis else ""),
+            flat <= FLAT_MAX,
+            info=place.redis,
+        )
+        rep.add(
+            place.tag(
+                "list_sessions p50, user with "
+                + " / ".join(f"{n:,}" for n in s.session_counts)
+                + " sessions"
+            ),
+            " / ".join(f"{listing[n] / 1000:,.1f}" for n in s.session_counts) + " ms",
+        )
+        prefix = "redis_" if place.redis else ""
+        rep.data[prefix + "session_start_p50_us"] = {str(n): v for n, v in starts.items()}
+
+
 # -- 4: several writer processes -------------------------------------------------
 
 
@@ -880,6 +948,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_chain(s, base, rep)
         bench_store_ops(s, places, rep, redis_note)
         bench_processes(s, places, rep)
+        bench_session_starts(s, places, rep)
         worst = max(rep.closes)
         rep.add(
             "store.close() right after the last record, slowest of "
