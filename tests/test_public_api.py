@@ -1,4 +1,4 @@
-"""The import surface of ../shared/API.md, and ``__all__`` pinned.
+"""The import surface of docs/api.md, and ``__all__`` pinned.
 
 When a public name is added or removed on purpose, update ``EXPECTED_ALL``.
 """

@@ -1,4 +1,4 @@
-"""PositiveMemoryRetriever: the contract in ../shared/API.md and the memory issue."""
+"""PositiveMemoryRetriever: the contract in docs/api.md and the memory issue."""
 
 from __future__ import annotations
 

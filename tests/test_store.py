@@ -1,4 +1,4 @@
-"""SessionStore: every behaviour of the contract in ../shared/API.md, on a real diskcache dir."""
+"""SessionStore: every behaviour of the contract (docs/api.md), on a real diskcache dir."""
 
 from __future__ import annotations
 

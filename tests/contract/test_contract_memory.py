@@ -1,6 +1,6 @@
 """The handler, PositiveMemoryRetriever and FeedbackToolkit, on every backend.
 
-Covers ../shared/API.md (handler, retriever, toolkit) and the memory issue:
+Covers docs/api.md (handler, retriever, toolkit) and the memory issue:
 only positive turns, ranked, per user, and memory follows feedback at once
 -- also when the change is made by another process.
 """

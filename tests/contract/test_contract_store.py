@@ -1,4 +1,4 @@
-"""SessionStore's contract (../shared/API.md), run against every backend.
+"""SessionStore's contract (docs/api.md), run against every backend.
 
 Each test takes ``stores`` / ``backend_store`` from conftest.py and so runs
 once on diskcache and once on a real Redis server.
