@@ -385,3 +385,81 @@ def test_model_and_user_text_is_never_html(browser: Any, store: SessionStore) ->
             assert site.errors == [], site.errors
         finally:
             site.close()
+
+
+def test_reload_shows_sources_and_memories_as_before(site: Page) -> None:
+    """After a reload every answer keeps its sources line and its memories."""
+    from playwright.sync_api import expect
+
+    site.open()
+    page = site.page
+    liked = site.ask("How do I reset my password?")
+    thumbs(liked, "up").click()
+    expect(thumbs(liked, "up")).to_have_attribute("aria-pressed", "true")
+    site.ask("Can I export my notes as a PDF?")
+    again = site.ask("I forgot my password, how do I reset it?")
+    expect(again.locator(".memory-note")).to_have_text("reuses an answer you liked")
+
+    sources = page.locator(".msg.bot .sources:not(.memory-note)")
+    before = sources.all_inner_texts()
+    assert len(before) == 3 and all("Resetting" in t or "Export" in t for t in before), before
+    memories = page.locator("#memories .memory")
+    expect(memories).to_have_count(1)
+    memory_before = memories.inner_text()
+
+    site.reload()
+    expect(sources).to_have_text(before)  # not "Sources: , ,"
+    expect(page.locator(".msg.bot .memory-note")).to_have_text(["reuses an answer you liked"])
+    expect(page.locator("#turns .turn[aria-current='true'] .q")).to_have_text(
+        "I forgot my password, how do I reset it?"
+    )
+    expect(memories).to_have_count(1)
+    assert memories.inner_text() == memory_before
+    expect(memories.locator(".mm")).to_have_text("this session")
+    page.locator("#turns .turn").nth(1).click()  # the export answer used no memory
+    expect(page.locator("#memories .none")).to_contain_text("None matched")
+
+
+def test_phone_layout(browser: Any, store: SessionStore) -> None:
+    """On a 390 × 844 phone the header stays small and the input's hint is not cut."""
+    from playwright.sync_api import expect
+
+    with serve(create_demo_app(store)) as base:
+        site = Page(browser, base)
+        site.context.close()
+        site.context = browser.new_context(
+            viewport={"width": 390, "height": 844},
+            device_scale_factor=2,
+            is_mobile=True,
+            has_touch=True,
+        )
+        site.context.set_default_timeout(TIMEOUT_MS)
+        site.page = site.context.new_page()
+        try:
+            site.open()
+            page = site.page
+            site.ask("How do I reset my password?")
+            header = page.locator("header.top").bounding_box()
+            assert header is not None and header["height"] < 0.12 * 844, header
+            fits = page.evaluate(
+                """() => {
+                  const input = document.querySelector('#question');
+                  const style = getComputedStyle(input);
+                  const ctx = document.createElement('canvas').getContext('2d');
+                  ctx.font = style.font;
+                  const room = input.clientWidth - parseFloat(style.paddingLeft)
+                    - parseFloat(style.paddingRight);
+                  const box = input.getBoundingClientRect();
+                  return {text: ctx.measureText(input.placeholder).width, room,
+                          right: box.right, width: window.innerWidth};
+                }"""
+            )
+            assert fits["text"] <= fits["room"], fits  # the whole hint shows
+            assert fits["right"] <= fits["width"], fits
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways
+            expect(page.locator("#question")).to_be_in_viewport()
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "webapp-phone.png"))
+            assert site.errors == [], site.errors
+        finally:
+            site.close()

@@ -15,7 +15,9 @@
     sessionId: null,
     apiKey: null,
     info: null,
-    turns: new Map(), // qa_id -> {qa_id, question, answer, feedback_score, feedback_text, memories?}
+    // qa_id -> {qa_id, question, answer, responder, context: [{id, title, text}], memories: [...],
+    //          feedback_score, feedback_text}: what POST /api/chat or GET /api/chat/history said
+    turns: new Map(),
     selected: null,
     busy: false,
   };
@@ -295,10 +297,15 @@
         el("li", { class: "memory" },
           el("div", { class: "mq" }, el("span", { class: `rating ${rating.cls}`, title: rating.text, text: rating.icon }), el("span", { text: memory.question })),
           el("div", { class: "ma", text: memory.answer }),
-          el("div", { class: "mm", text: memory.session_id === state.sessionId ? "this session" : "an earlier session" }),
+          el("div", { class: "mm", text: memoryOrigin(memory) }),
         ),
       );
     }
+  }
+
+  function memoryOrigin(memory) {
+    if (memory.session_id == null) return "no longer in memory";
+    return memory.session_id === state.sessionId ? "this session" : "an earlier session";
   }
 
   function select(qaId, scroll) {
@@ -316,7 +323,8 @@
   // -- start ---------------------------------------------------------------------------
 
   async function loadTurns() {
-    const entries = await api(`/turns?session_id=${encodeURIComponent(state.sessionId)}`);
+    // the history has each answer's sources and memories, as POST /api/chat gave them
+    const entries = await api(`/chat/history?session_id=${encodeURIComponent(state.sessionId)}`);
     state.turns.clear();
     if (!entries.length) {
       showEmpty();
