@@ -5,18 +5,30 @@ Three tools, named exactly ``add_feedback``, ``clear_feedback`` and
 ``qa_id``, a store that is down -- comes back to the agent as a readable
 string starting with ``Error:``; no tool raises out of the agent loop, and a
 refused call changes nothing.
+
+A toolkit built without ``session_id`` (or ``user``) takes them from the run
+it is called in: the thread id (LangGraph, ``create_agent``) or ``session_id``
+metadata, and the ``user_id`` of the metadata, ``configurable`` or runtime
+context -- so one compiled agent serves every thread, each rating its own
+turns. Without a ``qa_id``, ``add_feedback`` and ``clear_feedback`` act on
+the newest recorded turn of the session: the answer the user is reacting
+to. The model learns other qa_ids from ``search_positive_memory`` results
+and from memories :class:`~feedback_plugin.middleware.FeedbackMiddleware`
+shows it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool, BaseToolkit, ToolException
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from .capture.extract import session_id_from, user_from, user_from_config
 from .errors import FeedbackPluginError
 from .memory.retriever import search_memory
-from .models import MAX_SCORE, MIN_SCORE, check_score, check_user
+from .models import MAX_SCORE, MIN_SCORE, check_feedback, check_score, check_user
 
 __all__ = [
     "AddFeedbackTool",
@@ -43,7 +55,31 @@ class _FeedbackTool(BaseTool):
     handle_tool_error: Any = True
 
     def _session(self, session_id: str | None) -> str | None:
-        return session_id or self.session_id
+        """The given session, else the toolkit's, else the running thread's."""
+        if session_id or self.session_id:
+            return session_id or self.session_id
+        config = var_child_runnable_config.get() or {}
+        found = session_id_from(config.get("metadata"), None)
+        if found is None:
+            found = session_id_from(config.get("configurable"), None)
+        return found
+
+    def _user(self) -> str | None:
+        """The toolkit's user, else the running thread's."""
+        if self.user is not None:
+            return self.user
+        config = var_child_runnable_config.get() or {}
+        return user_from(config.get("metadata"), None) or user_from_config(config)
+
+    def _turn(self, session: str, qa_id: str | None, user: str | None) -> str:
+        """``qa_id``, else the newest recorded turn of the session."""
+        if qa_id is not None:
+            return qa_id
+        newest = self.store.get_session(session, user=user, last_n=1)
+        if not newest:
+            raise ToolException(f"Error: session {session!r} has no recorded turn to rate yet")
+        found: str = newest[0].qa_id
+        return found
 
     def _guard(self, fn: Any, *args: Any, **kwargs: Any) -> str:
         """Run ``fn``; turn any failure into a ToolException, which LangChain hands the
@@ -62,7 +98,9 @@ class _FeedbackTool(BaseTool):
 
 
 class AddFeedbackInput(BaseModel):
-    qa_id: str = Field(description="id of the chat turn to rate")
+    qa_id: str | None = Field(
+        default=None, description="id of the chat turn to rate; defaults to the latest answer"
+    )
     feedback_score: StrictInt | None = Field(
         default=None,
         description=f"rating from {MIN_SCORE} (bad) to {MAX_SCORE} (excellent)",
@@ -79,15 +117,16 @@ class AddFeedbackInput(BaseModel):
 class AddFeedbackTool(_FeedbackTool):
     name: str = "add_feedback"
     description: str = (
-        "Record the user's rating of one earlier answer. Give qa_id and a "
-        f"feedback_score from {MIN_SCORE} to {MAX_SCORE}, a feedback_text comment, "
-        "or both (and a correction if the user said what the right answer is)."
+        "Record the user's rating of an earlier answer (by default the latest one; "
+        f"give qa_id for another). Give a feedback_score from {MIN_SCORE} to {MAX_SCORE}, "
+        "a feedback_text comment, or both (and a correction if the user said what the "
+        "right answer is)."
     )
     args_schema: type[BaseModel] = AddFeedbackInput
 
     def _run(
         self,
-        qa_id: str,
+        qa_id: str | None = None,
         feedback_score: int | None = None,
         feedback_text: str | None = None,
         correction: str | None = None,
@@ -98,7 +137,7 @@ class AddFeedbackTool(_FeedbackTool):
 
     def _add(
         self,
-        qa_id: str,
+        qa_id: str | None,
         score: int | None,
         text: str | None,
         correction: str | None,
@@ -107,9 +146,10 @@ class AddFeedbackTool(_FeedbackTool):
         session = self._session(session_id)
         if session is None:
             raise ToolException("Error: no session_id: pass the session of the turn")
-        ok = self.store.add_feedback(
-            session, qa_id, text, score, user=self.user, correction=correction
-        )
+        user = self._user()
+        check_feedback(text, score, correction)  # a bad rating is refused before any read
+        qa_id = self._turn(session, qa_id, user)
+        ok = self.store.add_feedback(session, qa_id, text, score, user=user, correction=correction)
         if not ok:
             raise ToolException(
                 f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)"
@@ -118,7 +158,10 @@ class AddFeedbackTool(_FeedbackTool):
 
 
 class ClearFeedbackInput(BaseModel):
-    qa_id: str = Field(description="id of the chat turn whose rating to clear")
+    qa_id: str | None = Field(
+        default=None,
+        description="id of the chat turn whose rating to clear; defaults to the latest answer",
+    )
     session_id: str | None = Field(
         default=None, description="session of the turn; defaults to the current session"
     )
@@ -132,14 +175,16 @@ class ClearFeedbackTool(_FeedbackTool):
     )
     args_schema: type[BaseModel] = ClearFeedbackInput
 
-    def _run(self, qa_id: str, session_id: str | None = None, **_: Any) -> str:
+    def _run(self, qa_id: str | None = None, session_id: str | None = None, **_: Any) -> str:
         return self._guard(self._clear, qa_id, session_id)
 
-    def _clear(self, qa_id: str, session_id: str | None) -> str:
+    def _clear(self, qa_id: str | None, session_id: str | None) -> str:
         session = self._session(session_id)
         if session is None:
             raise ToolException("Error: no session_id: pass the session of the turn")
-        if not self.store.delete_feedback(session, qa_id, user=self.user):
+        user = self._user()
+        qa_id = self._turn(session, qa_id, user)
+        if not self.store.delete_feedback(session, qa_id, user=user):
             raise ToolException(
                 f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)"
             )
@@ -164,7 +209,9 @@ class SearchPositiveMemoryTool(_FeedbackTool):
         return self._guard(self._search, query)
 
     def _search(self, query: str) -> str:
-        found = search_memory(self.store, query, k=self.k, user=self.user, min_score=self.min_score)
+        found = search_memory(
+            self.store, query, k=self.k, user=self._user(), min_score=self.min_score
+        )
         if not found:
             return "No remembered answers match."
         lines = []

@@ -8,6 +8,10 @@ Pure functions, no state: the handler calls them with what LangChain passes.
 'Because.'
 >>> session_id_from({"thread_id": "t-9"}, None)
 't-9'
+
+LangGraph graphs and agents keep a conversation as a ``messages`` list in
+their state: :func:`turn_from_messages` reads the turn out of it (the
+newest human message and the final AI message after it).
 """
 
 from __future__ import annotations
@@ -24,10 +28,15 @@ from langchain_core.prompt_values import PromptValue
 __all__ = [
     "SESSION_KEYS",
     "answer_from",
+    "is_command",
+    "is_interrupt",
     "json_safe",
+    "messages_in",
     "question_from",
     "session_id_from",
+    "turn_from_messages",
     "user_from",
+    "user_from_config",
 ]
 
 SESSION_KEYS = ("session_id", "thread_id", "conversation_id", "langfuse_session_id")
@@ -66,6 +75,109 @@ def user_from(metadata: Mapping[str, Any] | None, default: str | None) -> str | 
         if value is not None and (found := _id(value)) is not None:
             return found
     return default
+
+
+def user_from_config(config: Mapping[str, Any] | None) -> str | None:
+    """The user a LangGraph run was given: ``configurable["user_id"]``, else the
+    runtime ``context`` (``context={"user_id": ...}`` or an object with ``user_id``).
+
+    LangGraph keeps the runtime in ``configurable["__pregel_runtime"]`` of the
+    config its nodes run with; callbacks never receive a config, so the
+    handler reads this from the config of the code that is running.
+    """
+    if not config:
+        return None
+    configurable = config.get("configurable")
+    if not configurable:
+        return None
+    found = _id(configurable.get("user_id"))
+    if found is not None:
+        return found
+    context = getattr(configurable.get("__pregel_runtime"), "context", None)
+    if context is None:
+        return None
+    if isinstance(context, Mapping):
+        return _id(context.get("user_id"))
+    return _id(getattr(context, "user_id", None))
+
+
+def is_command(value: object) -> bool:
+    """Whether ``value`` is a LangGraph ``Command`` (the input that resumes an interrupt)."""
+    kind = type(value)
+    return kind.__name__ == "Command" and kind.__module__.startswith("langgraph")
+
+
+def is_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` is LangGraph pausing a run at ``interrupt()`` (not a failure)."""
+    return any(
+        kind.__name__ == "GraphInterrupt" and kind.__module__.startswith("langgraph")
+        for kind in type(error).__mro__
+    )
+
+
+def messages_in(state: Any) -> list[Any] | None:
+    """The ``messages`` list of a LangGraph state (a dict), else ``None``."""
+    if type(state) is dict or isinstance(state, Mapping):
+        messages = state.get("messages")
+        if isinstance(messages, list):
+            return messages
+    return None
+
+
+def _role(message: Any) -> str | None:
+    if isinstance(message, BaseMessage):
+        return message.type
+    if isinstance(message, tuple) and len(message) == 2:
+        role = message[0]
+    elif isinstance(message, Mapping):
+        role = message.get("role") or message.get("type")
+    else:
+        return None
+    return _ROLES.get(role, role) if isinstance(role, str) else None
+
+
+_ROLES = {"user": "human", "assistant": "ai"}
+
+
+def _text(message: Any) -> str:
+    if isinstance(message, BaseMessage):
+        return _exact(message.text)
+    if isinstance(message, tuple):
+        return str(message[1])
+    content = message.get("content", "")
+    return content if isinstance(content, str) else str(content)
+
+
+def _calls_tools(message: Any) -> bool:
+    if isinstance(message, BaseMessage):
+        return bool(getattr(message, "tool_calls", None))
+    return isinstance(message, Mapping) and bool(message.get("tool_calls"))
+
+
+def turn_from_messages(messages: Sequence[Any]) -> tuple[str, str] | None:
+    """``(question, answer)`` of the conversation's newest turn, or ``None`` if unfinished.
+
+    The question is the newest human message; the answer the text of the
+    final AI message after it, one that calls no tool (its content blocks
+    joined as text). ``None`` when no such answer follows the question (the
+    run paused or stopped before answering).
+
+    >>> from langchain_core.messages import AIMessage, HumanMessage
+    >>> turn_from_messages([HumanMessage("Hi?"), AIMessage("Hello."), HumanMessage("2+2?"),
+    ...     AIMessage("", tool_calls=[{"name": "calc", "args": {}, "id": "1"}]),
+    ...     AIMessage("4")])
+    ('2+2?', '4')
+    """
+    for i in range(len(messages) - 1, -1, -1):
+        if _role(messages[i]) == "human":
+            break
+    else:
+        return None
+    answer = None
+    for message in messages[i + 1 :]:
+        if _role(message) == "ai":
+            answer = None if _calls_tools(message) else _text(message)
+    return None if answer is None else (_text(messages[i]), answer)
 
 
 def _exact(text: str) -> str:

@@ -9,6 +9,17 @@ dict operations.
 
 Every callback body is guarded: a failure here (or in the store) is logged
 and never reaches the user's chain, unless ``raise_error=True``.
+
+LangGraph graphs and agents: a root run whose output state holds a
+``messages`` list is recorded as the newest human message and the final AI
+message (see :func:`~.extract.turn_from_messages`), not as the state's JSON.
+A run that pauses at ``interrupt()`` records nothing; the run that resumes
+it (``Command(resume=...)``) records the turn, with its own run id as the
+``qa_id``. The user comes from the run's metadata, else from LangGraph's
+``configurable["user_id"]`` or runtime ``context``, read from the config
+the graph's nodes run with. A run whose output carries ``feedback_qa_id``
+was recorded by :class:`~feedback_plugin.middleware.FeedbackMiddleware`,
+and is not recorded again.
 """
 
 from __future__ import annotations
@@ -19,8 +30,20 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables.config import var_child_runnable_config
 
-from .extract import answer_from, json_safe, question_from, session_id_from, user_from
+from .extract import (
+    answer_from,
+    is_command,
+    is_interrupt,
+    json_safe,
+    messages_in,
+    question_from,
+    session_id_from,
+    turn_from_messages,
+    user_from,
+    user_from_config,
+)
 
 if TYPE_CHECKING:
     from langchain_core.documents import Document
@@ -39,7 +62,17 @@ _MODEL_KEYS = ("ls_provider", "ls_model_name")
 class _Turn:
     """What a root run has shown so far (a plain slotted class: one is made per turn)."""
 
-    __slots__ = ("context", "inputs", "kind", "metadata", "runs", "session_id", "user")
+    __slots__ = (
+        "context",
+        "graph",
+        "inputs",
+        "kind",
+        "metadata",
+        "paused",
+        "runs",
+        "session_id",
+        "user",
+    )
 
     def __init__(
         self,
@@ -57,6 +90,12 @@ class _Turn:
         self.metadata = metadata
         self.context: list[str] = []
         self.runs = [rid]  # every run of the tree (as ``run_id.int``), root first
+        self.graph = metadata.get("ls_integration") in _GRAPHS  # a LangGraph run
+        self.paused = False  # a node called interrupt(): the turn is not over
+
+
+_GRAPHS = frozenset(("langgraph", "langchain_create_agent"))
+"""``ls_integration`` metadata of LangGraph graphs and ``create_agent`` agents."""
 
 
 def _name_model(turn: _Turn, metadata: dict[str, Any]) -> None:
@@ -152,6 +191,10 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
                     # e.g. with_configurable_session(...) wrapping an inner step only
                     turn.session_id = session_id_from(metadata, None)
                     turn.user = user_from(metadata, turn.user)
+                if turn.user is None and turn.graph:
+                    # LangGraph: inside a node, the running code's config holds the
+                    # caller's configurable and the runtime context
+                    turn.user = user_from_config(var_child_runnable_config.get())
                 return turn
         turn = _Turn(
             kind,
@@ -174,9 +217,20 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         return turn
 
     def _record(self, run_id: UUID, turn: _Turn, inputs: Any, outputs: Any) -> None:
-        if turn.session_id is None or turn.kind == "other":
+        if turn.session_id is None or turn.kind == "other" or turn.paused:
             return
-        question, answer = question_from(inputs), answer_from(outputs)
+        messages = messages_in(outputs)
+        if messages is not None:  # a LangGraph state: the conversation's newest turn
+            if "feedback_qa_id" in outputs:  # FeedbackMiddleware recorded it
+                return
+            found = turn_from_messages(messages)
+            if found is None:  # no answer to the newest question (yet)
+                return
+            question, answer = found
+        else:
+            if is_command(inputs):  # a resumed run: its own output names the question
+                inputs = outputs
+            question, answer = question_from(inputs), answer_from(outputs)
         if self.raise_error:  # written now, so a store failure reaches the chain
             self.store.record(
                 turn.session_id,
@@ -236,7 +290,10 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            self._end(run_id)
+            if self._end(run_id) is None and is_interrupt(error):
+                turn = self._turn_of.get(run_id.int)
+                if turn is not None:  # a node paused the run; the root still "ends"
+                    turn.paused = True
         except Exception:
             self._failed("on_chain_error")
 
@@ -344,12 +401,22 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            self._end(run_id)
+            if self._end(run_id) is None and (turn := self._turn_of.get(run_id.int)):
+                # a tool that returns documents as its artifact (content_and_artifact)
+                artifact = getattr(output, "artifact", None)
+                if isinstance(artifact, list):
+                    for doc in artifact:
+                        text = getattr(doc, "page_content", None)
+                        if isinstance(text, str) and text not in turn.context:
+                            turn.context.append(text)
         except Exception:
             self._failed("on_tool_end")
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            self._end(run_id)
+            if self._end(run_id) is None and is_interrupt(error):
+                turn = self._turn_of.get(run_id.int)
+                if turn is not None:  # interrupt() inside a tool
+                    turn.paused = True
         except Exception:
             self._failed("on_tool_error")
