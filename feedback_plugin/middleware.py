@@ -1,0 +1,392 @@
+"""FeedbackMiddleware: record every agent turn, and hand the user's liked turns back.
+
+For LangChain v1 agents (``langchain.agents.create_agent``), which are
+extended through *agent middleware*::
+
+    from langchain.agents import create_agent
+    from feedback_plugin import SessionStore
+    from feedback_plugin.middleware import FeedbackMiddleware
+
+    agent = create_agent(model, tools, middleware=[FeedbackMiddleware(SessionStore())])
+    agent.invoke({"messages": [("user", "How do I reset my password?")]},
+                 {"configurable": {"thread_id": "t1", "user_id": "alice"}})
+
+One agent turn is one recorded turn, from ``before_agent`` to ``after_agent``:
+
+* ``before_agent`` names the turn: its ``qa_id`` is the run's id
+  (``str(config["run_id"])`` when the caller passes one, else the id LangGraph
+  gave the run), put in the state under ``feedback_qa_id`` and written to the
+  ``custom`` stream as ``{"feedback_qa_id": qa_id}`` before the model says a
+  word, so a streaming UI can put thumbs under the answer as it appears. With
+  ``memory=True`` it also runs the turn's one memory query: the user's liked
+  (or corrected) turns that match the newest question.
+* ``wrap_model_call`` adds those turns to the system message of every model
+  call of the turn, as delimited examples, for that call only: they are
+  never written into the conversation.
+* ``wrap_tool_call`` keeps the documents retrievers return inside tools (a
+  plain retriever tool hands the model text only) in the agent state, so a
+  turn paused by an interrupt and resumed elsewhere still has them.
+* ``after_agent`` records the turn: session = the thread id (else metadata
+  ``session_id``), user = metadata or ``configurable`` ``user_id``, else the
+  runtime context's ``user_id``; question = the newest human message;
+  answer = the final AI message; context = the documents gathered.
+
+A turn that pauses at an interrupt is recorded once, when the run that
+resumes it finishes, under the ``qa_id`` of the run that started it. Store
+failures are logged and never break the agent. Used together with
+:class:`~feedback_plugin.FeedbackCallbackHandler`, a turn is recorded once:
+the handler leaves runs whose output carries ``feedback_qa_id`` to the
+middleware.
+
+Needs the ``agents`` extra (``pip install "feedback-plugin[agents]"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
+from typing import Annotated, Any
+
+from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest
+from langchain.agents.middleware.types import ModelResponse, PrivateStateAttr
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.documents import Document
+from langchain_core.messages import SystemMessage, ToolMessage
+from langchain_core.tracers.context import register_configure_hook
+from langgraph.config import get_config
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+from typing_extensions import NotRequired
+
+from .capture.extract import (
+    json_safe,
+    session_id_from,
+    turn_from_messages,
+    user_from,
+    user_from_config,
+)
+from .errors import StoreError
+from .memory.retriever import search_memory
+from .models import SessionQAEntry, check_score, check_user
+from .store import SessionStore
+
+__all__ = ["FeedbackMiddleware", "FeedbackState"]
+
+log = logging.getLogger("feedback_plugin")
+
+_RESET = "\x00feedback_plugin:new-turn"
+"""Starts the turn's documents afresh (LangGraph stores a channel's first value as given,
+without the reducer, so readers skip it too: :func:`_documents`)."""
+
+
+def _gather(old: list[str] | None, new: Sequence[str]) -> list[str]:
+    """The state reducer of the turn's documents: append new ones; ``[_RESET]`` empties."""
+    if list(new) == [_RESET]:
+        return [_RESET]
+    out = list(old or [])
+    out.extend(doc for doc in new if doc not in out)
+    return out
+
+
+def _documents(state: Mapping[str, Any]) -> list[str]:
+    return [doc for doc in state.get("feedback_context") or [] if doc != _RESET]
+
+
+class FeedbackState(AgentState[Any]):
+    """The agent state keys this middleware adds."""
+
+    feedback_qa_id: NotRequired[str]
+    """The current turn's id: rate the answer with it."""
+    feedback_context: NotRequired[Annotated[list[str], _gather, PrivateStateAttr]]
+    feedback_memory: NotRequired[Annotated[str, PrivateStateAttr]]
+
+
+# -- documents retrieved inside tools ----------------------------------------------------
+
+
+class _DocumentCollector(BaseCallbackHandler):
+    """Collects what retrievers return while one tool call runs (see :data:`_collector`)."""
+
+    run_inline = True
+    ignore_llm = ignore_chat_model = ignore_chain = ignore_agent = True
+    ignore_retry = ignore_custom_event = True
+
+    def __init__(self) -> None:
+        self.documents: list[str] = []
+
+    def on_retriever_end(self, documents: Sequence[Document], **kwargs: Any) -> None:
+        self.documents.extend(doc.page_content for doc in documents)
+
+
+_collector: ContextVar[_DocumentCollector | None] = ContextVar(
+    "feedback_plugin_documents", default=None
+)
+register_configure_hook(_collector, inheritable=True)
+
+
+def _artifact_documents(result: Any) -> list[str]:
+    artifact = getattr(result, "artifact", None)
+    if not isinstance(artifact, list):
+        return []
+    return [doc.page_content for doc in artifact if isinstance(doc, Document)]
+
+
+def _with_documents(result: ToolMessage | Command[Any], found: list[str]) -> Any:
+    documents = found + _artifact_documents(result)
+    if not documents or not isinstance(result, ToolMessage):
+        return result
+    return Command(update={"messages": [result], "feedback_context": documents})
+
+
+# -- the middleware ---------------------------------------------------------------------
+
+
+class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
+    """Record each agent turn in ``store``; give the model the user's liked turns.
+
+    Args:
+        store: where turns are recorded and memories come from.
+        k: how many liked turns a model call is shown at most.
+        min_score: the lowest score that counts as liked (a correction always does).
+        memory: add liked turns to the system message of the turn's model calls.
+        record: record the turn when the agent finishes it.
+        session_id: the session when the run has no thread id and no
+            ``session_id`` metadata (otherwise such a turn is not recorded).
+        user: the user when the run names none.
+    """
+
+    state_schema = FeedbackState
+
+    def __init__(
+        self,
+        store: SessionStore,
+        *,
+        k: int = 3,
+        min_score: int = 4,
+        memory: bool = True,
+        record: bool = True,
+        session_id: str | None = None,
+        user: str | None = None,
+    ) -> None:
+        if not isinstance(store, SessionStore):
+            raise TypeError(f"store must be a SessionStore, got {type(store).__name__}")
+        if type(k) is not int or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        super().__init__()
+        self.store = store
+        self.k = k
+        checked = check_score(min_score)
+        if checked is None:
+            raise ValueError("min_score must be an int from 1 to 5")
+        self.min_score: int = checked
+        self.memory = memory
+        self.record = record
+        self.session_id = session_id
+        self.user = check_user(user)
+        self.tools = []
+
+    def __repr__(self) -> str:
+        return f"FeedbackMiddleware({self.store!r}, k={self.k}, memory={self.memory})"
+
+    # -- who and where -------------------------------------------------------------
+
+    def _where(self, runtime: Runtime[Any]) -> tuple[str | None, str | None, dict[str, Any]]:
+        """``(session, user, metadata)`` of the running agent turn."""
+        try:
+            config = get_config()
+        except RuntimeError:  # not inside a runnable (direct calls in tests)
+            config = {}
+        metadata = config.get("metadata") or {}
+        info = runtime.execution_info
+        thread = getattr(info, "thread_id", None) if info is not None else None
+        session = session_id_from(metadata, None) or (str(thread) if thread else None)
+        user = user_from(metadata, None) or user_from_config(config) or self.user
+        if user is None:
+            context = runtime.context
+            found = context.get("user_id") if isinstance(context, Mapping) else None
+            found = found or getattr(context, "user_id", None)
+            user = found if isinstance(found, str) and found else None
+        keep = {
+            k: v
+            for k, v in metadata.items()
+            if not k.startswith(("langgraph_", "checkpoint_", "__")) and k != "ls_integration"
+        }
+        return session or self.session_id, user, json_safe(keep)
+
+    # -- before the turn ---------------------------------------------------------------
+
+    def _start(self, state: FeedbackState, runtime: Runtime[Any]) -> dict[str, Any]:
+        info = runtime.execution_info
+        run_id = getattr(info, "run_id", None) if info is not None else None
+        qa_id = str(run_id) if run_id else str(uuid.uuid4())
+        try:
+            runtime.stream_writer({"feedback_qa_id": qa_id})
+        except Exception:  # no stream consumer: nothing to tell
+            log.debug("feedback_plugin: no custom stream for the qa_id", exc_info=True)
+        update: dict[str, Any] = {"feedback_qa_id": qa_id, "feedback_context": [_RESET]}
+        if self.memory:
+            update["feedback_memory"] = self._memories(state, runtime)
+        return update
+
+    def _memories(self, state: FeedbackState, runtime: Runtime[Any]) -> str:
+        """The liked turns that match the newest question, as a system-message block."""
+        found = turn_from_messages([*state.get("messages", []), ("ai", "")])
+        question = found[0] if found else ""
+        if not question.strip():
+            return ""
+        _, user, _ = self._where(runtime)
+        try:
+            hits = search_memory(
+                self.store, question, k=self.k, user=user, min_score=self.min_score
+            )
+        except StoreError:
+            log.exception("feedback_plugin: memory unavailable; the agent answers without it")
+            return ""
+        return memory_block([entry for entry, _ in hits])
+
+    def before_agent(self, state: FeedbackState, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        try:
+            return self._start(state, runtime)
+        except Exception:
+            log.exception("feedback_plugin: FeedbackMiddleware.before_agent failed")
+            return None
+
+    async def abefore_agent(
+        self, state: FeedbackState, runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        try:
+            return await asyncio.to_thread(self._start, state, runtime)
+        except Exception:
+            log.exception("feedback_plugin: FeedbackMiddleware.before_agent failed")
+            return None
+
+    # -- every model call --------------------------------------------------------------
+
+    def _with_memory(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
+        block = request.state.get("feedback_memory") if self.memory else None
+        if not isinstance(block, str) or not block:
+            return request
+        system = request.system_message
+        if system is None:
+            return request.override(system_message=SystemMessage(content=block))
+        content = system.content
+        if isinstance(content, str):
+            return request.override(
+                system_message=SystemMessage(content=f"{content}\n\n{block}" if content else block)
+            )
+        blocks: list[str | dict[Any, Any]] = [*content, {"type": "text", "text": block}]
+        return request.override(system_message=SystemMessage(content=blocks))
+
+    def wrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
+    ) -> ModelResponse[Any]:
+        return handler(self._with_memory(request))
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
+    ) -> ModelResponse[Any]:
+        return await handler(self._with_memory(request))
+
+    # -- every tool call ---------------------------------------------------------------
+
+    def wrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
+    ) -> ToolMessage | Command[Any]:
+        collector = _DocumentCollector()
+        token = _collector.set(collector)
+        try:
+            result = handler(request)
+        finally:
+            _collector.reset(token)
+        return _with_documents(result, collector.documents) if self.record else result
+
+    async def awrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
+    ) -> ToolMessage | Command[Any]:
+        collector = _DocumentCollector()
+        token = _collector.set(collector)
+        try:
+            result = await handler(request)
+        finally:
+            _collector.reset(token)
+        return _with_documents(result, collector.documents) if self.record else result
+
+    # -- after the turn ----------------------------------------------------------------
+
+    def _finish(self, state: FeedbackState, runtime: Runtime[Any]) -> None:
+        if not self.record:
+            return
+        found = turn_from_messages(state.get("messages", []))
+        qa_id = state.get("feedback_qa_id")
+        if found is None or not qa_id:
+            return
+        session, user, metadata = self._where(runtime)
+        if session is None:
+            log.warning(
+                "feedback_plugin: agent turn %s not recorded: no thread_id, no session_id"
+                " metadata and no FeedbackMiddleware(session_id=...)",
+                qa_id,
+            )
+            return
+        question, answer = found
+        self.store.record(
+            session,
+            question,
+            answer,
+            _documents(state),
+            user=user,
+            metadata=metadata,
+            qa_id=qa_id,
+        )
+
+    def after_agent(self, state: FeedbackState, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        try:
+            self._finish(state, runtime)
+        except Exception:
+            log.exception("feedback_plugin: agent turn not recorded; the agent goes on")
+        return None
+
+    async def aafter_agent(
+        self, state: FeedbackState, runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        return self.after_agent(state, runtime)  # record() only queues: no I/O to await
+
+
+def memory_block(entries: Sequence[SessionQAEntry]) -> str:
+    """Liked turns as delimited examples for a system message ("" for none).
+
+    >>> memory_block([SessionQAEntry(qa_id="q1", session_id="s", question="Hi?",
+    ...     answer="Hello.", correction="Hello!")])  # doctest: +NORMALIZE_WHITESPACE
+    '<liked_answers>\\nAnswers this user liked before (a corrected answer is the right
+    one). Follow them when the question matches.\\n<example qa_id="q1">\\nQuestion:
+    Hi?\\nAnswer: Hello!\\n</example>\\n</liked_answers>'
+    """
+    if not entries:
+        return ""
+    lines = [
+        "<liked_answers>",
+        "Answers this user liked before (a corrected answer is the right one). "
+        "Follow them when the question matches.",
+    ]
+    for entry in entries:
+        answer = entry.correction if entry.correction is not None else entry.answer
+        lines += [
+            f'<example qa_id="{entry.qa_id}">',
+            f"Question: {entry.question}",
+            f"Answer: {answer}",
+            "</example>",
+        ]
+    lines.append("</liked_answers>")
+    return "\n".join(lines)
