@@ -90,7 +90,10 @@ class SessionQAEntry(BaseModel):
             return None
         if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+        try:
+            return value.astimezone(timezone.utc)
+        except OverflowError as exc:  # e.g. year 1 at +01:00: before the first UTC instant
+            raise ValueError(f"{value.isoformat()} is outside the years UTC can hold") from exc
 
     def to_json(self) -> str:
         """The stored form: JSON text that is always valid UTF-8.

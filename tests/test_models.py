@@ -192,3 +192,9 @@ def test_check_user() -> None:
     assert check_user("alice") == "alice"
     with pytest.raises(ValueError):
         check_user("")
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_outside_utc_is_a_validation_error(when: str) -> None:
+    with pytest.raises(ValidationError):
+        SessionQAEntry(qa_id="q", session_id="s", question="", answer="", time=when)
