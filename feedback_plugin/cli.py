@@ -326,6 +326,31 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--port", type=_port, help="port (default: $FEEDBACK_PLUGIN_PORT, else 8000)"
     )
+    serve.add_argument(
+        "--allowed-hosts",
+        metavar="H1,H2",
+        help="Host names the app answers to, comma-separated ('*.example.com', '*'; default: "
+        "$FEEDBACK_PLUGIN_ALLOWED_HOSTS, else the --host plus localhost / 127.0.0.1 / ::1 for "
+        "a loopback host, or this machine's names for 0.0.0.0)",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=_positive,
+        metavar="N",
+        help="largest request body (default: $FEEDBACK_PLUGIN_MAX_BODY_BYTES, else 1048576)",
+    )
+    serve.add_argument(
+        "--rate-limit",
+        metavar="RATE",
+        help="requests per API key, e.g. 30/minute (default: $FEEDBACK_PLUGIN_RATE_LIMIT, "
+        "else none; needs feedback-plugin[ratelimit])",
+    )
+    serve.add_argument(
+        "--allow-open",
+        action="store_true",
+        help="serve without API keys on a non-loopback host (or $FEEDBACK_PLUGIN_ALLOW_OPEN=1): "
+        "anyone who reaches it reads and rates every turn",
+    )
     return parser
 
 
@@ -717,6 +742,14 @@ def cmd_serve(args: argparse.Namespace, out: _Out) -> int:
         argv += ["--port", str(args.port)]
     if args.store is not None:
         argv += ["--store", args.store]
+    if args.allowed_hosts is not None:
+        argv += ["--allowed-hosts", args.allowed_hosts]
+    if args.max_body_bytes is not None:
+        argv += ["--max-body-bytes", str(args.max_body_bytes)]
+    if args.rate_limit is not None:
+        argv += ["--rate-limit", args.rate_limit]
+    if args.allow_open:
+        argv.append("--allow-open")
     try:
         return int(webapp.main(argv) or 0)
     except ImportError as exc:  # uvicorn is imported when the server starts

@@ -526,6 +526,89 @@ def test_serve_calls_the_web_app(run: Run, monkeypatch: pytest.MonkeyPatch) -> N
     assert code == 2 and "serve does not take --namespace" in err
 
 
+def test_serve_forwards_the_hardening_options(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hosts, body limit, rate limit and open mode reach the web app as its own options."""
+    from feedback_plugin.integrations import webapp
+
+    calls: list[list[str]] = []
+
+    def fake_main(argv: list[str]) -> int:
+        calls.append(argv)
+        return 0
+
+    monkeypatch.setattr(webapp, "main", fake_main)
+    code, _, err = run(
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--allowed-hosts",
+        "chat.example.com,*.example.org",
+        "--max-body-bytes",
+        "4096",
+        "--rate-limit",
+        "30/minute",
+        "--allow-open",
+    )
+    assert code == 0, err
+    assert calls == [
+        [
+            "--host",
+            "0.0.0.0",
+            "--allowed-hosts",
+            "chat.example.com,*.example.org",
+            "--max-body-bytes",
+            "4096",
+            "--rate-limit",
+            "30/minute",
+            "--allow-open",
+        ]
+    ]
+    # left out, they are left to the app (and its environment variables)
+    assert run("serve", "--port", "9001")[0] == 0
+    assert calls[-1] == ["--port", "9001"]
+    # a body limit that is not a positive number is a bad argument, before any server
+    code, _, err = run("serve", "--max-body-bytes", "0")
+    assert code == 2 and "'0' is not a whole number >= 1" in err
+    assert len(calls) == 2
+
+
+def test_serve_options_take_effect(
+    run: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The app ``serve`` starts answers the allowed hosts only and enforces the body limit."""
+    pytest.importorskip("uvicorn")
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    for name in ("ALLOWED_HOSTS", "MAX_BODY_BYTES", "RATE_LIMIT", "ALLOW_OPEN", "API_KEYS"):
+        monkeypatch.delenv(f"FEEDBACK_PLUGIN_{name}", raising=False)
+    monkeypatch.delenv("FEEDBACK_PLUGIN_API_KEYS_FILE", raising=False)
+    monkeypatch.delenv("FEEDBACK_PLUGIN_CHAT_MODEL", raising=False)
+    started: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append((app, kw)))
+    code, _, err = run(
+        "--store",
+        str(tmp_path / "store"),
+        "serve",
+        "--port",
+        "9002",
+        "--allowed-hosts",
+        "chat.example.com",
+        "--max-body-bytes",
+        "200",
+        "--allow-open",
+    )
+    assert code == 0, err
+    [(app, options)] = started
+    assert options["port"] == 9002
+    client = TestClient(app, base_url="http://chat.example.com")
+    assert client.get("/api/sessions").status_code == 200
+    other = TestClient(app, base_url="http://evil.example")
+    assert other.get("/api/sessions").status_code == 400
+    big = {"session_id": "s1", "message": "x" * 500}
+    assert client.post("/api/chat", json=big).status_code == 413
+
+
 def test_serve_without_the_web_extra(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     from feedback_plugin.integrations import webapp
 
