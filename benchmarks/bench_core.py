@@ -39,6 +39,10 @@ What is measured (every store is a real diskcache directory in a temp dir):
 4. 4 writer processes (spawn) x 2,000 turns into one store directory and one
    session: turns/s until every turn is durable (each writer's ``flush()``
    returned), and a check that every turn is there, once, in order.
+6. Agents (``benchmarks/bench_agents.py``, also runnable alone): a
+   ``StateGraph(MessagesState)`` chatbot and a ``create_agent`` agent with
+   the handler vs a no-op handler, ``FeedbackMiddleware`` vs none, and the
+   cost of memory injection at 100,000 turns (``--no-agents`` skips it).
 5. Starting a session: ``record(wait=True)`` of a turn that starts a new
    session, p50, for one user who already has 1,000 / 10,000 / 40,000
    sessions (open mode, where every visitor is the same user), and
@@ -920,6 +924,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"also run sections 3 and 4 on this Redis (default {REDIS_URL})",
     )
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis rows")
+    parser.add_argument("--no-agents", action="store_true", help="skip section 6 (agents)")
     args = parser.parse_args(argv)
     s = QUICK if args.quick else Settings()
     base = Path(tempfile.mkdtemp(prefix="fp-bench-", dir=args.dir))
@@ -949,6 +954,12 @@ def main(argv: list[str] | None = None) -> int:
         bench_store_ops(s, places, rep, redis_note)
         bench_processes(s, places, rep)
         bench_session_starts(s, places, rep)
+        if not args.no_agents:
+            import bench_agents
+
+            bench_agents.run(
+                bench_agents.QUICK if args.quick else bench_agents.Settings(), base, rep
+            )
         worst = max(rep.closes)
         rep.add(
             "store.close() right after the last record, slowest of "

@@ -11,25 +11,30 @@ extended through *agent middleware*::
     agent.invoke({"messages": [("user", "How do I reset my password?")]},
                  {"configurable": {"thread_id": "t1", "user_id": "alice"}})
 
-One agent turn is one recorded turn, from ``before_agent`` to ``after_agent``:
+One agent turn is one recorded turn. The middleware adds no node to the
+agent's graph (each node costs LangGraph a task): it wraps the model and
+tool calls.
 
-* ``before_agent`` names the turn: its ``qa_id`` is the run's id
+* The turn's first model call names the turn: its ``qa_id`` is the run's id
   (``str(config["run_id"])`` when the caller passes one, else the id LangGraph
-  gave the run), put in the state under ``feedback_qa_id`` and written to the
-  ``custom`` stream as ``{"feedback_qa_id": qa_id}`` before the model says a
-  word, so a streaming UI can put thumbs under the answer as it appears. With
-  ``memory=True`` it also runs the turn's one memory query: the user's liked
-  (or corrected) turns that match the newest question.
-* ``wrap_model_call`` adds those turns to the system message of every model
-  call of the turn, as delimited examples, for that call only: they are
+  gave the run), written to the ``custom`` stream as
+  ``{"feedback_qa_id": qa_id}`` before the model says a word, so a streaming
+  UI can put thumbs under the answer as it appears, and kept in the state
+  under ``feedback_qa_id``. With ``memory=True`` this call also runs the
+  turn's one memory query: the user's liked (or corrected) turns that match
+  the newest question.
+* Every model call of the turn gets those turns in its system message, as
+  delimited examples (:func:`memory_block`), for that call only: they are
   never written into the conversation.
-* ``wrap_tool_call`` keeps the documents retrievers return inside tools (a
-  plain retriever tool hands the model text only) in the agent state, so a
-  turn paused by an interrupt and resumed elsewhere still has them.
-* ``after_agent`` records the turn: session = the thread id (else metadata
-  ``session_id``), user = metadata or ``configurable`` ``user_id``, else the
-  runtime context's ``user_id``; question = the newest human message;
-  answer = the final AI message; context = the documents gathered.
+* Every tool call keeps the documents that retrievers return inside it (a
+  plain retriever tool hands the model text only), and those of a tool's
+  ``content_and_artifact`` artifact, in the agent state, so a turn paused by
+  an interrupt and resumed elsewhere still has them.
+* The model call that answers (an AI message without tool calls) records
+  the turn: session = the thread id (else metadata ``session_id``), user =
+  metadata or ``configurable`` ``user_id``, else the runtime context's
+  ``user_id``; question = the newest human message; answer = that message;
+  context = the documents gathered.
 
 A turn that pauses at an interrupt is recorded once, when the run that
 resumes it finishes, under the ``qa_id`` of the run that started it. Store
@@ -51,10 +56,14 @@ from contextvars import ContextVar
 from typing import Annotated, Any
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest
-from langchain.agents.middleware.types import ModelResponse, PrivateStateAttr
+from langchain.agents.middleware.types import (
+    ExtendedModelResponse,
+    ModelResponse,
+    PrivateStateAttr,
+)
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
-from langchain_core.messages import SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, SystemMessage, ToolMessage
 from langchain_core.tracers.context import register_configure_hook
 from langgraph.config import get_config
 from langgraph.prebuilt.tool_node import ToolCallRequest
@@ -71,7 +80,7 @@ from .capture.extract import (
 )
 from .errors import StoreError
 from .memory.retriever import search_memory
-from .models import SessionQAEntry, check_score, check_user
+from .models import SessionQAEntry, check_id, check_score, check_user
 from .store import SessionStore
 
 __all__ = ["FeedbackMiddleware", "FeedbackState"]
@@ -90,6 +99,22 @@ def _gather(old: list[str] | None, new: Sequence[str]) -> list[str]:
     out = list(old or [])
     out.extend(doc for doc in new if doc not in out)
     return out
+
+
+def _text_of(message: Any) -> str:
+    text = getattr(message, "text", "")
+    return text if type(text) is str else str.__str__(text) if isinstance(text, str) else ""
+
+
+def _is_ai(message: Any) -> bool:
+    return getattr(message, "type", None) == "ai"
+
+
+def _newest_human(messages: Sequence[Any]) -> int:
+    for i in range(len(messages) - 1, -1, -1):
+        if getattr(messages[i], "type", None) == "human":
+            return i
+    return -1
 
 
 def _documents(state: Mapping[str, Any]) -> list[str]:
@@ -194,18 +219,18 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
 
     # -- who and where -------------------------------------------------------------
 
-    def _where(self, runtime: Runtime[Any]) -> tuple[str | None, str | None, dict[str, Any]]:
+    def _where(self, runtime: Runtime[Any] | None) -> tuple[str | None, str | None, dict[str, Any]]:
         """``(session, user, metadata)`` of the running agent turn."""
         try:
             config = get_config()
         except RuntimeError:  # not inside a runnable (direct calls in tests)
             config = {}
         metadata = config.get("metadata") or {}
-        info = runtime.execution_info
+        info = runtime.execution_info if runtime is not None else None
         thread = getattr(info, "thread_id", None) if info is not None else None
         session = session_id_from(metadata, None) or (str(thread) if thread else None)
         user = user_from(metadata, None) or user_from_config(config) or self.user
-        if user is None:
+        if user is None and runtime is not None:
             context = runtime.context
             found = context.get("user_id") if isinstance(context, Mapping) else None
             found = found or getattr(context, "user_id", None)
@@ -217,28 +242,39 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         }
         return session or self.session_id, user, json_safe(keep)
 
-    # -- before the turn ---------------------------------------------------------------
+    # -- the turn: named at its first model call, recorded at its answer --------------
 
-    def _start(self, state: FeedbackState, runtime: Runtime[Any]) -> dict[str, Any]:
-        info = runtime.execution_info
+    def _begin(self, request: ModelRequest[Any]) -> dict[str, Any] | None:
+        """At the turn's first model call: its qa_id (streamed at once) and its memories."""
+        messages = request.messages
+        newest = _newest_human(messages)
+        if newest < 0:
+            return None  # no question: nothing to name
+        if any(_is_ai(m) for m in messages[newest + 1 :]):
+            return None  # a later call of the same turn: the state has it all
+        info = request.runtime.execution_info if request.runtime is not None else None
         run_id = getattr(info, "run_id", None) if info is not None else None
         qa_id = str(run_id) if run_id else str(uuid.uuid4())
-        try:
-            runtime.stream_writer({"feedback_qa_id": qa_id})
-        except Exception:  # no stream consumer: nothing to tell
-            log.debug("feedback_plugin: no custom stream for the qa_id", exc_info=True)
-        update: dict[str, Any] = {"feedback_qa_id": qa_id, "feedback_context": [_RESET]}
+        if request.runtime is not None:
+            try:
+                request.runtime.stream_writer({"feedback_qa_id": qa_id})
+            except Exception:  # no stream consumer: nothing to tell
+                log.debug("feedback_plugin: no custom stream for the qa_id", exc_info=True)
+        # Write only what changes: every state key written costs LangGraph a channel update.
+        update: dict[str, Any] = {"feedback_qa_id": qa_id}
+        if _documents(request.state):
+            update["feedback_context"] = [_RESET]  # the previous turn's documents
         if self.memory:
-            update["feedback_memory"] = self._memories(state, runtime)
+            update["feedback_memory"] = self._memories(request, _text_of(messages[newest]))
+        elif request.state.get("feedback_memory"):
+            update["feedback_memory"] = ""
         return update
 
-    def _memories(self, state: FeedbackState, runtime: Runtime[Any]) -> str:
-        """The liked turns that match the newest question, as a system-message block."""
-        found = turn_from_messages([*state.get("messages", []), ("ai", "")])
-        question = found[0] if found else ""
+    def _memories(self, request: ModelRequest[Any], question: str) -> str:
+        """The liked turns that match the turn's question, as a system-message block."""
         if not question.strip():
             return ""
-        _, user, _ = self._where(runtime)
+        _, user, _ = self._where(request.runtime)
         try:
             hits = search_memory(
                 self.store, question, k=self.k, user=user, min_score=self.min_score
@@ -248,26 +284,17 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
             return ""
         return memory_block([entry for entry, _ in hits])
 
-    def before_agent(self, state: FeedbackState, runtime: Runtime[Any]) -> dict[str, Any] | None:
+    def _prepare(self, request: ModelRequest[Any]) -> tuple[ModelRequest[Any], dict[str, Any]]:
+        """The request to send (memories in its system message) and the state update."""
         try:
-            return self._start(state, runtime)
+            update = self._begin(request) or {}
+            block = update.get("feedback_memory", request.state.get("feedback_memory"))
+            return self._with_memory(request, block if self.memory else None), update
         except Exception:
-            log.exception("feedback_plugin: FeedbackMiddleware.before_agent failed")
-            return None
+            log.exception("feedback_plugin: FeedbackMiddleware could not prepare the model call")
+            return request, {}
 
-    async def abefore_agent(
-        self, state: FeedbackState, runtime: Runtime[Any]
-    ) -> dict[str, Any] | None:
-        try:
-            return await asyncio.to_thread(self._start, state, runtime)
-        except Exception:
-            log.exception("feedback_plugin: FeedbackMiddleware.before_agent failed")
-            return None
-
-    # -- every model call --------------------------------------------------------------
-
-    def _with_memory(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
-        block = request.state.get("feedback_memory") if self.memory else None
+    def _with_memory(self, request: ModelRequest[Any], block: object) -> ModelRequest[Any]:
         if not isinstance(block, str) or not block:
             return request
         system = request.system_message
@@ -281,19 +308,61 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         blocks: list[str | dict[Any, Any]] = [*content, {"type": "text", "text": block}]
         return request.override(system_message=SystemMessage(content=blocks))
 
+    def _finish(self, request: ModelRequest[Any], update: dict[str, Any], response: Any) -> Any:
+        """Record the turn if ``response`` is its answer; return what the model node returns."""
+        try:
+            if self.record:
+                self._record(request, update, response)
+        except Exception:
+            log.exception("feedback_plugin: agent turn not recorded; the agent goes on")
+        if not update:
+            return response
+        if isinstance(response, ExtendedModelResponse):  # an inner middleware's command too
+            return response  # (rare: that command wins; the qa_id still went out on the stream)
+        if isinstance(response, AIMessage):
+            response = ModelResponse(result=[response])
+        return ExtendedModelResponse(model_response=response, command=Command(update=update))
+
+    def _record(self, request: ModelRequest[Any], update: dict[str, Any], response: Any) -> None:
+        result = (
+            response.model_response if isinstance(response, ExtendedModelResponse) else response
+        )
+        messages = [result] if isinstance(result, AIMessage) else list(result.result)
+        found = turn_from_messages([*request.messages, *messages])
+        qa_id = update.get("feedback_qa_id") or request.state.get("feedback_qa_id")
+        if found is None or not isinstance(qa_id, str) or not qa_id:
+            return  # not the answer yet (a tool call), or no question
+        session, user, metadata = self._where(request.runtime)
+        if session is None:
+            log.warning(
+                "feedback_plugin: agent turn %s not recorded: no thread_id, no session_id"
+                " metadata and no FeedbackMiddleware(session_id=...)",
+                qa_id,
+            )
+            return
+        context = [] if "feedback_qa_id" in update else _documents(request.state)
+        question, answer = found
+        # Queued as plain fields: the store's writer thread builds the entry (as for the
+        # callback handler); the ids are checked here, the rest is what record() accepts.
+        self.store.record_trusted(
+            check_id(session), question, answer, context, check_user(user), metadata, qa_id
+        )
+
     def wrap_model_call(
         self,
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
-    ) -> ModelResponse[Any]:
-        return handler(self._with_memory(request))
+    ) -> Any:
+        sent, update = self._prepare(request)
+        return self._finish(request, update, handler(sent))
 
     async def awrap_model_call(
         self,
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
-    ) -> ModelResponse[Any]:
-        return await handler(self._with_memory(request))
+    ) -> Any:
+        sent, update = await asyncio.to_thread(self._prepare, request)
+        return self._finish(request, update, await handler(sent))
 
     # -- every tool call ---------------------------------------------------------------
 
@@ -322,46 +391,6 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         finally:
             _collector.reset(token)
         return _with_documents(result, collector.documents) if self.record else result
-
-    # -- after the turn ----------------------------------------------------------------
-
-    def _finish(self, state: FeedbackState, runtime: Runtime[Any]) -> None:
-        if not self.record:
-            return
-        found = turn_from_messages(state.get("messages", []))
-        qa_id = state.get("feedback_qa_id")
-        if found is None or not qa_id:
-            return
-        session, user, metadata = self._where(runtime)
-        if session is None:
-            log.warning(
-                "feedback_plugin: agent turn %s not recorded: no thread_id, no session_id"
-                " metadata and no FeedbackMiddleware(session_id=...)",
-                qa_id,
-            )
-            return
-        question, answer = found
-        self.store.record(
-            session,
-            question,
-            answer,
-            _documents(state),
-            user=user,
-            metadata=metadata,
-            qa_id=qa_id,
-        )
-
-    def after_agent(self, state: FeedbackState, runtime: Runtime[Any]) -> dict[str, Any] | None:
-        try:
-            self._finish(state, runtime)
-        except Exception:
-            log.exception("feedback_plugin: agent turn not recorded; the agent goes on")
-        return None
-
-    async def aafter_agent(
-        self, state: FeedbackState, runtime: Runtime[Any]
-    ) -> dict[str, Any] | None:
-        return self.after_agent(state, runtime)  # record() only queues: no I/O to await
 
 
 def memory_block(entries: Sequence[SessionQAEntry]) -> str:
