@@ -39,14 +39,14 @@ What is measured (every store is a real diskcache directory in a temp dir):
 4. 4 writer processes (spawn) x 2,000 turns into one store directory and one
    session: turns/s until every turn is durable (each writer's ``flush()``
    returned), and a check that every turn is there, once, in order.
-6. Agents (``benchmarks/bench_agents.py``, also runnable alone): a
-   ``StateGraph(MessagesState)`` chatbot and a ``create_agent`` agent with
-   the handler vs a no-op handler, ``FeedbackMiddleware`` vs none, and the
-   cost of memory injection at 100,000 turns (``--no-agents`` skips it).
 5. Starting a session: ``record(wait=True)`` of a turn that starts a new
    session, p50, for one user who already has 1,000 / 10,000 / 40,000
    sessions (open mode, where every visitor is the same user), and
    ``list_sessions`` at that count (information).
+6. Agents (``benchmarks/bench_agents.py``, also runnable alone): a
+   ``StateGraph(MessagesState)`` chatbot and a ``create_agent`` agent with
+   the handler vs a no-op handler, ``FeedbackMiddleware`` vs none, and the
+   cost of memory injection at 100,000 turns (``--no-agents`` skips it).
 
 Sections 3 and 4 run a second time on the Redis backend (``--redis URL``,
 default ``redis://127.0.0.1:6379/15``; ``--no-redis`` skips it, and so does
