@@ -257,3 +257,37 @@ def test_reports_skip_a_damaged_entry(
     assert len(exported) == 1
     assert [e.qa_id for e in listed] == [good.qa_id]
     assert any("not a turn" in r.getMessage() for r in caplog.records)
+
+
+# -- 9. text UTF-8 cannot carry, at every entry point -----------------------------------------
+
+
+def test_lone_surrogates_round_trip_through_record_tools_export_and_import(
+    store: SessionStore, tmp_path: Path
+) -> None:
+    import io
+
+    from feedback_plugin import FeedbackToolkit, analytics
+
+    turn = store.record("s\ud800", "q \udfff", "a \ud800", ["doc \ud800"], wait=True)
+    tools = {t.name: t for t in FeedbackToolkit(store=store, session_id="s\ud800").get_tools()}
+    out = tools["add_feedback"].invoke(
+        {"qa_id": turn.qa_id, "feedback_score": 5, "feedback_text": "ok \ud800"}
+    )
+    assert out.startswith("Feedback saved")
+    found = tools["search_positive_memory"].invoke({"query": "q \udfff"})
+    assert "a \ud800" in found
+    exported = io.StringIO()
+    analytics.export_jsonl(store, exported)
+    other = SessionStore(tmp_path / "other")
+    try:
+        assert analytics.import_jsonl(other, io.StringIO(exported.getvalue())) == 1
+        [back] = other.get_session("s\ud800")
+        assert (back.question, back.answer, back.context, back.feedback_text) == (
+            "q \udfff",
+            "a \ud800",
+            ["doc \ud800"],
+            "ok \ud800",
+        )
+    finally:
+        other.close()
