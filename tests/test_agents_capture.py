@@ -359,3 +359,16 @@ def test_a_toolkit_without_a_session_rates_turns_of_the_thread_it_runs_in(
         ("Thanks, noted!", None, None),
     ]
     assert [e.feedback_score for e in store.get_session("b", user="alice")] == [None]
+
+
+def test_a_prebuilt_react_agent_turn(store: SessionStore) -> None:
+    import warnings
+
+    with warnings.catch_warnings():  # deprecated in favour of create_agent, still in use
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from langgraph.prebuilt import create_react_agent
+
+        model = ScriptedChatModel(script=[tool_call("word_count", {"text": "x y z"}), "Three."])
+        agent = create_react_agent(model, [word_count], checkpointer=InMemorySaver())
+    agent.invoke({"messages": [("user", "How many words in 'x y z'?")]}, config(store, "react"))
+    assert turns(store, "react") == [("How many words in 'x y z'?", "Three.")]
