@@ -2,7 +2,7 @@
 
 * ``docs/api.md`` names only what exists, with the real parameter lists, and
   names everything public (``feedback_plugin.__all__``, ``SessionStore``'s
-  methods);
+  methods, ``feedback_plugin.middleware.__all__``);
 * no file points outside the repository, and every relative link in the
   README and ``docs/`` opens a file of the repository;
 * the README's first code example runs as pasted (in a fresh interpreter);
@@ -108,6 +108,14 @@ def test_api_reference_lists_everything_public() -> None:
     assert not missing, f"docs/api.md lacks SessionStore.{missing}"
     functions = [f"session.{n}" for n in feedback_plugin.session.__all__]
     assert not [f for f in functions if f not in listed]
+
+
+def test_api_reference_lists_the_middleware() -> None:
+    """``feedback_plugin.middleware`` (the agents extra) is documented like the rest."""
+    middleware = pytest.importorskip("feedback_plugin.middleware")
+    listed = {name for name, _ in _api_headings()}
+    missing = [n for n in middleware.__all__ if f"middleware.{n}" not in listed]
+    assert not missing, f"docs/api.md lacks headings for middleware.{missing}"
 
 
 # -- links -------------------------------------------------------------------------------------
