@@ -126,7 +126,8 @@ class FeedbackState(AgentState[Any]):
 
     feedback_qa_id: NotRequired[str]
     """The current turn's id: rate the answer with it."""
-    feedback_context: NotRequired[Annotated[list[str], _gather, PrivateStateAttr]]
+    # the reducer must come last: LangGraph reads only the last Annotated item as one
+    feedback_context: NotRequired[Annotated[list[str], PrivateStateAttr, _gather]]
     feedback_memory: NotRequired[Annotated[str, PrivateStateAttr]]
 
 

@@ -88,6 +88,37 @@ def liked_turn(store: SessionStore, question: str, answer: str, *, user: str = "
 # -- recording --------------------------------------------------------------------------------
 
 
+def test_every_tool_call_of_the_turn_adds_its_documents(store: CountingStore) -> None:
+    """The turn's documents are gathered (the state key's reducer), not replaced per tool call."""
+    prices = [Document(page_content="Pro costs 5 a month.")]
+
+    class Prices(BaseRetriever):
+        def _get_relevant_documents(
+            self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        ) -> list[Document]:
+            return list(prices)
+
+    pricing = create_retriever_tool(Prices(), "pricing", "Look up prices.")
+    model = ScriptedChatModel(
+        script=[
+            tool_call("help_centre", {"query": "password"}),
+            tool_call("pricing", {"query": "pro"}),
+            "Settings > Security; Pro is 5 a month.",
+            tool_call("pricing", {"query": "pro"}),
+            "5 a month.",
+        ]
+    )
+    middleware = [FeedbackMiddleware(store, memory=False)]
+    agent = create_agent(
+        model, [help_centre, pricing], middleware=middleware, checkpointer=InMemorySaver()
+    )
+    agent.invoke({"messages": [("user", "Password, and the price of Pro?")]}, cfg())
+    agent.invoke({"messages": [("user", "And Pro again?")]}, cfg())
+    first, second = store.get_session("t1", user="alice")
+    assert first.context == [ARTICLES[0].page_content, prices[0].page_content]
+    assert second.context == [prices[0].page_content]  # a new turn starts afresh
+
+
 def test_one_turn_per_agent_turn_with_the_callers_run_id(store: CountingStore) -> None:
     model = ScriptedChatModel(
         script=[tool_call("help_centre", {"query": "password"}), "Settings > Security.", "Hi!"]
