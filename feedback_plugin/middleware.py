@@ -80,7 +80,7 @@ from .capture.extract import (
 )
 from .errors import StoreError
 from .memory.retriever import search_memory
-from .models import SessionQAEntry, check_id, check_score, check_user
+from .models import MAX_SCORE, MIN_SCORE, SessionQAEntry, check_id, check_user
 from .store import SessionStore
 
 __all__ = ["FeedbackMiddleware", "FeedbackState"]
@@ -205,9 +205,11 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         super().__init__()
         self.store = store
         self.k = k
-        checked = check_score(min_score)
-        if checked is None:
-            raise ValueError("min_score must be an int from 1 to 5")
+        if type(min_score) is not int or not MIN_SCORE <= min_score <= MAX_SCORE:
+            raise ValueError(
+                f"min_score must be an int from {MIN_SCORE} to {MAX_SCORE}, got {min_score!r}"
+            )
+        checked = min_score
         self.min_score: int = checked
         self.memory = memory
         self.record = record

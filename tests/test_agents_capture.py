@@ -372,3 +372,17 @@ def test_a_prebuilt_react_agent_turn(store: SessionStore) -> None:
         agent = create_react_agent(model, [word_count], checkpointer=InMemorySaver())
     agent.invoke({"messages": [("user", "How many words in 'x y z'?")]}, config(store, "react"))
     assert turns(store, "react") == [("How many words in 'x y z'?", "Three.")]
+
+
+def test_the_handlers_user_is_the_fallback_not_an_override(store: SessionStore) -> None:
+    app = chatbot(ScriptedChatModel(script=["For bob.", "For nobody."]))
+    handler = FeedbackCallbackHandler(store, user="fallback")
+    app.invoke(
+        {"messages": [("user", "q1")]},
+        {"configurable": {"thread_id": "t", "user_id": "bob"}, "callbacks": [handler]},
+    )
+    app.invoke(
+        {"messages": [("user", "q2")]}, {"configurable": {"thread_id": "u"}, "callbacks": [handler]}
+    )
+    assert turns(store, "t", user="bob") == [("q1", "For bob.")]
+    assert turns(store, "u", user="fallback") == [("q2", "For nobody.")]

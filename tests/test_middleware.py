@@ -267,3 +267,9 @@ def test_a_correction_is_the_answer_memory_shows(store: CountingStore) -> None:
     agent_with(store, model).invoke({"messages": [("user", "invoices?")]}, cfg())
     [prompt] = model.system_prompts()
     assert "Answer: Billing > History." in prompt and "In Settings." not in prompt
+
+
+@pytest.mark.parametrize("bad", [0, 9, True, 4.0])
+def test_a_bad_min_score_names_min_score(tmp_path: Path, bad: Any) -> None:
+    with pytest.raises(ValueError, match="min_score"):
+        FeedbackMiddleware(SessionStore(tmp_path / "store"), min_score=bad)

@@ -17,7 +17,7 @@ A run that pauses at ``interrupt()`` records nothing; the run that resumes
 it (``Command(resume=...)``) records the turn, with its own run id as the
 ``qa_id``. The user comes from the run's metadata, else from LangGraph's
 ``configurable["user_id"]`` or runtime ``context``, read from the config
-the graph's nodes run with. A run whose output carries ``feedback_qa_id``
+the graph's nodes run with, else the handler's own ``user``. A run whose output carries ``feedback_qa_id``
 was recorded by :class:`~feedback_plugin.middleware.FeedbackMiddleware`,
 and is not recorded again.
 """
@@ -112,7 +112,8 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         store: where turns go; ``None`` uses the default store
             (``$FEEDBACK_PLUGIN_DIR``, see :mod:`feedback_plugin.session`).
         session_id: used when the run's metadata names no session.
-        user: used when the run's metadata has no ``user_id``.
+        user: used when the run names no user (metadata ``user_id``, or
+            LangGraph's ``configurable["user_id"]`` / runtime ``context``).
         raise_error: write each turn synchronously and let store failures
             propagate into the chain (default: log them, never break the chain).
 
@@ -199,7 +200,7 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         turn = _Turn(
             kind,
             session_id_from(metadata, self.session_id),
-            user_from(metadata, self.user),
+            user_from(metadata, None),  # the handler's own user is the last fallback
             inputs,
             json_safe(metadata, tags),
             rid,
@@ -231,13 +232,14 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
             if is_command(inputs):  # a resumed run: its own output names the question
                 inputs = outputs
             question, answer = question_from(inputs), answer_from(outputs)
+        user = self.user if turn.user is None else turn.user
         if self.raise_error:  # written now, so a store failure reaches the chain
             self.store.record(
                 turn.session_id,
                 question,
                 answer,
                 turn.context,
-                user=turn.user,
+                user=user,
                 metadata=turn.metadata,
                 qa_id=str(run_id),
                 wait=True,
@@ -248,7 +250,7 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
                 question,
                 answer,
                 turn.context,
-                turn.user,
+                user,
                 turn.metadata,
                 run_id.int,  # the writer thread makes it str(run_id)
             )
