@@ -1,7 +1,8 @@
 """The demo chat web app (feedback_plugin.integrations.webapp) without a browser.
 
-A FastAPI TestClient over a real diskcache store in tmp_path; the chain is the
-app's own (offline responder) unless a test passes a chat model.
+A FastAPI TestClient over a real diskcache store in tmp_path; the agent is the
+app's own (the offline responder's model) unless a test passes a chat model
+(the scripted tool-calling model of tests/_fakes.py).
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
+from _fakes import ScriptedChatModel, tool_call
 from fastapi.testclient import TestClient
 from langchain_core.language_models import FakeListChatModel
-from langchain_core.runnables import RunnableLambda
+from langchain_core.messages import BaseMessage
 
 from feedback_plugin import SessionStore
+from feedback_plugin.errors import ConfigurationError
 from feedback_plugin.integrations import webapp
+from feedback_plugin.integrations.offline_model import HELP_TOOL
 from feedback_plugin.integrations.rest import ApiKeyAuth
 from feedback_plugin.integrations.webapp import (
     OFFLINE_RESPONDER,
@@ -53,6 +57,16 @@ def chat(client: TestClient, question: str, session_id: str = "s1", **kw: Any) -
 
 def feedback_url(qa_id: str) -> str:
     return f"/api/turns/{quote(qa_id, safe='')}/feedback"
+
+
+def agent_model(*answers: Any) -> ScriptedChatModel:
+    """A tool-calling model: per turn, a help-centre search for the question, then the answer."""
+
+    def search(messages: list[BaseMessage]) -> Any:
+        question = [m for m in messages if m.type == "human"][-1].text
+        return tool_call(HELP_TOOL, {"query": question})
+
+    return ScriptedChatModel(script=[step for a in answers for step in (search, a)], cycle=True)
 
 
 # -- /api/chat -------------------------------------------------------------------------
@@ -206,41 +220,49 @@ def test_odd_session_ids_round_trip(client: TestClient, store: SessionStore) -> 
 
 def test_a_chat_model_answers_verbatim(store: SessionStore) -> None:
     payload = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
-    model = FakeListChatModel(responses=[payload])
-    with TestClient(create_demo_app(store, chat_model=model), base_url=LOCAL) as c:
+    with TestClient(create_demo_app(store, chat_model=agent_model(payload)), base_url=LOCAL) as c:
         body = chat(c, PASSWORD_Q)
         assert body["answer"] == payload
-        assert body["responder"] == "FakeListChatModel" and body["offline"] is False
+        assert body["responder"] == "ScriptedChatModel" and body["offline"] is False
         assert c.get("/api/info").json()["offline"] is False
     assert store.get_entry("s1", body["qa_id"]).answer == payload  # type: ignore[union-attr]
 
 
 def test_the_chat_model_sees_articles_and_memories(store: SessionStore) -> None:
-    prompts: list[str] = []
-
-    def model(prompt: Any) -> str:
-        prompts.append("\n".join(m.text for m in prompt.to_messages()))
-        return "ok"
-
-    with TestClient(create_demo_app(store, chat_model=RunnableLambda(model)), base_url=LOCAL) as c:
+    model = agent_model("ok")
+    with TestClient(create_demo_app(store, chat_model=model), base_url=LOCAL) as c:
         first = chat(c, PASSWORD_Q)
         c.put(feedback_url(first["qa_id"]), params={"session_id": "s1"}, json={"thumbs": "up"})
         chat(c, PASSWORD_Q2)
-    assert "[password-reset] Resetting your password." in prompts[0]
-    assert "(none yet)" in prompts[0]
-    assert f"Question: {PASSWORD_Q}\nAnswer: ok" in prompts[1]
-    assert prompts[1].rstrip().endswith(PASSWORD_Q2)
+    calls = model.calls  # per turn: the search, then the answer
+    assert len(calls) == 4 and model.tools_bound == [HELP_TOOL]
+    tool_results = [m.text for m in calls[1] if m.type == "tool"]
+    assert tool_results[0].startswith("[password-reset] Resetting your password.")
+    assert "Suggested reply: Go to Settings > Account > Security" in tool_results[0]
+    systems = model.system_prompts()
+    assert "Acme Notes" in systems[0] and "<liked_answers>" not in systems[1]
+    for system in systems[2:]:  # the second turn's calls see the liked turn
+        assert f'<example qa_id="{first["qa_id"]}">' in system
+        assert f"Question: {PASSWORD_Q}\nAnswer: ok" in system
+    assert calls[3][-1].type == "tool"  # the conversation: the question, search, result
+    assert [m.text for m in calls[3] if m.type == "human"] == [PASSWORD_Q, PASSWORD_Q2]
 
 
 def test_a_failing_chat_model_is_502_and_records_nothing(store: SessionStore) -> None:
     def broken(_: Any) -> str:
         raise RuntimeError("model down")
 
-    with TestClient(create_demo_app(store, chat_model=RunnableLambda(broken)), base_url=LOCAL) as c:
+    model = ScriptedChatModel(script=[broken], cycle=True)
+    with TestClient(create_demo_app(store, chat_model=model), base_url=LOCAL) as c:
         r = c.post("/api/chat", json={"session_id": "s1", "question": "hi"})
     assert r.status_code == 502
     assert r.json() == {"detail": webapp.CHAT_FAILED}  # nothing internal
     assert store.get_session("s1") == []
+
+
+def test_a_chat_model_that_cannot_call_tools_is_refused(store: SessionStore) -> None:
+    with pytest.raises(ConfigurationError, match="tool calling"):
+        create_demo_app(store, chat_model=FakeListChatModel(responses=["hi"]))
 
 
 def test_env_model_without_langchain_falls_back_offline(
@@ -263,9 +285,11 @@ def test_env_model_is_made_with_init_chat_model(
 
     seen: list[str] = []
 
-    def init_chat_model(name: str) -> FakeListChatModel:
+    def init_chat_model(name: str) -> Any:
         seen.append(name)
-        return FakeListChatModel(responses=["from the configured model"])
+        if name == "notools:model":
+            return FakeListChatModel(responses=["no tool calling"])
+        return agent_model("from the configured model")
 
     fake = types.ModuleType("langchain.chat_models")
     fake.init_chat_model = init_chat_model  # type: ignore[attr-defined]
@@ -277,6 +301,12 @@ def test_env_model_is_made_with_init_chat_model(
     assert seen == ["someprovider:some-model"]
     assert body["answer"] == "from the configured model"
     assert body["responder"] == "someprovider:some-model" and body["offline"] is False
+
+    monkeypatch.setenv(webapp.ENV_CHAT_MODEL, "notools:model")  # the agent needs tools
+    with TestClient(create_demo_app(store), base_url=LOCAL) as c:
+        info = c.get("/api/info").json()
+        assert info["offline"] is True and "cannot call tools" in info["note"]
+        assert chat(c, PASSWORD_Q)["responder"] == OFFLINE_RESPONDER
 
 
 # -- the page and its files ----------------------------------------------------------------

@@ -28,10 +28,11 @@ import pytest
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
+from _fakes import ScriptedChatModel, tool_call  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
-from langchain_core.language_models import FakeListChatModel  # noqa: E402
 
 from feedback_plugin import SessionStore  # noqa: E402
+from feedback_plugin.integrations.offline_model import HELP_TOOL  # noqa: E402
 from feedback_plugin.integrations.webapp import create_demo_app  # noqa: E402
 
 CHROMIUM = os.environ.get("FEEDBACK_PLUGIN_CHROMIUM", "/usr/bin/chromium")
@@ -339,7 +340,9 @@ def test_model_and_user_text_is_never_html(browser: Any, store: SessionStore) ->
     """
     from playwright.sync_api import expect
 
-    app = create_demo_app(store, chat_model=FakeListChatModel(responses=[XSS_ANSWER]))
+    search = tool_call(HELP_TOOL, {"query": "password"})
+    model = ScriptedChatModel(script=[search, XSS_ANSWER], cycle=True)
+    app = create_demo_app(store, chat_model=model)
     with serve(app) as base:
         site = Page(browser, base, bypass_csp=True)
         try:

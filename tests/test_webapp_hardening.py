@@ -22,8 +22,8 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
+from _fakes import ScriptedChatModel
 from fastapi.testclient import TestClient
-from langchain_core.runnables import RunnableLambda
 
 from feedback_plugin import SessionStore
 from feedback_plugin.errors import ConfigurationError
@@ -222,7 +222,7 @@ def test_a_failing_chain_is_a_generic_502(
         raise RuntimeError(f"model down; store at {store.location}; key sk-secret")
 
     with caplog.at_level(logging.ERROR, logger="feedback_plugin"):
-        app = create_demo_app(store, chat_model=RunnableLambda(broken))
+        app = create_demo_app(store, chat_model=ScriptedChatModel(script=[broken], cycle=True))
         with TestClient(app, base_url=LOCAL) as c:
             r = c.post("/api/chat", json={"session_id": "s1", "question": "hi"})
     is_json_error(r, 502)

@@ -1,6 +1,6 @@
-"""The demo chat web app: a LangChain chat whose answers carry 👍 / 👎 buttons.
+"""The demo chat web app: a LangChain agent whose answers carry 👍 / 👎 buttons.
 
-Install with ``pip install "feedback-plugin[web]"`` and run::
+Install with ``pip install "feedback-plugin[web,agents]"`` and run::
 
     python -m feedback_plugin.integrations.webapp              # http://127.0.0.1:8000
     python -m feedback_plugin.integrations.webapp --port 9000 --store ./my-store
@@ -15,8 +15,15 @@ What it serves:
   ``<feedback-buttons>`` web component (``static/feedback-buttons.js``, see
   ``docs/web.md``); a side panel lists the session's turns with their ratings
   and the memories used for the selected answer.
-* ``POST /api/chat``: ``{"session_id", "question"}`` → ``{"qa_id", "answer",
-  "responder", "context": [...], "memories": [...]}``.
+* ``POST /api/chat/stream``: ``{"session_id", "question"}`` → NDJSON events,
+  one JSON object a line: ``{"type": "qa_id", "qa_id", "session_id"}`` first
+  (before any token: the page puts the thumbs under the answer at once), then
+  ``{"type": "token", "text"}`` for the answer's pieces (``{"type": "reset"}``
+  when text already sent turns out to precede a tool call, so it was no
+  answer), and last ``{"type": "answer", ...}`` with the fields of
+  ``POST /api/chat``'s answer, or ``{"type": "error", "detail"}``.
+* ``POST /api/chat``: the same turn in one JSON answer: ``{"qa_id", "answer",
+  "responder", "offline", "recorded", "context": [...], "memories": [...]}``.
 * ``GET /api/chat/history?session_id=...``: the session's turns in that same
   shape (sources and memories rebuilt from each turn's recorded context), plus
   their ratings: what the page shows after a reload.
@@ -24,19 +31,33 @@ What it serves:
 * Everything of :func:`~feedback_plugin.integrations.rest.create_router`
   (turns, feedback, sessions, memory search) under ``/api``.
 
-The chat is one LangChain chain, recorded by
-:class:`~feedback_plugin.FeedbackCallbackHandler` (``metadata={"session_id":
-...}``; the app passes its own ``run_id``, so it knows the turn's ``qa_id``)::
+The chat is a LangChain v1 agent, recorded by
+:class:`~feedback_plugin.middleware.FeedbackMiddleware` (no callback handler)::
 
-    {"question"} ─▶ assign(docs=help-centre retriever, memories=PositiveMemoryRetriever)
-                 ─▶ assign(answer=responder)
+    create_agent(model, tools=[search_help_centre],        # a retriever tool
+                 middleware=[FeedbackMiddleware(store, k=3), MemoriesAsContext()],
+                 checkpointer=InMemorySaver())
+    agent.astream({"messages": [question]},
+                  {"configurable": {"thread_id": ..., "user_id": <the API key's user>},
+                   "metadata": {"session_id": ..., "responder": ...}},
+                  stream_mode=["custom", "messages"])
 
-The responder is the chat model named by ``$FEEDBACK_PLUGIN_CHAT_MODEL`` (for
-example ``openai:gpt-4o-mini``, through ``langchain.chat_models.init_chat_model``,
-which needs the ``langchain`` package and the provider's package and key),
-or, when none is configured, the built-in *offline responder*: it answers
-with the best matching help-centre article's reply, or with a liked
-(or corrected) earlier answer to the same question. The page labels it as such.
+The middleware names the turn (its ``qa_id`` arrives on the ``custom`` stream
+before the model speaks), puts the user's liked turns that match the question
+into the model's system message, and records the turn when the model answers:
+question, final answer, and as context the articles the tool retrieved plus
+the liked turns the model was shown (the app's second middleware adds those,
+so a reload can show them). The conversation of each session is kept by the
+checkpointer (in memory, bounded) so a real model sees the earlier turns.
+
+The model is the chat model named by ``$FEEDBACK_PLUGIN_CHAT_MODEL`` (for
+example ``openai:gpt-4o-mini``, through ``langchain.chat_models.init_chat_model``;
+it needs the provider's package and key, and must support tool calling), or,
+when none is configured, the built-in *offline responder*,
+:class:`~feedback_plugin.integrations.offline_model.OfflineChatModel`: it
+calls the help-centre tool, then answers with a liked (or corrected) earlier
+answer to the same question from its system message, else with the best
+article's reply. The page labels it as such.
 
 The documents are six help-centre articles of "Acme Notes", a fictional
 note-taking app, shipped as package data (``integrations/data/docs.json``).
@@ -45,34 +66,41 @@ note-taking app, shipped as package data (``integrations/data/docs.json``).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import json
 import logging
 import os
-import re
 import sys
-import uuid
-from collections.abc import Callable, Coroutine, Sequence
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from importlib import resources
-from operator import itemgetter
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.routing import APIRouter
 from fastapi.staticfiles import StaticFiles
+from langchain.agents import create_agent
+from langchain.agents.middleware import AgentMiddleware
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
-from langchain_core.output_parsers import StrOutputParser
-from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langchain_core.prompts import PromptTemplate
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool, create_retriever_tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
-from ..capture.handler import FeedbackCallbackHandler
 from ..errors import ConfigurationError
-from ..memory.retriever import PositiveMemoryRetriever, entry_document, search_memory
+from ..memory.retriever import entry_document, search_memory
+from ..middleware import FeedbackMiddleware, FeedbackState
 from ..models import MAX_ID_LENGTH, SessionQAEntry
 from ..store import SessionStore
 from .guards import (
@@ -90,42 +118,58 @@ from .guards import (
     is_loopback,
     rate_limit_setting,
 )
+from .offline_model import (
+    HELP_TOOL,
+    NO_ANSWER,
+    OFFLINE_RESPONDER,
+    REPLY_PREFIX,
+    LikedAnswer,
+    OfflineChatModel,
+    content_words,
+    parse_liked_answers,
+)
 from .rest import ApiKeyAuth, _store_errors, closing_store, create_router, guarded_route
 
-__all__ = ["OFFLINE_RESPONDER", "create_demo_app", "load_documents", "main"]
+__all__ = [
+    "NO_ANSWER",
+    "OFFLINE_RESPONDER",
+    "HelpCentreRetriever",
+    "create_demo_app",
+    "help_centre_tool",
+    "load_documents",
+    "main",
+]
 
 log = logging.getLogger("feedback_plugin")
 
 ENV_CHAT_MODEL = "FEEDBACK_PLUGIN_CHAT_MODEL"
-OFFLINE_RESPONDER = "offline responder"
-"""The responder label of the built-in, no-LLM responder."""
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MEMORY_K = 3
+"""How many liked turns a model call is shown at most."""
+MEMORY_MIN_SCORE = 4
+"""The lowest score that makes a turn a memory (a correction always does)."""
 DOCS_K = 2
 MAX_QUESTION = 4000
 """The longest chat question, in characters (the page's input allows as many)."""
 CHAT_FAILED = "the chat model could not answer; the details are in the server log"
-REUSE_SIMILARITY = 0.5
-"""The offline responder reuses a remembered answer when the questions share this
-fraction of their content words (Jaccard)."""
+MAX_THREADS = 200
+"""Sessions whose conversation the agent's checkpointer keeps (the least recent go first)."""
+MAX_THREAD_TURNS = 10
+"""Turns a session's conversation holds before the model starts it afresh (the store keeps all)."""
 
-NO_ANSWER = (
-    "I couldn't find that in the Acme Notes help centre. Try rephrasing, or ask about "
-    "passwords, invoices, exporting, working offline, sharing or deleting your account."
+SYSTEM_PROMPT = (
+    "You are the support assistant of Acme Notes, a note-taking app. Look every question "
+    f"up with the {HELP_TOOL} tool, then answer briefly and only from the articles it "
+    "returns (each has a suggested reply). If they do not cover the question, say so."
 )
+
 SUGGESTIONS = [
     "How do I reset my password?",
     "Where can I download my invoices?",
     "Can I export my notes as a PDF?",
     "Does the app work offline?",
 ]
-
-_STOPWORDS_TEXT = """
-a an and are as at be by can do does for from how i if in is it me my of on or our so that
-the their there this to up we what when where which who why will with you your
-"""
-_STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 
 # Page hardening: no inline script, nothing from elsewhere. The UI renders all text
 # with textContent anyway; this is the second lock.
@@ -161,21 +205,6 @@ def load_documents() -> list[Document]:
     ]
 
 
-def _words(text: str) -> set[str]:
-    """Lower-case content words, with a crude plural fold ("invoices" ~ "invoice")."""
-    out = set()
-    for w in re.findall(r"[a-z0-9]+", text.lower()):
-        if w in _STOPWORDS or len(w) < 2:
-            continue
-        out.add(w[:-1] if len(w) > 3 and w.endswith("s") else w)
-    return out
-
-
-def _similarity(a: str, b: str) -> float:
-    wa, wb = _words(a), _words(b)
-    return len(wa & wb) / len(wa | wb) if wa and wb else 0.0
-
-
 class HelpCentreRetriever(BaseRetriever):
     """Ranks the bundled articles by the content words they share with the query.
 
@@ -188,68 +217,32 @@ class HelpCentreRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
-        q = _words(query)
-        scored = [(len(q & _words(d.page_content)), i, d) for i, d in enumerate(self.docs)]
+        q = content_words(query)
+        scored = [(len(q & content_words(d.page_content)), i, d) for i, d in enumerate(self.docs)]
         scored = [s for s in scored if s[0] > 0]
         scored.sort(key=lambda s: (-s[0], s[1]))
         return [d for _, _, d in scored[: self.k]]
 
 
-# -- responders -------------------------------------------------------------------
+def help_centre_tool(docs: list[Document] | None = None) -> BaseTool:
+    """The agent's retriever tool over the help centre (``docs``: the bundled articles).
 
-
-def _offline_answer(inputs: dict[str, Any]) -> str:
-    """Answer from what was retrieved, no LLM: a remembered (liked or corrected) answer to
-    the same question, else the best article's reply, else a polite "not found".
-
-    The answer is the reply text alone; the page shows its sources and memories beside it.
+    Each article comes back as ``[id] title. text`` and a ``Suggested reply:``
+    line (what :class:`OfflineChatModel` answers with). FeedbackMiddleware
+    records the retrieved documents as the turn's context.
     """
-    question: str = inputs["question"]
-    for memory in inputs.get("memories", []):
-        if _similarity(question, memory.metadata["question"]) >= REUSE_SIMILARITY:
-            return str(memory.metadata["answer"])
-    docs: list[Document] = inputs.get("docs", [])
-    return str(docs[0].metadata["reply"]) if docs else NO_ANSWER
-
-
-_PROMPT = ChatPromptTemplate.from_messages(
-    [
-        (
-            "system",
-            "You are the support assistant of Acme Notes, a note-taking app. Answer the "
-            "question briefly and only from the help-centre articles below. If they do not "
-            "cover it, say so.\n\nHelp-centre articles:\n{context}\n\n"
-            "Answers this user liked before (follow them when the question matches; a "
-            "corrected answer is the right one):\n{liked}",
+    return create_retriever_tool(
+        HelpCentreRetriever(docs=load_documents() if docs is None else docs),
+        HELP_TOOL,
+        "Search the Acme Notes help centre. Input: the user's question. Returns the "
+        "matching articles, each with a suggested reply.",
+        document_prompt=PromptTemplate.from_template(
+            "[{id}] {page_content}\n" + REPLY_PREFIX + "{reply}"
         ),
-        ("human", "{question}"),
-    ]
-)
-
-
-def _format_docs(inputs: dict[str, Any]) -> str:
-    docs: list[Document] = inputs["docs"]
-    if not docs:
-        return "(no matching article)"
-    return "\n\n".join(f"[{d.metadata['id']}] {d.page_content}" for d in docs)
-
-
-def _format_memories(inputs: dict[str, Any]) -> str:
-    memories: list[Document] = inputs["memories"]
-    return "\n\n".join(m.page_content for m in memories) or "(none yet)"
-
-
-def _model_responder(model: Runnable[Any, Any]) -> Runnable[dict[str, Any], str]:
-    return (
-        {
-            "context": RunnableLambda(_format_docs),
-            "liked": RunnableLambda(_format_memories),
-            "question": itemgetter("question"),
-        }
-        | _PROMPT
-        | model
-        | StrOutputParser()
     )
+
+
+# -- the model --------------------------------------------------------------------------
 
 
 def _describe(model: Any) -> str:
@@ -260,7 +253,16 @@ def _describe(model: Any) -> str:
     return getattr(model, "name", None) or type(model).__name__
 
 
-def _model_from_env() -> tuple[Runnable[Any, Any] | None, str, str | None]:
+def _calls_tools(model: BaseChatModel, tool: BaseTool) -> bool:
+    """Whether ``model`` supports tool calling (``bind_tools``), as the agent needs."""
+    try:
+        model.bind_tools([tool])
+    except NotImplementedError:
+        return False
+    return True
+
+
+def _model_from_env(tool: BaseTool) -> tuple[BaseChatModel | None, str, str | None]:
     """(model, its label, a note on why it is not used) from ``$FEEDBACK_PLUGIN_CHAT_MODEL``."""
     name = os.environ.get(ENV_CHAT_MODEL, "").strip()
     if not name:
@@ -275,13 +277,315 @@ def _model_from_env() -> tuple[Runnable[Any, Any] | None, str, str | None]:
         log.warning("feedback_plugin demo: %s", note)
         return None, OFFLINE_RESPONDER, note
     try:
-        model: Runnable[Any, Any] = init_chat_model(name)
+        model: BaseChatModel = init_chat_model(name)
     except Exception as exc:
         note = f"cannot start chat model {name!r} ({type(exc).__name__}: {exc}); "
         note += "using the offline responder"
         log.warning("feedback_plugin demo: %s", note)
         return None, OFFLINE_RESPONDER, note
+    if not _calls_tools(model, tool):
+        note = f"chat model {name!r} cannot call tools; using the offline responder"
+        log.warning("feedback_plugin demo: %s", note)
+        return None, OFFLINE_RESPONDER, note
     return model, name, None
+
+
+# -- the agent ----------------------------------------------------------------------------
+
+
+def _memory_text(liked: LikedAnswer) -> str:
+    """A liked turn as recorded context: ``entry_document(...).page_content`` of that turn."""
+    return f"{_MEMORY_PREFIX}{liked.question}{_MEMORY_ANSWER}{liked.answer}"
+
+
+class MemoriesAsContext(AgentMiddleware[FeedbackState, Any, Any]):
+    """Adds the liked turns the model is shown to the turn's recorded context.
+
+    Listed after :class:`FeedbackMiddleware`. That middleware puts the turn's
+    liked turns (its ``<liked_answers>`` block) in the state at the turn's
+    first model call and records the turn at the call that answers, with the
+    documents the turn gathered as context. Before every later model call of
+    the turn this adds those liked turns to the gathered documents, as
+    ``Question: ...\nAnswer: ...`` (what
+    :func:`~feedback_plugin.memory.retriever.entry_document` writes), so
+    ``GET /api/chat/history`` can show which memories an answer used. (A
+    model that answers at its first call, without a tool, has gathered
+    nothing: its turn is recorded with no context.)
+    """
+
+    state_schema = FeedbackState
+
+    def before_model(self, state: FeedbackState, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        messages = state.get("messages") or []
+        newest = max((i for i, m in enumerate(messages) if m.type == "human"), default=-1)
+        if not any(m.type == "ai" for m in messages[newest + 1 :]):
+            return None  # the turn's first call: its memories are not chosen yet
+        block = state.get("feedback_memory")
+        shown = parse_liked_answers(block) if isinstance(block, str) else []
+        have = state.get("feedback_context") or []
+        missing = [text for text in map(_memory_text, shown) if text not in have]
+        return {"feedback_context": missing} if missing else None
+
+    async def abefore_model(
+        self, state: FeedbackState, runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        return self.before_model(state, runtime)
+
+
+class _Threads:
+    """The checkpointer's conversations, bounded: :data:`MAX_THREADS` sessions of at
+    most :data:`MAX_THREAD_TURNS` turns (then that session's conversation starts afresh)."""
+
+    def __init__(self, checkpointer: InMemorySaver) -> None:
+        self.checkpointer = checkpointer
+        self.turns: OrderedDict[str, int] = OrderedDict()
+        self.locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def lock(self, thread: str) -> asyncio.Lock:
+        """The lock that lets one turn at a time run on ``thread``."""
+        found = self.locks.get(thread)
+        if found is None:
+            found = self.locks[thread] = asyncio.Lock()
+        return found
+
+    def start(self, thread: str) -> None:
+        """Count a turn on ``thread``; drop what the bounds leave out."""
+        turns = self.turns.pop(thread, 0)
+        if turns >= MAX_THREAD_TURNS:
+            self.checkpointer.delete_thread(thread)
+            turns = 0
+        self.turns[thread] = turns + 1
+        while len(self.turns) > MAX_THREADS:
+            oldest, _ = self.turns.popitem(last=False)
+            self.checkpointer.delete_thread(oldest)
+
+    def forget(self, thread: str) -> None:
+        """Drop ``thread``'s conversation (a failed turn may have left it half done)."""
+        self.turns.pop(thread, None)
+        self.checkpointer.delete_thread(thread)
+
+
+class _ChatAgent:
+    """The demo's agent and how one chat turn runs on it (streamed as events)."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        model: BaseChatModel,
+        tool: BaseTool,
+        docs: list[Document],
+        responder: str,
+        offline: bool,
+    ) -> None:
+        self.store = store
+        self.responder = responder
+        self.offline = offline
+        self.docs = {d.page_content: d for d in docs}
+        checkpointer = InMemorySaver()
+        self.threads = _Threads(checkpointer)
+        self.agent = create_agent(
+            model,
+            tools=[tool],
+            system_prompt=SYSTEM_PROMPT,
+            middleware=[
+                FeedbackMiddleware(store, k=MEMORY_K, min_score=MEMORY_MIN_SCORE),
+                MemoriesAsContext(),
+            ],
+            checkpointer=checkpointer,
+            name="demo_chat",
+        )
+
+    async def turn(
+        self, session_id: str, question: str, user: str | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Run one turn: yield the ``qa_id`` event, ``token`` / ``reset`` events, the answer.
+
+        Raises whatever the agent raises (after dropping the session's half-done
+        conversation); the turn is then not recorded.
+        """
+        thread = json.dumps([user, session_id])  # users never share a conversation
+        config: RunnableConfig = {
+            "configurable": {"thread_id": thread, "user_id": user},
+            "metadata": {
+                "session_id": session_id,
+                "app": "demo web app",
+                "responder": self.responder,
+            },
+        }
+        seen = _TurnUpdates()
+        async with self.threads.lock(thread):
+            self.threads.start(thread)
+            try:
+                held: list[dict[str, Any]] = []  # tokens before the qa_id (none in practice)
+                spoke: set[str | None] = set()  # model messages whose text was sent
+                inputs: Any = {"messages": [HumanMessage(question)]}
+                modes: Any = ["custom", "messages", "updates"]
+                async for mode, data in self.agent.astream(inputs, config, stream_mode=modes):
+                    named = seen.qa_id is None
+                    if mode == "custom" and isinstance(data, dict):
+                        seen.name(data.get("feedback_qa_id"))
+                    elif mode == "updates" and isinstance(data, dict):
+                        seen.add(data)
+                    elif mode == "messages":
+                        event = _token_event(data, spoke)
+                        if event is not None:
+                            held.append(event)
+                    if seen.qa_id is None:
+                        continue
+                    if named:
+                        yield {"type": "qa_id", "qa_id": seen.qa_id, "session_id": session_id}
+                    for event in held:
+                        yield event
+                    held.clear()
+            except BaseException:
+                self.threads.forget(thread)
+                raise
+        yield {"type": "answer", **(await self._answer(seen, session_id, question, user))}
+
+    async def _answer(
+        self, seen: _TurnUpdates, session_id: str, question: str, user: str | None
+    ) -> dict[str, Any]:
+        """The ``POST /api/chat`` answer of the turn the agent made of ``seen``."""
+        qa_id, answer = seen.qa_id, seen.answer
+        if qa_id is None or answer is None:
+            raise RuntimeError("the agent ended the turn without an answer or a qa_id")
+        shown = parse_liked_answers(seen.memory)
+        memories, recorded = await run_in_threadpool(
+            self._read_back, session_id, qa_id, question, shown, user
+        )
+        reply = ChatResponse(
+            qa_id=qa_id,
+            session_id=session_id,
+            question=question,
+            answer=answer,
+            responder=self.responder,
+            offline=self.offline,
+            recorded=recorded,
+            context=[
+                ContextDoc(id=d.metadata["id"], title=d.metadata["title"], text=d.page_content)
+                for d in (self.docs.get(text) for text in seen.gathered)
+                if d is not None
+            ],
+            memories=memories,
+        )
+        return reply.model_dump(mode="json")
+
+    def _read_back(
+        self,
+        session_id: str,
+        qa_id: str,
+        question: str,
+        shown: list[LikedAnswer],
+        user: str | None,
+    ) -> tuple[list[Memory], bool]:
+        """(the memories the model was shown, in full; whether the turn is in the store)."""
+        try:  # read-your-writes: the turn is rateable the moment the answer is shown
+            recorded = self.store.get_entry(session_id, qa_id, user=user) is not None
+        except Exception:
+            log.exception("feedback_plugin demo: cannot read back turn %s", qa_id)
+            recorded = False
+        details: dict[str, tuple[SessionQAEntry, float]] = {}
+        if shown:  # the middleware's query again, for each memory's session, score, relevance
+            try:
+                hits = search_memory(
+                    self.store, question, k=MEMORY_K, user=user, min_score=MEMORY_MIN_SCORE
+                )
+                details = {entry.qa_id: (entry, relevance) for entry, relevance in hits}
+            except Exception:
+                log.warning("feedback_plugin demo: memory details unavailable", exc_info=True)
+        memories = []
+        for liked in shown:
+            entry, relevance = details.get(liked.qa_id, (None, None))
+            memories.append(
+                Memory(
+                    qa_id=liked.qa_id,
+                    session_id=entry.session_id if entry else None,
+                    question=liked.question,
+                    answer=liked.answer,
+                    feedback_score=entry.feedback_score if entry else None,
+                    relevance=relevance,
+                )
+            )
+        return memories, recorded
+
+
+class _TurnUpdates:
+    """What the agent's ``updates`` (and ``custom``) stream told of one turn.
+
+    Taken from the stream rather than from the checkpointer afterwards: these
+    are the values themselves, not their serialized copies (which lose text
+    UTF-8 cannot carry).
+    """
+
+    def __init__(self) -> None:
+        self.qa_id: str | None = None
+        self.answer: str | None = None
+        self.gathered: list[str] = []
+        """Documents the turn gathered (articles, the memories' texts), in order."""
+        self.memory = ""
+        """The ``<liked_answers>`` block the model was shown."""
+
+    def name(self, qa_id: object) -> None:
+        if self.qa_id is None and isinstance(qa_id, str) and qa_id:
+            self.qa_id = qa_id
+
+    def add(self, updates: dict[str, Any]) -> None:
+        """One ``updates`` stream item: ``{node: its update (or a list of them)}``."""
+        for update in updates.values():
+            for part in update if isinstance(update, list) else [update]:
+                if isinstance(part, dict):
+                    self._take(part)
+
+    def _take(self, update: dict[str, Any]) -> None:
+        self.name(update.get("feedback_qa_id"))
+        for text in update.get("feedback_context") or []:
+            if isinstance(text, str) and text not in self.gathered:
+                self.gathered.append(text)
+        memory = update.get("feedback_memory")
+        if isinstance(memory, str):
+            self.memory = memory
+        for message in update.get("messages") or []:
+            if isinstance(message, AIMessage) and not message.tool_calls:
+                self.answer = str(message.text)
+
+
+def _token_event(data: Any, spoke: set[str | None]) -> dict[str, Any] | None:
+    """The event for one ``messages`` stream item: answer text from the model node only.
+
+    Tool-call chunks, tool results and other nodes give nothing; a tool-call
+    chunk of a model message whose text was already sent gives ``reset``.
+    """
+    chunk, metadata = data
+    if not isinstance(chunk, AIMessageChunk) or metadata.get("langgraph_node") != "model":
+        return None
+    if chunk.tool_call_chunks or chunk.tool_calls:
+        if chunk.id in spoke:
+            spoke.discard(chunk.id)
+            return {"type": "reset"}
+        return None
+    text = chunk.text
+    if not text:
+        return None
+    spoke.add(chunk.id)
+    return {"type": "token", "text": text}
+
+
+def _ndjson(event: dict[str, Any]) -> bytes:
+    """One event as a JSON line (UTF-8; ``\\uXXXX`` escapes only when UTF-8 cannot carry it)."""
+    try:
+        return (json.dumps(event, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return (json.dumps(event, ensure_ascii=True) + "\n").encode("ascii")
+
+
+async def _event_lines(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """``events`` as NDJSON; a failure ends the stream with an ``error`` event, no internals."""
+    try:
+        async for event in events:
+            yield _ndjson(event)
+    except Exception:
+        log.exception("feedback_plugin demo: the chat agent failed")
+        yield _ndjson({"type": "error", "detail": CHAT_FAILED})
 
 
 # -- API models -----------------------------------------------------------------------
@@ -329,14 +633,20 @@ class ContextDoc(BaseModel):
 
 
 class Memory(BaseModel):
-    """A liked (or corrected) earlier turn handed to the responder."""
+    """A liked (or corrected) earlier turn the model was shown.
+
+    ``session_id``, ``feedback_score`` and ``relevance`` are ``None`` when that
+    turn left memory between the model's call and this answer.
+    """
 
     qa_id: str
-    session_id: str
+    session_id: str | None
     question: str
     answer: str = Field(description="the corrected answer when one was given, else the answer")
     feedback_score: int | None
-    relevance: float
+    relevance: float | None = Field(
+        description="how well it matched the question (higher is closer)"
+    )
 
 
 class ChatResponse(BaseModel):
@@ -447,7 +757,6 @@ class _History:
     def memory(self, text: str) -> PastMemory:
         question, _, answer = text[len(_MEMORY_PREFIX) :].partition(_MEMORY_ANSWER)
         if text not in self.known:
-            self.known[text] = None
             try:
                 for found, _relevance in search_memory(self.store, question, k=10, user=self.user):
                     self.known.setdefault(entry_document(found, 0.0).page_content, found)
@@ -455,6 +764,7 @@ class _History:
                 log.warning(
                     "feedback_plugin demo: memory lookup for the history failed", exc_info=True
                 )
+            self.known.setdefault(text, None)  # looked up once, found or not
         entry = self.known.get(text)
         return PastMemory(
             qa_id=entry.qa_id if entry else None,
@@ -467,25 +777,46 @@ class _History:
 
 # -- the app ----------------------------------------------------------------------------
 
+_CHAT_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or unknown API key"},
+    403: {"description": "the API key lacks the 'feedback' scope"},
+    413: {"description": "the request body is larger than the server's limit"},
+    415: {"description": "the body was not sent as JSON"},
+    429: {"description": "over the rate limit"},
+}
+
+_STREAM_DESCRIPTION = """\
+The turn as it happens, one JSON object a line (`application/x-ndjson`):
+
+* `{"type": "qa_id", "qa_id": "…", "session_id": "…"}`: first, before any token
+  (from the agent's `custom` stream): the id to rate the answer by;
+* `{"type": "token", "text": "…"}`: the next piece of the answer (only the model's
+  final answer; tool calls and tool results are not sent);
+* `{"type": "reset"}`: the text sent so far was not the answer (the model went on
+  to call a tool): clear it;
+* last, `{"type": "answer", …}` with the fields of `POST /api/chat`'s answer, or
+  `{"type": "error", "detail": "…"}` when the agent failed (nothing is recorded).
+"""
+
 
 def create_demo_app(
     store: SessionStore | None = None,
     *,
-    chat_model: Runnable[Any, Any] | None = None,
+    chat_model: BaseChatModel | None = None,
     auth: ApiKeyAuth | None = None,
     allowed_hosts: Sequence[str] | None = None,
     max_body_bytes: int | None = None,
     rate_limit: str | RateLimit | None = None,
     allow_open: bool = False,
 ) -> FastAPI:
-    """The demo chat app: the chat page, ``POST /api/chat`` and the REST router.
+    """The demo chat app: the chat page, ``POST /api/chat[/stream]`` and the REST router.
 
     Args:
         store: where turns go; ``None`` opens ``SessionStore()`` (``$FEEDBACK_PLUGIN_DIR``)
             and closes it when the app stops.
-        chat_model: the chat model (any runnable taking a prompt, e.g. a LangChain
-            chat model); ``None``: the one named by ``$FEEDBACK_PLUGIN_CHAT_MODEL``,
-            else the offline responder.
+        chat_model: the agent's chat model (a LangChain chat model that supports
+            tool calling); ``None``: the one named by ``$FEEDBACK_PLUGIN_CHAT_MODEL``,
+            else the offline responder (:class:`OfflineChatModel`).
         auth: API keys for every ``/api`` endpoint (``None``: open, for local demos).
         allowed_hosts: the ``Host`` names answered, others get a 400 (default:
             ``localhost``, ``127.0.0.1``, ``::1``; ``"*"`` for any).
@@ -494,45 +825,45 @@ def create_demo_app(
             ``"30/minute"``; ``None``: no limit. Shared by every ``/api`` route.
         allow_open: without ``auth`` the app refuses (:class:`ConfigurationError`)
             to answer non-loopback hosts unless this is true.
+
+    Raises:
+        ConfigurationError: ``chat_model`` cannot call tools, or the open mode is refused.
     """
     hosts = allowed_hosts_setting(allowed_hosts, environ={})
     if auth is None:
         check_open_mode(hosts, allow_open=allow_open)
     body_limit = body_limit_setting(max_body_bytes, {})
     limiter = rate_limit_setting(rate_limit, {})
-    own_store = store is None
-    the_store = SessionStore() if store is None else store
+    docs = load_documents()
+    tool = help_centre_tool(docs)
     note: str | None = None
     if chat_model is None:
-        chat_model, responder, note = _model_from_env()
+        chat_model, responder, note = _model_from_env(tool)
     else:
+        if not _calls_tools(chat_model, tool):
+            raise ConfigurationError(
+                f"the demo's chat model must support tool calling (bind_tools); "
+                f"{type(chat_model).__name__} does not"
+            )
         responder = _describe(chat_model)
     offline = chat_model is None
-    answer_step: Runnable[dict[str, Any], str] = (
-        RunnableLambda(_offline_answer, name="OfflineResponder")
-        if chat_model is None
-        else _model_responder(chat_model)
+    own_store = store is None
+    the_store = SessionStore() if store is None else store
+    agent = _ChatAgent(
+        the_store,
+        OfflineChatModel() if chat_model is None else chat_model,
+        tool,
+        docs,
+        responder,
+        offline,
     )
-    docs = load_documents()
-    handler = FeedbackCallbackHandler(the_store)
-
-    def chain_for(user: str | None) -> Runnable[dict[str, Any], dict[str, Any]]:
-        help_centre = HelpCentreRetriever(docs=docs)
-        memory = PositiveMemoryRetriever(store=the_store, k=MEMORY_K, user=user)
-        return (
-            RunnablePassthrough.assign(
-                docs=itemgetter("question") | help_centre,
-                memories=itemgetter("question") | memory,
-            )
-            | RunnablePassthrough.assign(answer=answer_step)
-        ).with_config(run_name="demo_chat")
 
     from .. import __version__
 
     app = FastAPI(
         title="feedback_plugin demo chat",
         version=__version__,
-        description="A LangChain chat whose answers you rate; the REST API under /api.",
+        description="A LangChain agent whose answers you rate; the REST API under /api.",
         lifespan=closing_store(the_store if own_store else None),
         default_response_class=SafeJSONResponse,
     )
@@ -560,58 +891,41 @@ def create_demo_app(
         "/chat",
         response_model=ChatResponse,
         summary="Ask a question; the answer is recorded as a turn you can rate",
+        responses={**_CHAT_ERRORS, 502: {"description": "the agent failed (see the server log)"}},
+    )
+    async def ask(body: ChatRequest, request: Request) -> dict[str, Any]:
+        user: str | None = request.state.user
+        answer: dict[str, Any] | None = None
+        try:
+            async for event in agent.turn(body.session_id, body.question, user):
+                if event["type"] == "answer":
+                    answer = event
+        except Exception as exc:  # the client learns nothing internal; the log has it all
+            log.exception("feedback_plugin demo: the chat agent failed")
+            raise HTTPException(502, CHAT_FAILED) from exc
+        assert answer is not None  # turn() ends with the answer or raises
+        del answer["type"]
+        return answer
+
+    @chat.post(
+        "/chat/stream",
+        response_class=StreamingResponse,
+        summary="Ask a question; the turn's qa_id, then the answer as it is written (NDJSON)",
+        description=_STREAM_DESCRIPTION,
         responses={
-            401: {"description": "missing or unknown API key"},
-            403: {"description": "the API key lacks the 'feedback' scope"},
-            413: {"description": "the request body is larger than the server's limit"},
-            415: {"description": "the body was not sent as JSON"},
-            502: {"description": "the chat model failed (details in the server log)"},
+            200: {
+                "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                "description": "NDJSON events: qa_id, token…, answer (or error)",
+            },
+            **_CHAT_ERRORS,
         },
     )
-    def ask(body: ChatRequest, request: Request) -> ChatResponse:
+    async def ask_stream(body: ChatRequest, request: Request) -> StreamingResponse:
         user: str | None = request.state.user
-        run_id = uuid.uuid4()
-        metadata: dict[str, Any] = {"session_id": body.session_id, "app": "demo web app"}
-        metadata["responder"] = responder
-        if user is not None:
-            metadata["user_id"] = user
-        try:
-            out = chain_for(user).invoke(
-                {"question": body.question},
-                config={"callbacks": [handler], "metadata": metadata, "run_id": run_id},
-            )
-        except Exception as exc:  # the client learns nothing internal; the log has it all
-            log.exception("feedback_plugin demo: the chat chain failed")
-            raise HTTPException(502, CHAT_FAILED) from exc
-        qa_id = str(run_id)
-        try:  # read-your-writes: the turn is rateable the moment the answer is shown
-            recorded = the_store.get_entry(body.session_id, qa_id, user=user) is not None
-        except Exception:
-            log.exception("feedback_plugin demo: cannot read back turn %s", qa_id)
-            recorded = False
-        return ChatResponse(
-            qa_id=qa_id,
-            session_id=body.session_id,
-            question=body.question,
-            answer=str(out["answer"]),
-            responder=responder,
-            offline=offline,
-            recorded=recorded,
-            context=[
-                ContextDoc(id=d.metadata["id"], title=d.metadata["title"], text=d.page_content)
-                for d in out["docs"]
-            ],
-            memories=[
-                Memory(
-                    qa_id=m.metadata["qa_id"],
-                    session_id=m.metadata["session_id"],
-                    question=m.metadata["question"],
-                    answer=m.metadata["answer"],
-                    feedback_score=m.metadata["feedback_score"],
-                    relevance=m.metadata["relevance"],
-                )
-                for m in out["memories"]
-            ],
+        return StreamingResponse(
+            _event_lines(agent.turn(body.session_id, body.question, user)),
+            media_type="application/x-ndjson",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
     @chat.get(
