@@ -14,6 +14,7 @@ another chromium binary.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -32,7 +33,7 @@ from _fakes import ScriptedChatModel, tool_call  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
 from feedback_plugin import SessionStore  # noqa: E402
-from feedback_plugin.integrations.offline_model import HELP_TOOL  # noqa: E402
+from feedback_plugin.integrations.offline_model import HELP_TOOL, OfflineChatModel  # noqa: E402
 from feedback_plugin.integrations.webapp import create_demo_app  # noqa: E402
 
 CHROMIUM = os.environ.get("FEEDBACK_PLUGIN_CHROMIUM", "/usr/bin/chromium")
@@ -173,7 +174,98 @@ def thumbs(msg: Any, which: str) -> Any:
     return msg.get_by_role("button", name=f"Thumbs {which}")
 
 
+class SlowOfflineModel(OfflineChatModel):
+    """The offline responder's model, writing its answer slowly (to watch it stream)."""
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> Any:
+        async for chunk in super()._astream(*args, **kwargs):
+            await asyncio.sleep(0.08)
+            yield chunk
+
+
 # -- tests -------------------------------------------------------------------------------
+
+
+def test_the_agent_streams_the_answer_under_its_thumbs_and_a_click_is_stored(
+    browser: Any, store: SessionStore
+) -> None:
+    """The page asks the agent over POST /api/chat/stream: the answer's message and its
+    buttons appear with the qa_id, the words follow, then the sources; 👍 is stored."""
+    from playwright.sync_api import expect
+
+    with serve(create_demo_app(store, chat_model=SlowOfflineModel())) as base:
+        site = Page(browser, base)
+        try:
+            site.open()
+            page = site.page
+            with page.expect_response("**/api/chat/stream") as streamed:
+                page.locator("#question").fill("How do I reset my password?")
+                page.locator("#question").press("Enter")
+                msg = page.locator(".msg.bot.streaming[data-qa-id]")
+                # while the answer is written: its buttons are there already, waiting
+                expect(msg.locator("feedback-buttons")).to_have_attribute("inert", "")
+                expect(msg.locator(".answer")).to_contain_text("Settings")
+                expect(msg.locator(".sources")).to_have_count(0)
+            expect(page.locator(".msg.bot.streaming")).to_have_count(0)  # written
+            msg = page.locator(".msg.bot[data-qa-id]")
+            expect(msg.locator(".answer")).to_have_text(
+                "Go to Settings > Account > Security and click Reset password. We'll e-mail "
+                "you a link that stays valid for 30 minutes. If you sign in with Google or "
+                "Apple, change the password with them instead."
+            )
+            expect(msg.locator(".sources").first).to_contain_text("Resetting your password")
+            expect(msg.locator("feedback-buttons")).not_to_have_attribute("inert", "")
+            response = streamed.value  # (its body went to the page's reader, not to us)
+            assert response.ok and response.request.method == "POST"
+            assert response.headers["content-type"].startswith("application/x-ndjson")
+            qa_id = msg.get_attribute("data-qa-id")
+            assert qa_id
+
+            up = thumbs(msg, "up")
+            up.click()
+            expect(up).to_have_attribute("aria-pressed", "true")
+            expect(page.locator("#turns .rating")).to_have_text(["👍"])
+            entry = store.get_entry(site.session_id, qa_id)
+            assert entry is not None and entry.feedback_score == 5
+            assert entry.question == "How do I reset my password?"
+            assert entry.context[0].startswith("Resetting your password.")
+
+            site.reload()  # the stored turn, its rating and its sources come back
+            msg = page.locator(f'.msg.bot[data-qa-id="{qa_id}"]')
+            expect(thumbs(msg, "up")).to_have_attribute("aria-pressed", "true")
+            expect(msg.locator(".sources").first).to_contain_text("Resetting your password")
+            assert site.errors == [], site.errors
+        finally:
+            site.close()
+
+
+def test_an_agent_failure_mid_stream_shows_an_error_and_no_turn(
+    browser: Any, store: SessionStore
+) -> None:
+    from playwright.sync_api import expect
+
+    def broken(_: Any) -> str:
+        raise RuntimeError("model down")
+
+    search = tool_call(HELP_TOOL, {"query": "password"})
+    model = ScriptedChatModel(script=[search, broken], cycle=True)
+    with serve(create_demo_app(store, chat_model=model)) as base:
+        site = Page(browser, base)
+        try:
+            site.open()
+            page = site.page
+            page.locator("#question").fill("How do I reset my password?")
+            page.locator("#question").press("Enter")
+            error = page.locator(".msg.bot.error .bubble")
+            expect(error).to_contain_text("the chat model could not answer")
+            expect(page.locator(".msg.bot[data-qa-id]")).to_have_count(0)
+            expect(page.locator("feedback-buttons")).to_have_count(0)
+            expect(page.locator("#turns .turn")).to_have_count(0)
+            expect(page.locator("#question")).to_be_enabled()
+            assert store.get_session(site.session_id) == []
+            assert site.errors == [], site.errors
+        finally:
+            site.close()
 
 
 def test_ask_thumbs_up_reload_keeps_the_rating(site: Page, store: SessionStore) -> None:

@@ -16,7 +16,8 @@
     apiKey: null,
     info: null,
     // qa_id -> {qa_id, question, answer, responder, context: [{id, title, text}], memories: [...],
-    //          feedback_score, feedback_text}: what POST /api/chat or GET /api/chat/history said
+    //          feedback_score, feedback_text}: what POST /api/chat/stream (its answer event)
+    //          or GET /api/chat/history said
     turns: new Map(),
     selected: null,
     busy: false,
@@ -69,27 +70,60 @@
     }
   }
 
-  async function api(path, options = {}, retried = false) {
-    const headers = { Accept: "application/json" };
+  async function request(path, options, accept) {
+    const headers = { Accept: accept };
     if (options.body !== undefined) headers["Content-Type"] = "application/json";
     if (state.apiKey) headers.Authorization = `Bearer ${state.apiKey}`;
-    const response = await fetch(API + path, {
+    return fetch(API + path, {
       method: options.method || "GET",
       headers,
       body: options.body === undefined ? undefined : JSON.stringify(options.body),
     });
-    if (response.status === 401 && !retried && askForKey()) return api(path, options, true);
-    if (!response.ok) {
-      let detail = "";
-      try {
-        const body = await response.json();
-        detail = Array.isArray(body.detail) ? body.detail.map((d) => d.msg).join("; ") : body.detail;
-      } catch (_) {
-        /* not JSON */
-      }
-      throw new Error(`HTTP ${response.status}${detail ? `: ${detail}` : ""}`);
+  }
+
+  async function failure(response) {
+    let detail = "";
+    try {
+      const body = await response.json();
+      detail = Array.isArray(body.detail) ? body.detail.map((d) => d.msg).join("; ") : body.detail;
+    } catch (_) {
+      /* not JSON */
     }
+    return new Error(`HTTP ${response.status}${detail ? `: ${detail}` : ""}`);
+  }
+
+  async function api(path, options = {}, retried = false) {
+    const response = await request(path, options, "application/json");
+    if (response.status === 401 && !retried && askForKey()) return api(path, options, true);
+    if (!response.ok) throw await failure(response);
     return response.json();
+  }
+
+  /**
+   * POST `body` to a streaming endpoint and call `onEvent` with each event of its NDJSON
+   * answer (one JSON object a line) as it arrives.
+   */
+  async function stream(path, body, onEvent, retried = false) {
+    const response = await request(path, { method: "POST", body }, "application/x-ndjson");
+    if (response.status === 401 && !retried && askForKey()) return stream(path, body, onEvent, true);
+    if (!response.ok) throw await failure(response);
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffered = "";
+    const emit = (line) => {
+      if (line.trim()) onEvent(JSON.parse(line));
+    };
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffered += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffered.indexOf("\n")) >= 0) {
+        emit(buffered.slice(0, end));
+        buffered = buffered.slice(end + 1);
+      }
+    }
+    emit(buffered + decoder.decode());
   }
 
   function askForKey() {
@@ -146,15 +180,16 @@
 
   function addPending() {
     const msg = el("div", { class: "msg bot pending", "aria-busy": "true" },
-      el("div", { class: "bubble" }, el("span", { class: "dots", "aria-label": "Thinking" }, el("i"), el("i"), el("i"))));
+      el("div", { class: "bubble" }, dots()));
     $("#messages").append(msg);
     return msg;
   }
 
-  function botMessage(turn) {
+  /** The line under an answer: who answered, its sources, the memories it used. */
+  function fillMeta(meta, turn) {
     const responder = turn.responder || (turn.metadata && turn.metadata.responder) || null;
     const offline = turn.offline != null ? turn.offline : responder === "offline responder";
-    const meta = el("div", { class: "meta" });
+    meta.replaceChildren();
     if (responder) {
       meta.append(el("span", { class: `badge ${offline ? "offline" : "model"}`, text: responder }));
     }
@@ -167,10 +202,26 @@
       const text = reused ? "reuses an answer you liked" : `${n} ${n === 1 ? "memory" : "memories"} used`;
       meta.append(el("span", { class: "sources memory-note", text }));
     }
-    const bubble = el("div", { class: "bubble" }, el("p", { class: "answer", text: turn.answer }), meta);
-    const msg = el("div", { class: "msg bot", id: `turn-${cssId(turn.qa_id)}`, "data-qa-id": turn.qa_id }, bubble);
+  }
+
+  /**
+   * An answer's message with its <feedback-buttons>. While `turn.streaming` the answer is
+   * still being written: the buttons are there but inert until the turn is stored.
+   */
+  function botMessage(turn) {
+    const meta = el("div", { class: "meta" });
+    fillMeta(meta, turn);
+    const answer = el("p", { class: "answer", text: turn.answer });
+    if (turn.streaming && !turn.answer) answer.append(dots());
+    const bubble = el("div", { class: "bubble" }, answer, meta);
+    const msg = el("div", {
+      class: `msg bot${turn.streaming ? " streaming" : ""}`,
+      id: `turn-${cssId(turn.qa_id)}`,
+      "data-qa-id": turn.qa_id,
+      "aria-busy": turn.streaming ? "true" : null,
+    }, bubble);
     if (turn.recorded === false) {
-      msg.append(el("p", { class: "warn", text: "This answer could not be recorded, so it cannot be rated." }));
+      msg.append(notRecorded());
     } else {
       const buttons = el("feedback-buttons", {
         "qa-id": turn.qa_id,
@@ -178,6 +229,7 @@
         "api-base": API,
         score: turn.feedback_score,
         comment: turn.feedback_text,
+        inert: turn.streaming ? true : null,
       });
       if (state.apiKey) buttons.apiKey = state.apiKey;
       msg.append(buttons);
@@ -186,6 +238,29 @@
       if (event.target === msg || event.target.closest(".bubble")) select(turn.qa_id, false);
     });
     return msg;
+  }
+
+  function dots() {
+    return el("span", { class: "dots", "aria-label": "Thinking" }, el("i"), el("i"), el("i"));
+  }
+
+  function notRecorded() {
+    return el("p", { class: "warn", text: "This answer could not be recorded, so it cannot be rated." });
+  }
+
+  /** Show `turn` (its answer event has arrived) in its streaming message `msg`. */
+  function finishMessage(msg, turn) {
+    turn.streaming = false;
+    msg.querySelector(".answer").textContent = turn.answer;
+    fillMeta(msg.querySelector(".meta"), turn);
+    msg.classList.remove("streaming");
+    msg.removeAttribute("aria-busy");
+    const buttons = msg.querySelector("feedback-buttons");
+    if (turn.recorded === false) {
+      if (buttons) buttons.replaceWith(notRecorded());
+    } else if (buttons) {
+      buttons.removeAttribute("inert");
+    }
   }
 
   function cssId(qaId) {
@@ -206,31 +281,60 @@
     addUserMessage(question);
     const pending = addPending();
     scrollToEnd();
+    let turn = null;
+    let msg = null;
+    let answered = false;
+    const info = state.info || {};
     try {
-      const reply = await api("/chat", {
-        method: "POST",
-        body: { session_id: state.sessionId, question },
+      // the turn's qa_id arrives first: the answer gets its buttons before its first word
+      await stream("/chat/stream", { session_id: state.sessionId, question }, (event) => {
+        if (event.type === "qa_id" && !turn) {
+          turn = {
+            qa_id: event.qa_id,
+            question,
+            answer: "",
+            responder: info.responder || null,
+            offline: info.offline,
+            context: [],
+            memories: [],
+            feedback_score: null,
+            feedback_text: null,
+            streaming: true,
+          };
+          state.turns.set(turn.qa_id, turn);
+          msg = botMessage(turn);
+          pending.replaceWith(msg);
+          select(turn.qa_id, false);
+        } else if (turn && (event.type === "token" || event.type === "reset")) {
+          turn.answer = event.type === "token" ? turn.answer + event.text : "";
+          msg.querySelector(".answer").textContent = turn.answer;
+          scrollToEnd();
+        } else if (turn && event.type === "answer" && event.qa_id === turn.qa_id) {
+          Object.assign(turn, {
+            answer: event.answer,
+            responder: event.responder,
+            offline: event.offline,
+            recorded: event.recorded,
+            context: event.context,
+            memories: event.memories,
+          });
+          finishMessage(msg, turn);
+          select(turn.qa_id, false);
+          answered = true;
+        } else if (event.type === "error") {
+          throw new Error(event.detail);
+        }
       });
-      const turn = {
-        qa_id: reply.qa_id,
-        question: reply.question,
-        answer: reply.answer,
-        responder: reply.responder,
-        offline: reply.offline,
-        recorded: reply.recorded,
-        context: reply.context,
-        memories: reply.memories,
-        feedback_score: null,
-        feedback_text: null,
-      };
-      state.turns.set(turn.qa_id, turn);
-      pending.replaceWith(botMessage(turn));
-      select(turn.qa_id, false);
+      if (!answered) throw new Error("the answer was cut off");
       $("#question").value = "";
     } catch (error) {
-      pending.replaceWith(
+      if (turn) state.turns.delete(turn.qa_id); // not recorded: nothing to rate
+      if (state.selected === (turn && turn.qa_id)) state.selected = null;
+      (msg || pending).replaceWith(
         el("div", { class: "msg bot error" }, el("div", { class: "bubble", text: `Something went wrong: ${error.message}` })),
       );
+      renderTurns();
+      renderMemories();
     } finally {
       setBusy(false);
       scrollToEnd();
@@ -323,7 +427,7 @@
   // -- start ---------------------------------------------------------------------------
 
   async function loadTurns() {
-    // the history has each answer's sources and memories, as POST /api/chat gave them
+    // the history has each answer's sources and memories, as the chat's answer event gave them
     const entries = await api(`/chat/history?session_id=${encodeURIComponent(state.sessionId)}`);
     state.turns.clear();
     if (!entries.length) {
