@@ -17,9 +17,10 @@ A run that pauses at ``interrupt()`` records nothing; the run that resumes
 it (``Command(resume=...)``) records the turn, with its own run id as the
 ``qa_id``. The user comes from the run's metadata, else from LangGraph's
 ``configurable["user_id"]`` or runtime ``context``, read from the config
-the graph's nodes run with, else the handler's own ``user``. A run whose output carries ``feedback_qa_id``
-was recorded by :class:`~feedback_plugin.middleware.FeedbackMiddleware`,
-and is not recorded again.
+the graph's nodes run with, else the handler's own ``user``. A run whose
+output carries ``feedback_qa_id`` was recorded by
+:class:`~feedback_plugin.middleware.FeedbackMiddleware`, and is not
+recorded again.
 """
 
 from __future__ import annotations
