@@ -332,3 +332,25 @@ def test_the_openapi_schema_describes_the_stream(client: TestClient) -> None:
     assert "application/x-ndjson" in op["responses"]["200"]["content"]
     assert '"type": "qa_id"' in op["description"]
     assert {"401", "403", "413", "415", "422"} <= set(op["responses"])
+
+
+def test_a_client_that_leaves_mid_answer_leaves_the_session_free(store: SessionStore) -> None:
+    """The turn goes on without its client (and is recorded); the next one does not wait."""
+    import httpx
+
+    pytest.importorskip("uvicorn")
+    from test_webapp_browser import SlowOfflineModel, serve
+
+    with (
+        serve(create_demo_app(store, chat_model=SlowOfflineModel())) as base,
+        httpx.Client(base_url=base, timeout=30) as http,
+    ):
+        body = {"session_id": "s1", "question": PASSWORD_Q}
+        with http.stream("POST", "/api/chat/stream", json=body) as r:
+            first = json.loads(next(r.iter_lines()))  # the qa_id, then the client leaves
+        assert first["type"] == "qa_id"
+        r = http.post("/api/chat", json={"session_id": "s1", "question": EXPORT_Q})
+        assert r.status_code == 200, r.text
+    entries = store.get_session("s1")
+    assert [e.qa_id for e in entries] == [first["qa_id"], r.json()["qa_id"]]
+    assert entries[0].answer == PASSWORD_REPLY

@@ -383,6 +383,7 @@ class _ChatAgent:
         self.docs = {d.page_content: d for d in docs}
         checkpointer = InMemorySaver()
         self.threads = _Threads(checkpointer)
+        self.running: set[asyncio.Task[None]] = set()
         self.agent = create_agent(
             model,
             tools=[tool],
@@ -400,9 +401,38 @@ class _ChatAgent:
     ) -> AsyncIterator[dict[str, Any]]:
         """Run one turn: yield the ``qa_id`` event, ``token`` / ``reset`` events, the answer.
 
-        Raises whatever the agent raises (after dropping the session's half-done
-        conversation); the turn is then not recorded.
+        Raises whatever the agent raised (after dropping the session's half-done
+        conversation); the turn is then not recorded. The agent runs in a task
+        of its own: a client that goes away mid-answer (so this generator is
+        never finished) leaves the turn to complete, recorded, and the
+        session free for the next one.
         """
+        queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
+
+        async def run() -> None:
+            try:
+                async for event in self._events(session_id, question, user):
+                    queue.put_nowait(event)
+            except asyncio.CancelledError:
+                queue.put_nowait(RuntimeError("the chat turn was cancelled"))
+                raise
+            except Exception as exc:
+                queue.put_nowait(exc)
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(run(), name=f"demo chat turn in {session_id!r}")
+        self.running.add(task)  # a strong reference until it is done
+        task.add_done_callback(self.running.discard)
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def _events(
+        self, session_id: str, question: str, user: str | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of one turn, run on the session's conversation (one turn at a time)."""
         thread = json.dumps([user, session_id])  # users never share a conversation
         config: RunnableConfig = {
             "configurable": {"thread_id": thread, "user_id": user},
