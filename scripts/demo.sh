@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: the demo chat web app -- a chat page whose answers carry 👍 / 👎 buttons.
-# A LangChain chain over bundled help-centre articles records every turn; the answers you
-# like come back as memory. Open the printed URL in a browser.
+# A LangChain v1 agent (create_agent with FeedbackMiddleware) answers from bundled
+# help-centre articles and records every turn; the answers you like come back as memory.
+# Open the printed URL in a browser.
 #
 #   bash scripts/demo.sh                      # web app on http://127.0.0.1:8000/
 #   bash scripts/demo.sh --port 9000          # other options go to the web app (--host, --store)
@@ -10,7 +11,7 @@
 #
 # Sets itself up on first run (creates .venv, installs the project with its web extra).
 # Offline, no API keys: without FEEDBACK_PLUGIN_CHAT_MODEL (e.g. "openai:gpt-4o-mini", needs
-# `pip install langchain langchain-openai` and a key) the built-in offline responder answers.
+# `pip install langchain-openai` and a key) the built-in offline model answers.
 # Turns are stored in ./data/demo-store (or $FEEDBACK_PLUGIN_DIR, or --store DIR). The script
 # prints the `feedback-plugin` command line that reads that store, e.g.
 #   .venv/bin/feedback-plugin --store ./data/demo-store sessions
