@@ -43,7 +43,6 @@ __all__ = ["build_parser", "main"]
 PROG = "feedback-plugin"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-_REDIS = ("redis://", "rediss://", "unix://")
 
 # The choices of --feedback and --format: analytics.FEEDBACK_KINDS and
 # analytics.EXPORT_FORMATS, spelled here so that building the parser (and
@@ -454,16 +453,14 @@ def _location(args: argparse.Namespace) -> str:
 
 def _open(args: argparse.Namespace, *, must_exist: bool) -> SessionStore:
     """The store the arguments name; for reading commands it must already exist."""
-    location = _location(args)
-    if must_exist and not location.startswith(_REDIS) and "://" not in location:
-        import diskcache.core
-
-        where = Path(location)
-        if not (where / diskcache.core.DBNAME).is_file():
-            hint = "" if args.store else " (give --store DIR, or set FEEDBACK_PLUGIN_DIR)"
-            raise CliError(f"no store at {location}{hint}")
+    from .backends.registry import open_backend
     from .store import SessionStore
 
+    location = _location(args)
+    # a backend's constructor does no I/O: asking it costs one stat for a directory
+    if must_exist and not open_backend(location, namespace=args.namespace).exists():
+        hint = "" if args.store else " (give --store DIR, or set FEEDBACK_PLUGIN_DIR)"
+        raise CliError(f"no store at {location}{hint}")
     return SessionStore(location, namespace=args.namespace)
 
 

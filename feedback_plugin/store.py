@@ -46,10 +46,9 @@ from typing import Any
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 from pydantic_core import to_json as _to_json
 
-from .backends.base import Backend, Item, SessionKey
-from .backends.disk import DiskBackend
+from .backends.base import Backend, Item, MemorySearch, SessionKey
+from .backends.registry import open_backend
 from .errors import ConfigurationError, InvalidFeedbackError, StoreError
-from .memory.index import MemoryIndex
 from .models import (
     NEGATIVE_SCORE,
     POSITIVE_SCORE,
@@ -77,8 +76,6 @@ Queued = Item | Fields
 
 ChangeListener = Callable[[SessionQAEntry], None]
 """Called with an entry after its feedback changed (and after it was recorded)."""
-
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def default_location() -> str:
@@ -171,7 +168,9 @@ class SessionStore:
             self.backend: Backend = backend
         else:
             self.location = os.fspath(location) if location is not None else default_location()
-            self.backend = self._make_backend(self.location)
+            self.backend = open_backend(
+                self.location, namespace=namespace, ttl=ttl, max_entries=max_entries
+            )
         self._writer: WriteBehind[Queued] = WriteBehind(
             self._append,
             interval=flush_interval,
@@ -181,54 +180,26 @@ class SessionStore:
         )
         _open_writers.add(self._writer)  # flushed at exit even if this store is dropped
         self._listeners: list[ChangeListener] = []
-        self._memory: MemoryIndex | None = None
         _open_stores.add(self)
 
     @property
-    def memory(self) -> MemoryIndex:
-        """The index of rated turns behind positive memory (opened on first use).
+    def memory(self) -> MemorySearch:
+        """Positive memory: the backend's :class:`~.backends.base.MemorySearch` over its
+        rated turns (a cache of this store: see :meth:`ready_memory`)."""
+        return self.backend.memory()
 
-        Its file sits beside the backend's data when the backend names one
-        (``index_path``); otherwise it lives in this process's memory. Either
-        way it is a cache of this store: see :meth:`ready_memory`.
+    def ready_memory(self) -> MemorySearch:
+        """Positive memory, caught up with every feedback change made in any process.
+
+        Raises :class:`StoreError` on failure.
         """
-        if self._memory is None:
-            self._memory = MemoryIndex(
-                self.backend.index_path, namespace=self.namespace, source=_MemorySource(self)
-            )
-        return self._memory
-
-    def ready_memory(self) -> MemoryIndex:
-        """The memory index, caught up with every feedback change made in any process.
-
-        Before every query the index applies the backend's change feed since
-        the position it has applied, and rebuilds itself from a scan when it
-        has none, lost it, or finds its file missing or corrupt. Raises
-        :class:`StoreError` on failure.
-        """
-        index = self.memory
-        self._io("memory", index.sync)
-        return index
+        memory = self.backend.memory()
+        self._io("memory", memory.catch_up)
+        return memory
 
     def refresh_memory(self, session_id: str, qa_id: str, *, user: str | None = None) -> None:
-        """Bring one turn's memory-index row in line with the store (a stale hit)."""
-        self._io("memory", self.memory.refresh, user, session_id, qa_id)
-
-    def _make_backend(self, location: str) -> Backend:
-        if location.startswith(_REDIS_SCHEMES):
-            try:
-                from .backends.redis import RedisBackend
-            except ImportError as exc:  # pragma: no cover
-                raise ConfigurationError(f"no Redis backend for {location!r}: {exc}") from exc
-            backend: Backend = RedisBackend(
-                location, namespace=self.namespace, ttl=self.ttl, max_entries=self.max_entries
-            )
-            return backend
-        if "://" in location:
-            raise ConfigurationError(f"unsupported store location {location!r}")
-        return DiskBackend(
-            location, namespace=self.namespace, ttl=self.ttl, max_entries=self.max_entries
-        )
+        """Bring one turn's memory in line with the store (a stale hit)."""
+        self._io("memory", self.backend.memory().on_change, (user, session_id), qa_id)
 
     def __repr__(self) -> str:
         return f"SessionStore({self.location!r}, namespace={self.namespace!r})"
@@ -371,7 +342,7 @@ class SessionStore:
                 written += len(batch)
         finally:
             if rated and written:
-                self._io("import_entries", self.backend.restart_feed)
+                self._io("import_entries", self.backend.memory().reset)
         return written
 
     def flush(self) -> None:
@@ -387,8 +358,6 @@ class SessionStore:
             self._io("close", self._writer.close)
         finally:
             self.backend.close()
-            if self._memory is not None:
-                self._memory.close()
 
     @property
     def pending(self) -> int:
@@ -455,6 +424,20 @@ class SessionStore:
         user = check_user(user)
         payload = self._io("get_entry", self._get, (user, session_id), qa_id)
         return None if payload is None else _parse(payload)
+
+    def get_many(
+        self, refs: Sequence[tuple[Id, Id]], *, user: str | None = None
+    ) -> list[SessionQAEntry | None]:
+        """This user's turns named by ``(session_id, qa_id)``, in order (``None`` for a turn
+        that does not exist), read in as few round trips as the backend allows."""
+        user = check_user(user)
+        keys = [((user, check_id(s)), check_id(q, "qa_id")) for s, q in refs]
+        payloads: list[str | None] = self._io("get_many", self._get_many, user, keys)
+        return [None if p is None else _parse(p) for p in payloads]
+
+    def _get_many(self, user: str | None, keys: list[tuple[SessionKey, str]]) -> list[str | None]:
+        self._flush_quietly((user, None))
+        return self.backend.get_many(keys)
 
     def _get(self, key: SessionKey, qa_id: str) -> str | None:
         self._flush_quietly(key)
@@ -574,8 +557,8 @@ class SessionStore:
         self._flush_quietly(key)  # a turn queued for it would bring the session back
         removed = self.backend.delete_session(key)
         if removed:
-            try:  # scrub the session's text from the index now (its rows are stale anyway)
-                self.memory.forget_session(*key)
+            try:  # scrub the session's text from memory now (its rows are stale anyway)
+                self.backend.memory().on_delete_session(key)
             except Exception as exc:
                 log.error(
                     "feedback_plugin: memory index kept rows of deleted session %r: %s",
@@ -606,37 +589,6 @@ class SessionStore:
             raise
         except Exception as exc:
             raise StoreError(f"{what} failed on {self.location}: {_describe(exc)}") from exc
-
-
-class _MemorySource:
-    """The store as the memory index reads it (:class:`~.memory.index.MemorySource`)."""
-
-    def __init__(self, store: SessionStore) -> None:
-        self._store = weakref.ref(store)  # the store owns the index, not the reverse
-
-    @property
-    def store(self) -> SessionStore:
-        store = self._store()
-        if store is None:
-            raise StoreError("the store of this memory index was closed and dropped")
-        return store
-
-    def feed_position(self) -> str:
-        return self.store.backend.feed_position()
-
-    def changes_since(self, position: str) -> tuple[str, list[SessionQAEntry]] | None:
-        caught = self.store.backend.changes_since(position)
-        if caught is None:
-            return None
-        position, payloads = caught
-        return position, [e for e in map(_parse, payloads) if e is not None]
-
-    def entries(self) -> Iterator[SessionQAEntry]:
-        return self.store._scan()
-
-    def current(self, user: str | None, session_id: str, qa_id: str) -> SessionQAEntry | None:
-        payload = self.store.backend.get((user, session_id), qa_id)
-        return None if payload is None else _parse(payload)
 
 
 _MAX_TURNS = 2**31

@@ -267,8 +267,6 @@ def test_a_turn_resumed_in_another_process(store: SessionStore, tmp_path: Path) 
         app.invoke({"messages": [("user", "Delete my account")]}, config(store, "hitl-2"))
     assert store.get_session("hitl-2") == []
     location, namespace = store.location, store.namespace
-    if store.backend.index_path is None:  # Redis: the location is the URL
-        location = REDIS_URL
     store.flush()
     script = textwrap.dedent(
         f"""

@@ -20,7 +20,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from feedback_plugin import FeedbackCallbackHandler, SessionStore
-from feedback_plugin.memory.index import MemoryIndex
+from feedback_plugin.backends.base import MemorySearch
 from feedback_plugin.middleware import FeedbackMiddleware
 
 ARTICLES = [Document(page_content="Reset your password from Settings > Security.")]
@@ -47,7 +47,7 @@ class CountingStore(SessionStore):
 
     memory_queries = 0
 
-    def ready_memory(self) -> MemoryIndex:
+    def ready_memory(self) -> MemorySearch:
         self.memory_queries += 1
         return super().ready_memory()
 

@@ -9,17 +9,23 @@ validates, never decides what is positive.
 Costs a backend must keep: ``append`` and ``update`` independent of the
 session's length; ``read(last_n=n)`` proportional to ``n``.
 
-Positive memory reads a backend through its *change feed*: every ``update``
-commits, with the new payload, a record naming the changed entry; a reader
-keeps the position it has read up to and asks for the changes after it.
+Positive memory is a port each backend supplies: ``Backend.memory()``
+returns a :class:`MemorySearch` over the backend's rated turns. The SQLite
+FTS5 index (:mod:`.fts`) is one implementation any backend can reuse: it
+reads the backend's :class:`ChangeFeed` (every ``update`` commits, with the
+new payload, a record naming the changed entry; a reader keeps the position
+it has read up to and asks for the changes after it). A server with a search
+engine of its own may answer :meth:`MemorySearch.search` itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Backend", "Item", "SessionKey"]
+__all__ = ["Backend", "ChangeFeed", "Hit", "Item", "MemorySearch", "SessionKey"]
 
 SessionKey = tuple["str | None", str]
 """``(user, session_id)``: the unit of ownership and ordering."""
@@ -28,15 +34,92 @@ Item = tuple[SessionKey, str, str]
 """One new entry: ``(session key, qa_id, payload)``."""
 
 
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One memory candidate: which turn, and how relevant it is to the query."""
+
+    key: SessionKey
+    qa_id: str
+    relevance: float  # higher is more relevant; 0.0 for a query without words
+
+
+class MemorySearch(Protocol):
+    """A backend's positive memory: its rated or corrected turns, found by a query.
+
+    A candidate generator, not the truth: callers re-read every hit from the
+    backend (``get_many``) and drop hits it no longer backs.
+    """
+
+    def search(
+        self,
+        query: str,
+        *,
+        user: str | None,
+        limit: int,
+        min_score: int,
+        session_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        metadata_filter: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        """Best-first candidates among ``user``'s turns with ``score >= min_score`` or a
+        correction. A query without words returns the most recent ones. An
+        implementation may apply ``metadata_filter`` or leave it to the caller."""
+
+    def catch_up(self) -> None:
+        """See every feedback change committed so far, in any process (before a query)."""
+
+    def on_change(self, key: SessionKey, qa_id: str) -> None:
+        """Bring one turn in line with the backend (a hit found stale)."""
+
+    def on_delete_session(self, key: SessionKey) -> None:
+        """Forget a deleted session's turns now (their text must not stay behind)."""
+
+    def reset(self) -> None:
+        """Rebuild from the backend before the next search, in every process
+        (entries were written without ``update``: an import)."""
+
+    def vectors(self, model: str, refs: Sequence[tuple[SessionKey, str]]) -> dict[Any, Any]:
+        """Cached embeddings of these turns for ``model``: ``{(key, qa_id): vector}``."""
+
+    def save_vectors(self, model: str, vectors: Mapping[tuple[SessionKey, str], Any]) -> None:
+        """Cache embeddings (dropped with their turn when it leaves memory)."""
+
+    def close(self) -> None:
+        """Release connections; the memory may be used again afterwards."""
+
+
+class ChangeFeed(Protocol):
+    """What the SQLite FTS5 memory (:mod:`.fts`) reads from a backend."""
+
+    def feed_position(self) -> str:
+        """The change feed's newest position (an opaque string)."""
+
+    def changes_since(self, position: str) -> tuple[str, list[str]] | None:
+        """The current payloads of entries changed after ``position``, and the new position.
+
+        ``None`` when not every change after ``position`` can be read (the
+        feed was restarted or trimmed): the reader must rebuild from
+        :meth:`scan`. Entries deleted since their change are left out.
+        """
+
+    def restart_feed(self) -> None:
+        """Make every reader rebuild from :meth:`scan` (entries changed without ``update``)."""
+
+    def scan(self) -> Iterator[tuple[SessionKey, str]]:
+        """Every stored ``(session key, payload)``."""
+
+    def get(self, key: SessionKey, qa_id: str) -> str | None:
+        """One entry's payload, or ``None``."""
+
+
 @runtime_checkable
 class Backend(Protocol):
-    """Storage for session entries. Implementations must be thread-safe and
-    safe for several processes to share (diskcache directory, Redis server)."""
+    """Storage for session entries. Implementations must be thread-safe; those with
+    ``shared_across_processes`` must also be safe for several processes to share
+    (diskcache directory, Redis server), and every process must see every change."""
 
-    @property
-    def index_path(self) -> str | None:
-        """Where a memory index file shared by every process may live, or ``None``
-        (each process keeps its index in memory)."""
+    shared_across_processes: bool
 
     def append(self, items: Sequence[Item]) -> None:
         """Store new entries, atomically as one batch, at the end of their sessions.
@@ -50,6 +133,10 @@ class Backend(Protocol):
 
     def get(self, key: SessionKey, qa_id: str) -> str | None:
         """One entry's payload, or ``None``."""
+
+    def get_many(self, refs: Sequence[tuple[SessionKey, str]]) -> list[str | None]:
+        """The payloads of several entries, in order (``None`` for missing ones), in as
+        few round trips as the engine allows."""
 
     def update(self, key: SessionKey, qa_id: str, change: Callable[[str], str]) -> str | None:
         """Atomically replace an entry's payload by ``change(payload)``.
@@ -73,19 +160,11 @@ class Backend(Protocol):
         (disk full or locked, server unreachable), rather than being about the
         items given (which are then never stored)."""
 
-    def feed_position(self) -> str:
-        """The change feed's newest position (an opaque string)."""
+    def memory(self) -> MemorySearch:
+        """This backend's positive memory (built on first call, then the same object)."""
 
-    def changes_since(self, position: str) -> tuple[str, list[str]] | None:
-        """The current payloads of entries changed after ``position``, and the new position.
-
-        ``None`` when not every change after ``position`` can be read (the
-        feed was restarted or trimmed): the reader must rebuild from
-        :meth:`scan`. Entries deleted since their change are left out.
-        """
-
-    def restart_feed(self) -> None:
-        """Make every reader rebuild from :meth:`scan` (entries changed without ``update``)."""
+    def exists(self) -> bool:
+        """Whether the location already holds a store (a server always answers ``True``)."""
 
     def close(self) -> None:
         """Release connections; the backend may be used again afterwards."""

@@ -66,6 +66,7 @@ import diskcache
 
 from ..errors import ConfigurationError
 from .base import Item, SessionKey
+from .fts import MemoryIndex
 
 __all__ = ["DiskBackend"]
 
@@ -124,13 +125,28 @@ class DiskBackend:
         self.timeout = timeout
         self.feed_keep = feed_keep
         self._cache: diskcache.Cache | None = None
+        self._memory: MemoryIndex | None = None
         self._local = threading.local()
         self._open_lock = threading.Lock()
+
+    shared_across_processes = True
 
     @property
     def index_path(self) -> str:
         """Where the positive-memory index lives: beside the cache."""
         return os.path.join(self.directory, "memory.sqlite3")
+
+    def exists(self) -> bool:
+        """Whether the directory holds a store (its SQLite database)."""
+        return os.path.isfile(os.path.join(self.directory, diskcache.core.DBNAME))
+
+    def memory(self) -> MemoryIndex:
+        """Positive memory: one SQLite FTS5 file beside the cache, shared by every process
+        and kept up to date from this backend's change feed."""
+        with self._open_lock:
+            if self._memory is None:
+                self._memory = MemoryIndex(self.index_path, namespace=self.namespace, feed=self)
+            return self._memory
 
     def __repr__(self) -> str:
         return f"DiskBackend({self.directory!r}, namespace={self.namespace!r})"
@@ -361,6 +377,9 @@ class DiskBackend:
         payload: str | None = cache.get(self._entry_key(key, seq))
         return payload
 
+    def get_many(self, refs: Sequence[tuple[SessionKey, str]]) -> list[str | None]:
+        return [self.get(key, qa_id) for key, qa_id in refs]
+
     def update(self, key: SessionKey, qa_id: str, change: Callable[[str], str]) -> str | None:
         cache = self.cache
         with cache.transact():
@@ -501,6 +520,8 @@ class DiskBackend:
             con.close()
             self._local.con = None
         with self._open_lock:
+            if self._memory is not None:
+                self._memory.close()
             if self._cache is not None:
                 self._cache.close()
                 self._cache = None

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .base import Item, SessionKey
+from .fts import MemoryIndex
 
 __all__ = ["RedisBackend"]
 
@@ -155,6 +156,7 @@ class RedisBackend:
         self._prefix = f"fp:{_enc(namespace)}:"
         self.changes_key = self._prefix + "changes"
         self._scripts: dict[str, Any] = {}
+        self._memory: MemoryIndex | None = None
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.url!r}, namespace={self.namespace!r})"
@@ -309,10 +311,26 @@ class RedisBackend:
             ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
         )
 
-    @property
-    def index_path(self) -> None:
-        """No shared file: each process keeps its memory index in memory."""
-        return None
+    shared_across_processes = True
+
+    def exists(self) -> bool:
+        """A server: always (an empty namespace is an empty store)."""
+        return True
+
+    def memory(self) -> MemoryIndex:
+        """Positive memory: an SQLite FTS5 index in this process's memory, kept up to date
+        from the ``changes`` stream before every query (plain Redis has no search)."""
+        if self._memory is None:
+            self._memory = MemoryIndex(None, namespace=self.namespace, feed=self)
+        return self._memory
+
+    def get_many(self, refs: Sequence[tuple[SessionKey, str]]) -> list[str | None]:
+        """One ``MGET``, whatever the number of entries."""
+        if not refs:
+            return []
+        names = [self._entry_prefix(key) + _enc(qa_id) for key, qa_id in refs]
+        payloads: list[str | None] = self.client.mget(names)
+        return payloads
 
     def feed_position(self) -> str:
         """The id of the newest change, to read changes after it later."""
@@ -396,6 +414,8 @@ class RedisBackend:
         return removed
 
     def close(self) -> None:
+        if self._memory is not None:
+            self._memory.close()
         if self._client is not None:
             self._client.close()
             self._client = None

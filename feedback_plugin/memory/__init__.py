@@ -1,7 +1,8 @@
 """Positive memory: liked turns handed back to the chain.
 
-Names load on first use (PEP 562): the store imports :mod:`.index` (no
-LangChain) without paying for the retriever and example selector.
+Names load on first use (PEP 562). The index itself lives with the backends
+(:mod:`feedback_plugin.backends.fts`): this package depends on the store,
+never the reverse.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..backends.fts import MemoryIndex
     from .examples import PositiveExampleSelector
-    from .index import MemoryIndex
     from .retriever import PositiveMemoryRetriever, search_memory
 
 __all__ = ["MemoryIndex", "PositiveExampleSelector", "PositiveMemoryRetriever", "search_memory"]
 
 _LAZY = {
-    "MemoryIndex": ".index",
+    "MemoryIndex": "..backends.fts",
     "PositiveExampleSelector": ".examples",
     "PositiveMemoryRetriever": ".retriever",
     "search_memory": ".retriever",

@@ -19,8 +19,8 @@ from ..errors import StoreError
 from ..models import SessionQAEntry, check_id, check_score, check_user
 
 if TYPE_CHECKING:
+    from ..backends.base import Hit, MemorySearch, SessionKey
     from ..store import SessionStore
-    from .index import Hit, MemoryIndex
 
 log = logging.getLogger("feedback_plugin")
 
@@ -98,6 +98,7 @@ def search_memory(
         session_id=session_id,
         since=since,
         until=until,
+        metadata_filter=metadata_filter,
     )
     hits = search(query, limit=pool)
     found = _backed(store, index, hits, user, min_score, metadata_filter)
@@ -109,8 +110,8 @@ def search_memory(
         hits = search(query, limit=pool)
         found = _backed(store, index, hits, user, min_score, metadata_filter)
     if embeddings is not None:  # semantic candidates: the most recent liked turns too
-        seen = {h.row_id for h in hits}
-        recent = [h for h in search("", limit=SEMANTIC_POOL) if h.row_id not in seen]
+        seen = {(h.key, h.qa_id) for h in hits}
+        recent = [h for h in search("", limit=SEMANTIC_POOL) if (h.key, h.qa_id) not in seen]
         found += _backed(store, index, recent, user, min_score, metadata_filter)
 
     if embeddings is not None and found:
@@ -123,56 +124,63 @@ def search_memory(
 _MISSING = object()
 
 
-def _search(store: SessionStore, index: MemoryIndex, query: str, **options: Any) -> list[Hit]:
+def _search(store: SessionStore, index: MemorySearch, query: str, **options: Any) -> list[Hit]:
     """``index.search``, its failures raised as the store's (:class:`StoreError`)."""
     hits: list[Hit] = store._io("memory", functools.partial(index.search, query, **options))
     return hits
 
 
+Found = tuple[SessionQAEntry, float, "tuple[SessionKey, str]"]
+"""A hit the store backs: the entry, its relevance, and its ``(session key, qa_id)``."""
+
+
 def _backed(
     store: SessionStore,
-    index: Any,
-    hits: list[Any],
+    index: MemorySearch,
+    hits: list[Hit],
     user: str | None,
     min_score: int,
     metadata_filter: Mapping[str, Any] | None,
-) -> list[tuple[SessionQAEntry, float, int]]:
-    """The hits the store still backs (re-read, so never stale) that pass the filter."""
-    found: list[tuple[SessionQAEntry, float, int]] = []
-    for hit in hits:
-        entry = store.get_entry(hit.session_id, hit.qa_id, user=user)
+) -> list[Found]:
+    """The hits the store still backs (re-read, so never stale) that pass the filter.
+
+    One ``get_many`` for all of them (a single round trip on Redis).
+    """
+    entries = store.get_many([(hit.key[1], hit.qa_id) for hit in hits], user=user)
+    found: list[Found] = []
+    for hit, entry in zip(hits, entries, strict=True):
         if entry is None or not _remembered(entry, min_score):
-            store.refresh_memory(hit.session_id, hit.qa_id, user=user)  # a stale row
+            store.refresh_memory(hit.key[1], hit.qa_id, user=user)  # a stale row
             continue
         if metadata_filter and any(
             entry.metadata.get(key, _MISSING) != value for key, value in metadata_filter.items()
         ):
             continue
-        found.append((entry, hit.relevance, hit.row_id))
+        found.append((entry, hit.relevance, (hit.key, hit.qa_id)))
     return found
 
 
 def _semantic(
     embeddings: Embeddings,
-    index: Any,
+    index: MemorySearch,
     query: str,
-    found: list[tuple[SessionQAEntry, float, int]],
-) -> list[tuple[SessionQAEntry, float, int]]:
+    found: list[Found],
+) -> list[Found]:
     """Re-rank by 0.5 × normalised BM25 + 0.5 × cosine similarity (vectors cached)."""
     kind = type(embeddings)
     model = f"{kind.__module__}.{kind.__qualname__}:{getattr(embeddings, 'model', '')}"
-    cached = index.vectors(model, (row for _, _, row in found))
-    missing = [(entry, row) for entry, _, row in found if row not in cached]
+    cached = index.vectors(model, [ref for _, _, ref in found])
+    missing = [(entry, ref) for entry, _, ref in found if ref not in cached]
     if missing:
         texts = [entry_document(e, 0.0).page_content for e, _ in missing]
-        new = dict(zip((row for _, row in missing), embeddings.embed_documents(texts), strict=True))
+        new = dict(zip((ref for _, ref in missing), embeddings.embed_documents(texts), strict=True))
         index.save_vectors(model, new)
         cached.update(new)
     qvec = embeddings.embed_query(query) if query.strip() else None
     top = max((rel for _, rel, _ in found), default=0.0) or 1.0
     scored = [
-        (entry, 0.5 * rel / top + 0.5 * (_cosine(qvec, cached[row]) if qvec else 0.0), row)
-        for entry, rel, row in found
+        (entry, 0.5 * rel / top + 0.5 * (_cosine(qvec, cached[ref]) if qvec else 0.0), ref)
+        for entry, rel, ref in found
     ]
     scored.sort(key=lambda f: f[1], reverse=True)
     return scored

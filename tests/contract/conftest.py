@@ -1,9 +1,13 @@
 """The contract suite's fixtures: every test here runs once per backend.
 
 ``backend`` is parametrised over ``"disk"`` (a diskcache directory under
-``tmp_path``) and ``"redis"`` (a real server, ``$FEEDBACK_PLUGIN_TEST_REDIS``,
+``tmp_path``), ``"redis"`` (a real server, ``$FEEDBACK_PLUGIN_TEST_REDIS``,
 default ``redis://127.0.0.1:6379/15``, in a namespace of its own,
-``test-<uuid>``, whose keys are deleted at teardown).
+``test-<uuid>``, whose keys are deleted at teardown) and ``"memory"`` (an
+in-memory backend written only against the documented protocol,
+``contract/memory_backend.py``: it proves the protocol is the whole
+contract). Tests that need a second process skip a backend that is not
+``shared_across_processes``.
 
 No Redis answering: the Redis half fails when ``$CI`` is set (CI must run
 both halves) and is skipped with the reason otherwise.
@@ -26,7 +30,7 @@ from _redis import REDIS_URL, require_redis
 from feedback_plugin import SessionStore
 
 REPO = Path(__file__).resolve().parents[2]
-BACKENDS = ["disk", "redis"]
+BACKENDS = ["disk", "redis", "memory"]
 
 
 class Stores:
@@ -46,6 +50,11 @@ class Stores:
         if backend == "redis":
             self.location = REDIS_URL
             self.namespace: str | None = f"test-{uuid.uuid4().hex}"
+        elif backend == "memory":
+            import contract.memory_backend  # noqa: F401  (registers memory://)
+
+            self.location = f"memory://{uuid.uuid4().hex}"
+            self.namespace = None
         else:
             self.location = str(root / "store")
             self.namespace = None
@@ -157,6 +166,8 @@ class Stores:
         """
         parts: list[str] = []
         backend: Any = store.backend
+        if self.backend == "memory":
+            return str(backend.stored_text())
         if self.is_redis:
             client = backend.client
             for name in client.scan_iter(match=backend._prefix + "*", count=1000):
@@ -255,9 +266,16 @@ def popen_python(code: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def require_processes(stores: Stores) -> None:
+    """Skip the calling test on a backend that other processes cannot share."""
+    if stores.backend == "memory":
+        pytest.skip("the in-memory backend is not shared across processes")
+
+
 @pytest.fixture
 def run_child(stores: Stores) -> Any:
     """``run_child(code, store=None)``: run ``code`` in a new process on this test's store."""
+    require_processes(stores)
 
     def run(
         code: str, store: SessionStore | None = None, timeout: float = 60
@@ -270,6 +288,7 @@ def run_child(stores: Stores) -> Any:
 @pytest.fixture
 def popen_child(stores: Stores) -> Iterator[Any]:
     """``popen_child(code)``: like ``run_child`` but running alongside the test (killed at end)."""
+    require_processes(stores)
     started: list[subprocess.Popen[str]] = []
 
     def start(code: str, store: SessionStore | None = None) -> subprocess.Popen[str]:

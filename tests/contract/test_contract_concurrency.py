@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .conftest import BACKENDS, Stores, process_context, require_redis
+from .conftest import BACKENDS, Stores, process_context, require_processes, require_redis
 from .workers import OWN_EVERY, RATED, TURNS, WORKERS, rate_then_record
 
 
@@ -17,6 +17,7 @@ def four_processes(
     if request.param == "redis":
         require_redis()
     stores = Stores(request.param, tmp_path_factory.mktemp("four"))
+    require_processes(stores)
     setup = stores(write_behind=False)
     for i in range(RATED):
         setup.record("rated", f"q{i}", f"a{i}")

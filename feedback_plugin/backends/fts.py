@@ -1,19 +1,23 @@
-"""MemoryIndex: the ranking engine behind positive memory (SQLite FTS5, BM25).
+"""MemoryIndex: positive memory in SQLite FTS5 (BM25), for any backend with a change feed.
 
 Design
 ------
-One SQLite database (``memory.sqlite3`` beside the diskcache directory)
-holds every *rated or corrected* turn of every user: a ``turns`` table with
-the fields retrieval filters on, and an external-content FTS5 table over
-question and answer (Porter stemming, Unicode folding), kept in step by
-triggers. Unrated turns never enter it, so it stays a fraction of the store.
+The :class:`~.base.MemorySearch` that diskcache, Redis and any backend with
+a :class:`~.base.ChangeFeed` supply: one SQLite database (``memory.sqlite3``
+beside a diskcache directory, shared by every process; in memory for a
+Redis process) holds every *rated or corrected* turn of every user: a
+``turns`` table with the fields retrieval filters on, and an
+external-content FTS5 table over question and answer (Porter stemming,
+Unicode folding), kept in step by triggers. Unrated turns never enter it,
+so it stays a fraction of the store. Cached embeddings live in a
+``vectors`` table keyed by the turn (owner, session, qa_id) and model.
 
-The index is a cache of the store, never the truth, and it heals itself.
-The store commits a feedback change together with a record in its change
-feed (``Backend.changes_since``); the index keeps, per store namespace, the
-feed position it has applied, and :meth:`MemoryIndex.sync` -- run before
-every query -- applies the changes after it, re-reading each changed turn
-from the store, under the index's write lock. So the next query in any
+The index is a cache of the backend, never the truth, and it heals itself.
+The backend commits a feedback change together with a record in its change
+feed (``ChangeFeed.changes_since``); the index keeps, per store namespace,
+the feed position it has applied, and :meth:`MemoryIndex.catch_up` -- run
+before every query -- applies the changes after it, re-reading each changed
+turn from the backend, under the index's write lock. So the next query in any
 process sees a rating made anywhere, and a crash after the store's commit
 loses nothing (nothing is written to the index before the store commits).
 The index rebuilds itself from a scan of the store when it has no position
@@ -26,7 +30,9 @@ store no longer backs (turns evicted by TTL or ``max_entries``).
 
 Queries become an FTS5 ``OR`` of quoted terms (never raw FTS syntax), ranked
 by ``bm25()`` with the question weighted over the answer. A store that
-predates the index is indexed from a full scan on first use.
+predates the index is indexed from a full scan on first use. This module
+imports no store and no LangChain: the store and the retriever depend on
+it, never the reverse.
 """
 
 from __future__ import annotations
@@ -40,33 +46,17 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, TypeVar
 
 from ..models import SessionQAEntry
+from .base import ChangeFeed, Hit, SessionKey
 
-__all__ = ["Hit", "MemoryIndex", "MemorySource", "match_query"]
+__all__ = ["MemoryIndex", "match_query"]
 
 log = logging.getLogger("feedback_plugin")
 _T = TypeVar("_T")
-
-
-class MemorySource(Protocol):
-    """What the index reads from the store it caches (the store supplies it)."""
-
-    def feed_position(self) -> str:
-        """The store's newest change-feed position."""
-
-    def changes_since(self, position: str) -> tuple[str, list[SessionQAEntry]] | None:
-        """The turns changed after ``position`` and the new position; ``None``: rebuild."""
-
-    def entries(self) -> Iterable[SessionQAEntry]:
-        """Every stored turn of this namespace (a rebuild)."""
-
-    def current(self, user: str | None, session_id: str, qa_id: str) -> SessionQAEntry | None:
-        """One turn as stored now, or ``None``."""
 
 
 def _corrupt(exc: BaseException) -> bool:
@@ -80,7 +70,7 @@ _TERM = re.compile(r"\w+", re.UNICODE)
 MAX_TERMS = 64
 QUESTION_WEIGHT, ANSWER_WEIGHT = 1.0, 0.4
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS turns(
@@ -108,7 +98,8 @@ END;
 CREATE TRIGGER IF NOT EXISTS turns_ad AFTER DELETE ON turns BEGIN
     INSERT INTO turns_fts(turns_fts, rowid, tok, question, answer)
         VALUES ('delete', old.id, old.tok, old.question, old.answer);
-    DELETE FROM vectors WHERE id = old.id;
+    DELETE FROM vectors WHERE owner = old.owner AND session_id = old.session_id
+        AND qa_id = old.qa_id;
 END;
 CREATE TRIGGER IF NOT EXISTS turns_au AFTER UPDATE OF question, answer ON turns
 WHEN old.question IS NOT new.question OR old.answer IS NOT new.answer BEGIN
@@ -116,10 +107,12 @@ WHEN old.question IS NOT new.question OR old.answer IS NOT new.answer BEGIN
         VALUES ('delete', old.id, old.tok, old.question, old.answer);
     INSERT INTO turns_fts(rowid, tok, question, answer)
         VALUES (new.id, new.tok, new.question, new.answer);
-    DELETE FROM vectors WHERE id = old.id;
+    DELETE FROM vectors WHERE owner = old.owner AND session_id = old.session_id
+        AND qa_id = old.qa_id;
 END;
 CREATE TABLE IF NOT EXISTS vectors(
-    id INTEGER NOT NULL, model TEXT NOT NULL, vec TEXT NOT NULL, PRIMARY KEY(id, model)
+    owner TEXT NOT NULL, session_id TEXT NOT NULL, qa_id TEXT NOT NULL, model TEXT NOT NULL,
+    vec TEXT NOT NULL, PRIMARY KEY(owner, session_id, qa_id, model)
 );
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -262,21 +255,12 @@ def in_memory(entry: SessionQAEntry) -> bool:
     return entry.feedback_score is not None or entry.correction is not None
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One candidate from the index."""
-
-    session_id: str
-    qa_id: str
-    relevance: float  # -bm25: higher is more relevant; 0 for a query with no terms
-    row_id: int
-
-
 class MemoryIndex:
-    """Full-text index of rated turns; see the module docstring.
+    """Full-text index of rated turns (a :class:`~.base.MemorySearch`); see the module
+    docstring.
 
     The constructor does no I/O. ``path=None`` keeps the index in memory
-    (one process only). ``source`` is the store it caches; without one the
+    (one process only). ``feed`` is the backend it caches; without one the
     index is only what :meth:`apply` puts in it.
     """
 
@@ -285,11 +269,11 @@ class MemoryIndex:
         path: str | os.PathLike[str] | None,
         *,
         namespace: str | None = None,
-        source: MemorySource | None = None,
+        feed: ChangeFeed | None = None,
     ) -> None:
         self.path = ":memory:" if path is None else os.fspath(path)
         self.namespace = namespace
-        self.source = source
+        self.feed = feed
         self._lock = threading.RLock()
         self._con: sqlite3.Connection | None = None
         self._pid = 0
@@ -384,7 +368,7 @@ class MemoryIndex:
                     raise
                 self._quarantine(exc)
             con = self._connect()
-            if self.source is not None:
+            if self.feed is not None:
                 self._sync(con)
             return fn(con)
 
@@ -407,41 +391,44 @@ class MemoryIndex:
             )
         return None if row is None else str(row[0])
 
-    def sync(self) -> None:
-        """Apply the store's changes since this index's position; rebuild if it has none.
+    def catch_up(self) -> None:
+        """Apply the backend's changes since this index's position; rebuild if it has none.
 
-        A no-op without a ``source``. Cheap when nothing changed: one read of
-        the store's feed head and one of the index's position.
+        A no-op without a ``feed``. Cheap when nothing changed: one read of
+        the feed's head and one of the index's position.
         """
-        if self.source is None:
+        if self.feed is None:
             return
         self._healing(self._sync)
 
     def _sync(self, con: sqlite3.Connection) -> None:
-        source = self.source
-        assert source is not None
+        feed = self.feed
+        assert feed is not None
         key = self._position_key()
         row = con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        if row is not None and row[0] == source.feed_position():
+        if row is not None and row[0] == feed.feed_position():
             return  # nothing changed: no write lock taken
         con.execute("BEGIN IMMEDIATE")  # one process catches up at a time
         try:
             row = con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-            caught = None if row is None else source.changes_since(str(row[0]))
+            caught = None if row is None else feed.changes_since(str(row[0]))
             if caught is None:
-                position = source.feed_position()  # before the scan: later changes re-apply
+                position = feed.feed_position()  # before the scan: later changes re-apply
                 prefix = owner_key(self.namespace, None)[:-5]  # '["ns", ' of '["ns", null]'
                 con.execute(
                     "DELETE FROM turns WHERE owner >= ? AND owner < ?",
                     (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)),
                 )
-                for entry in source.entries():
-                    if in_memory(entry):
+                for _, payload in feed.scan():
+                    entry = _parse(payload)
+                    if entry is not None and in_memory(entry):
                         self._upsert(con, entry)
             else:
-                position, entries = caught
-                for entry in entries:
-                    self._apply(con, entry)
+                position, payloads = caught
+                for payload in payloads:
+                    entry = _parse(payload)
+                    if entry is not None:
+                        self._apply(con, entry)
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, position))
             con.execute("COMMIT")
         except BaseException:
@@ -449,22 +436,30 @@ class MemoryIndex:
             raise
 
     def rebuild(self) -> None:
-        """Forget this namespace's position: the next :meth:`sync` rebuilds from a scan."""
+        """Forget this namespace's position: this process's next query rebuilds."""
         with self._lock:
             self._connect().execute("DELETE FROM meta WHERE key=?", (self._position_key(),))
 
-    def refresh(self, user: str | None, session_id: str, qa_id: str) -> None:
-        """Bring one turn's row in line with the store (a stale hit), re-read under the
+    def reset(self) -> None:
+        """Every process rebuilds before its next query (entries written without ``update``)."""
+        if self.feed is not None:
+            self.feed.restart_feed()
+        self.rebuild()
+
+    def on_change(self, key: SessionKey, qa_id: str) -> None:
+        """Bring one turn's row in line with the backend (a stale hit), re-read under the
         index's write lock so that a concurrent catch-up cannot be undone by it."""
-        source = self.source
-        if source is None:
+        user, session_id = key
+        feed = self.feed
+        if feed is None:
             self.forget(user, session_id, qa_id)
             return
 
         def refresh(con: sqlite3.Connection) -> None:
             con.execute("BEGIN IMMEDIATE")
             try:
-                entry = source.current(user, session_id, qa_id)
+                payload = feed.get(key, qa_id)
+                entry = None if payload is None else _parse(payload)
                 if entry is None:
                     self._delete(con, user, session_id, qa_id)
                 else:
@@ -513,13 +508,15 @@ class MemoryIndex:
         """Drop one turn (the store no longer backs it)."""
         self._healing(lambda con: self._delete(con, user, session_id, qa_id))
 
-    def forget_session(self, user: str | None, session_id: str) -> None:
+    def on_delete_session(self, key: SessionKey) -> None:
         """Drop a deleted session's rows and scrub their text from the file.
 
         ``secure_delete`` zeroes freed pages, ``optimize`` rewrites the
         full-text segments without the deleted terms, and a checkpoint clears
         the write-ahead log: nothing of the session stays at rest.
         """
+
+        user, session_id = key
 
         def forget(con: sqlite3.Connection) -> None:
             con.execute(
@@ -552,10 +549,12 @@ class MemoryIndex:
         session_id: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        metadata_filter: Mapping[str, Any] | None = None,
     ) -> list[Hit]:
         """Best-first candidates for ``query`` among this user's remembered turns.
 
-        A query without words returns the most recent remembered turns.
+        A query without words returns the most recent remembered turns. The
+        index holds no metadata: ``metadata_filter`` is left to the caller.
         """
         owner = owner_key(self.namespace, user)
         where = ["t.owner = ?", "(t.score >= ? OR t.corrected = 1)"]
@@ -588,7 +587,7 @@ class MemoryIndex:
             ).fetchall()
 
         rows = self._healing(select)
-        return [Hit(_unsql(r[0]), _unsql(r[1]), float(r[2]), r[3]) for r in rows]
+        return [Hit((user, _unsql(r[0])), _unsql(r[1]), float(r[2])) for r in rows]
 
     def recent(self, *, user: str | None, limit: int, min_score: int) -> list[Hit]:
         """The most recently recorded remembered turns (candidates for semantic ranking)."""
@@ -596,28 +595,36 @@ class MemoryIndex:
 
     # -- vectors (semantic ranking cache) ----------------------------------
 
-    def vectors(self, model: str, row_ids: Iterable[int]) -> dict[int, list[float]]:
-        ids = list(row_ids)
-        if not ids:
-            return {}
+    def vectors(
+        self, model: str, refs: Sequence[tuple[SessionKey, str]]
+    ) -> dict[tuple[SessionKey, str], list[float]]:
+        """Cached embeddings of these turns for ``model``."""
+        out: dict[tuple[SessionKey, str], list[float]] = {}
         with self._lock:
-            rows = (
-                self._connect()
-                .execute(
-                    "SELECT id, vec FROM vectors WHERE model = ?"
-                    f" AND id IN ({','.join('?' * len(ids))})",
-                    (model, *ids),
-                )
-                .fetchall()
-            )
-        return {row_id: json.loads(vec) for row_id, vec in rows}
+            con = self._connect()
+            for key, qa_id in refs:
+                row = con.execute(
+                    "SELECT vec FROM vectors"
+                    " WHERE owner=? AND session_id=? AND qa_id=? AND model=?",
+                    (owner_key(self.namespace, key[0]), _sql(key[1]), _sql(qa_id), model),
+                ).fetchone()
+                if row is not None:
+                    out[(key, qa_id)] = json.loads(row[0])
+        return out
 
-    def save_vectors(self, model: str, vectors: dict[int, list[float]]) -> None:
+    def save_vectors(
+        self, model: str, vectors: Mapping[tuple[SessionKey, str], list[float]]
+    ) -> None:
+        """Cache embeddings of turns in the index (a turn that left it gets none)."""
         with self._lock:
             self._connect().executemany(
-                "INSERT OR REPLACE INTO vectors(id, model, vec) SELECT ?, ?, ?"
-                " WHERE EXISTS (SELECT 1 FROM turns WHERE id = ?)",
-                ((i, model, json.dumps(v), i) for i, v in vectors.items()),
+                "INSERT OR REPLACE INTO vectors(owner, session_id, qa_id, model, vec)"
+                " SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM turns"
+                " WHERE owner = ?1 AND session_id = ?2 AND qa_id = ?3)",
+                (
+                    (owner_key(self.namespace, k[0]), _sql(k[1]), _sql(q), model, json.dumps(v))
+                    for (k, q), v in vectors.items()
+                ),
             )
 
     def count(self) -> int:
@@ -635,6 +642,14 @@ class MemoryIndex:
     def close(self) -> None:
         with self._lock:
             self._drop_connection()
+
+
+def _parse(payload: str) -> SessionQAEntry | None:
+    """A stored entry, or ``None`` (the store logs entries that do not parse)."""
+    try:
+        return SessionQAEntry.from_json(payload)
+    except (ValueError, TypeError):
+        return None
 
 
 def _rollback(con: sqlite3.Connection) -> None:
