@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ ODD_IDS = [
     "a/b",
     "a\\b",
     "..",
+    ".",
+    "a\x00",
     "%",
     "_",
     '"',
@@ -57,6 +59,7 @@ ODD_IDS = [
     "fp:bnVsbA:l:*",
     "\r\n",
     " ",
+    "s1;DROP TABLE Cache;--",
 ]
 
 
@@ -68,6 +71,7 @@ def dump(store: SessionStore, session_id: str, user: str | None = None) -> list[
 
 
 def test_record_returns_the_entry_and_get_session_returns_it(backend_store: SessionStore) -> None:
+    before = datetime.now(timezone.utc)
     e = backend_store.record(
         "s1",
         "What is 2+2?",
@@ -77,26 +81,31 @@ def test_record_returns_the_entry_and_get_session_returns_it(backend_store: Sess
         metadata={"model": "fake", "tags": ["a", "b"], "n": 1, "x": None},
         qa_id="qa-1",
     )
+    after = datetime.now(timezone.utc)
     assert isinstance(e, SessionQAEntry)
     assert (e.qa_id, e.session_id, e.question, e.answer) == ("qa-1", "s1", "What is 2+2?", "4")
     assert e.context == ["doc one", "doc two"]
     assert e.user_id == "alice"
     assert e.metadata == {"model": "fake", "tags": ["a", "b"], "n": 1, "x": None}
     assert e.time.tzinfo is not None and e.time.utcoffset() == timezone.utc.utcoffset(None)
+    assert before <= e.time <= after
     assert (e.feedback_text, e.feedback_score, e.feedback_time) == (None, None, None)
     assert backend_store.get_session("s1", user="alice") == [e]
 
 
 def test_record_defaults(backend_store: SessionStore) -> None:
     e = backend_store.record("s1", "q", "a")
+    f = backend_store.record("s1", "q", "a")
     assert str(uuid.UUID(e.qa_id)) == e.qa_id
+    assert f.qa_id != e.qa_id  # a fresh id per turn
     assert (e.context, e.metadata, e.user_id) == ([], {}, None)
-    assert backend_store.get_session("s1") == [e]
+    assert backend_store.get_session("s1") == [e, f]
 
 
 def test_get_session_is_oldest_first_and_last_n(backend_store: SessionStore) -> None:
     entries = [backend_store.record("s1", f"q{i}", f"a{i}") for i in range(7)]
     assert backend_store.get_session("s1") == entries
+    assert [e.time for e in entries] == sorted(e.time for e in entries)
     assert backend_store.get_session("s1", last_n=None) == entries
     assert backend_store.get_session("s1", last_n=3) == entries[-3:]
     assert backend_store.get_session("s1", last_n=1) == entries[-1:]
@@ -150,12 +159,13 @@ def test_sessions_are_separate(backend_store: SessionStore) -> None:
 
 def test_add_feedback_sets_text_score_and_time(backend_store: SessionStore) -> None:
     e = backend_store.record("s1", "q", "a")
+    before = datetime.now(timezone.utc)
     assert backend_store.add_feedback("s1", e.qa_id, "great", 5) is True
     got = backend_store.get_entry("s1", e.qa_id)
     assert got is not None
     assert (got.feedback_text, got.feedback_score) == ("great", 5)
     assert got.feedback_time is not None and got.feedback_time.tzinfo is not None
-    assert got.feedback_time >= got.time
+    assert got.feedback_time >= before >= got.time
     # only feedback changed
     assert got.model_dump(exclude={"feedback_text", "feedback_score", "feedback_time"}) == (
         e.model_dump(exclude={"feedback_text", "feedback_score", "feedback_time"})
@@ -202,7 +212,7 @@ def test_thumbs_needs_a_bool(backend_store: SessionStore, bad: Any) -> None:
 
 
 def test_delete_feedback_clears_and_keeps_the_entry(backend_store: SessionStore) -> None:
-    e = backend_store.record("s1", "q", "a")
+    e = backend_store.record("s1", "q", "a", ["ctx"])
     other = backend_store.record("s1", "q2", "a2")
     assert backend_store.add_feedback("s1", e.qa_id, "nice", 4)
     assert backend_store.add_feedback("s1", other.qa_id, "meh", 3)
@@ -210,7 +220,8 @@ def test_delete_feedback_clears_and_keeps_the_entry(backend_store: SessionStore)
     got = backend_store.get_session("s1")
     assert [g.qa_id for g in got] == [e.qa_id, other.qa_id]
     assert (got[0].feedback_text, got[0].feedback_score) == (None, None)
-    assert (got[0].question, got[0].answer) == ("q", "a")
+    assert (got[0].question, got[0].answer, got[0].context) == ("q", "a", ["ctx"])
+    assert got[0].feedback_time is not None  # the deletion is itself a feedback change
     assert (got[1].feedback_text, got[1].feedback_score) == ("meh", 3)
     assert backend_store.delete_feedback("s1", e.qa_id) is True  # idempotent on an existing turn
 
@@ -236,9 +247,13 @@ def test_bad_score_raises_and_changes_nothing(backend_store: SessionStore, bad: 
     with pytest.raises(InvalidFeedbackError) as info:
         backend_store.add_feedback("s1", e.qa_id, None if bad is None else "new text", bad)
     assert isinstance(info.value, ValueError)
+    with pytest.raises(InvalidFeedbackError):  # a score alone, too
+        backend_store.add_feedback("s1", e.qa_id, feedback_score=bad)
     assert dump(backend_store, "s1") == before
     with pytest.raises(InvalidFeedbackError):  # also before looking the turn up
         backend_store.add_feedback("nope", "nope", "x", 9)
+    with pytest.raises(InvalidFeedbackError):
+        backend_store.add_feedback("nope", "nope", None if bad is None else "x", bad)
 
 
 @pytest.mark.parametrize("text", [None, "", "   ", "\n\t"])
@@ -263,8 +278,10 @@ def test_empty_ids_are_value_errors_and_change_nothing(backend_store: SessionSto
         lambda: backend_store.add_feedback("s1", "", "x", 3),
         lambda: backend_store.delete_feedback("", e.qa_id),
         lambda: backend_store.thumbs("", e.qa_id, up=True),
+        lambda: backend_store.get_entry("", e.qa_id),
         lambda: backend_store.record("s1", "q", "a", qa_id=""),
         lambda: backend_store.record("s1", "q", "a", user=""),
+        lambda: backend_store.get_session("s1", user=""),
         lambda: backend_store.delete_session(""),
     ]
     for call in calls:
@@ -283,10 +300,10 @@ def test_user_scoping(backend_store: SessionStore) -> None:
     s = backend_store
     e = s.record("s1", "q", "alice's answer", user="alice")
     assert s.get_session("s1", user="alice") == [e]
-    assert s.get_session("s1") == []
-    assert s.get_session("s1", user="bob") == []
-    assert s.get_entry("s1", e.qa_id, user="bob") is None
     for user in (None, "bob", "Alice", "alice "):
+        assert s.get_session("s1", user=user) == []
+        assert s.get_session("s1", user=user, last_n=5) == []
+        assert s.get_entry("s1", e.qa_id, user=user) is None
         assert s.add_feedback("s1", e.qa_id, "hack", 1, user=user) is False
         assert s.thumbs("s1", e.qa_id, up=False, user=user) is False
         assert s.delete_feedback("s1", e.qa_id, user=user) is False
@@ -310,6 +327,7 @@ def test_same_session_id_for_two_users_is_two_sessions(backend_store: SessionSto
     assert s.list_sessions(user="alice") == ["s1"]
     assert s.delete_session("s1", user="bob") == 1
     assert s.get_session("s1", user="alice") == [a]
+    assert s.get_session("s1") == [n]
     assert s.list_sessions(user="bob") == []
 
 
@@ -344,9 +362,9 @@ def test_odd_session_ids_never_collide(stores: Stores, tmp_path: Path) -> None:
             (sid, f"fb {sid}", i % 5 + 1)
         ]
     assert sorted(store.list_sessions()) == sorted(ODD_IDS)
-    for pattern in ("*", "?", "[a]", "fp:*"):
+    gone = {"*", "?", "[a]", "fp:*", "%", "_"}  # glob, Redis and SQL LIKE patterns
+    for pattern in gone:
         assert store.delete_session(pattern) == 1
-    gone = {"*", "?", "[a]", "fp:*"}
     for sid in ODD_IDS:
         assert len(store.get_session(sid)) == (0 if sid in gone else 1), sid
     # a fresh store object reads the same
@@ -362,6 +380,7 @@ def test_odd_session_ids_never_collide(stores: Stores, tmp_path: Path) -> None:
         outside = [p for p in tmp_path.rglob("*") if Path(stores.location) not in (p, *p.parents)]
         assert outside == []
         assert not (Path(stores.location) / ".." / ".." / "x").resolve().exists()
+        assert not (Path(stores.location) / ".." / "x").resolve().exists()
 
 
 @pytest.mark.parametrize("write_behind", [True, False])
@@ -463,6 +482,7 @@ def test_max_entries_evicts_the_oldest(stores: Stores) -> None:
     assert s.get_session("s2") == [other]
     assert s.add_feedback("s1", ids[0], "gone", 3) is False
     assert s.thumbs("s1", ids[1], up=True) is False
+    assert s.delete_feedback("s1", ids[0]) is False
     assert s.get_entry("s1", ids[0]) is None
     assert s.add_feedback("s1", ids[2], "kept", 4) is True
     assert sorted(e.qa_id for e in s.iter_entries()) == sorted([*ids[2:], other.qa_id])
@@ -568,6 +588,7 @@ def test_queued_turns_are_included_by_delete_and_list(stores: Stores) -> None:
     assert s.pending > 0
     assert s.list_sessions() == ["s1"]
     assert s.delete_session("s1") == 2
+    s.close()  # closing writes nothing of the deleted queue back
     assert stores().get_session("s1") == []
 
 
