@@ -57,9 +57,12 @@ def add_feedback(
     feedback_score: int | None = None,
     *,
     user: str | None = None,
+    correction: str | None = None,
 ) -> bool:
     """See :meth:`SessionStore.add_feedback`."""
-    return default_store().add_feedback(session_id, qa_id, feedback_text, feedback_score, user=user)
+    return default_store().add_feedback(
+        session_id, qa_id, feedback_text, feedback_score, user=user, correction=correction
+    )
 
 
 def delete_feedback(session_id: Id, qa_id: Id, *, user: str | None = None) -> bool:
@@ -80,7 +83,7 @@ def thumbs(
 
 
 def record(
-    session_id: str,
+    session_id: Id,
     question: str,
     answer: str,
     context: Iterable[str] = (),
@@ -88,8 +91,9 @@ def record(
     user: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     qa_id: Id | None = None,
+    wait: bool | None = None,
 ) -> SessionQAEntry:
     """See :meth:`SessionStore.record`."""
     return default_store().record(
-        session_id, question, answer, context, user=user, metadata=metadata, qa_id=qa_id
+        session_id, question, answer, context, user=user, metadata=metadata, qa_id=qa_id, wait=wait
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +112,40 @@ def test_changing_the_env_var_switches_store(
     assert session.get_session("s1") == [first]
     first_store.flush()
     assert on_disk(_default_dir, "s1") == [(first.qa_id, None)]
+
+
+# -- the façade mirrors the store, both ways ---------------------------------------------
+
+MIRRORED = [n for n in session.__all__ if n != "default_store"]
+
+
+def _claimed_method(fn_name: str) -> str:
+    """The store method a module function says it is ("See :meth:`SessionStore.x`.")."""
+    doc = inspect.getdoc(getattr(session, fn_name)) or ""
+    match = re.fullmatch(r"See :meth:`SessionStore\.(\w+)`\.", doc)
+    assert match, f"session.{fn_name} does not say which SessionStore method it mirrors"
+    return match.group(1)
+
+
+def test_every_mirrored_function_names_an_existing_store_method_of_its_name() -> None:
+    assert MIRRORED  # the façade has functions
+    for name in MIRRORED:
+        method = _claimed_method(name)
+        assert method == name, f"session.{name} claims to mirror SessionStore.{method}"
+        assert callable(getattr(SessionStore, method, None)), f"SessionStore.{method} is gone"
+
+
+@pytest.mark.parametrize("name", MIRRORED)
+def test_module_function_signature_equals_the_store_method(name: str) -> None:
+    """Same parameters in the same order, each with the same kind, default and annotation:
+    a parameter added to the store (``correction``, ``wait``) and not to the façade fails,
+    and so does one the façade has that the store lacks."""
+    mine = inspect.signature(getattr(session, name))
+    theirs = inspect.signature(getattr(SessionStore, name))
+    store_params = [p for p in theirs.parameters.values() if p.name != "self"]
+
+    def shape(params: list[inspect.Parameter]) -> list[tuple[str, object, object, object]]:
+        return [(p.name, p.kind, p.default, p.annotation) for p in params]
+
+    assert shape(list(mine.parameters.values())) == shape(store_params)
+    assert mine.return_annotation == theirs.return_annotation
