@@ -15,13 +15,10 @@ import pytest
 import feedback_plugin
 
 EXPECTED_ALL = [
-    "ArgumentTypeError",
     "ConfigurationError",
     "FeedbackCallbackHandler",
     "FeedbackPluginError",
     "FeedbackToolkit",
-    "ImportFormatError",
-    "InvalidArgumentError",
     "InvalidFeedbackError",
     "InvalidIdError",
     "PositiveExampleSelector",
@@ -29,7 +26,6 @@ EXPECTED_ALL = [
     "SessionQAEntry",
     "SessionStore",
     "StoreError",
-    "TurnNotFoundError",
     "__version__",
     "disable",
     "enable",
