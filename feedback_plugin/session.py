@@ -1,7 +1,7 @@
 """Module-level session API over a default store, modelled on cognee's ``session``.
 
 >>> from feedback_plugin import session
->>> session.get_session("no-such-session")   # doctest: +SKIP
+>>> session.get_session("no-such-session")
 []
 
 The default store lives in ``$FEEDBACK_PLUGIN_DIR`` (else a per-user data

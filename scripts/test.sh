@@ -3,6 +3,7 @@
 #
 #   bash scripts/test.sh              # everything
 #   bash scripts/test.sh -k handler   # arguments go to pytest
+#   bash scripts/test.sh -m 'not slow'   # the fast inner loop: tests marked slow (over ~1 s) left out
 #
 # Sets itself up on first run (creates .venv, installs the project with all its extras;
 # as root with apt-get, installs Debian's chromium for the browser test).

@@ -258,6 +258,7 @@ def test_an_interrupted_turn_is_recorded_once_when_resumed(store: SessionStore) 
     assert entry.qa_id == str(resume_id)  # the run that finished the turn names it
 
 
+@pytest.mark.slow
 def test_a_turn_resumed_in_another_process(store: SessionStore, tmp_path: Path) -> None:
     from langgraph.checkpoint.sqlite import SqliteSaver
 

@@ -75,6 +75,7 @@ def four_processes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # -- processes --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_four_processes_lose_no_turn(four_processes: Path) -> None:
     with SessionStore(four_processes) as store:
         shared = store.get_session("shared")
@@ -93,6 +94,7 @@ def test_four_processes_lose_no_turn(four_processes: Path) -> None:
         assert total == WORKERS * TURNS + own_total + FEEDBACK_ENTRIES
 
 
+@pytest.mark.slow
 def test_concurrent_feedback_from_four_processes_loses_nothing(four_processes: Path) -> None:
     with SessionStore(four_processes) as store:
         entries = store.get_session("rated")

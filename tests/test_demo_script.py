@@ -31,6 +31,7 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_demo_prints_the_cli_line_for_its_store(tmp_path: Path) -> None:
     store = tmp_path / "demo store"  # a space, to check the printed line is quoted
     demo = _run(["bash", "scripts/demo.sh", "--cli", "--store", str(store)])

@@ -136,6 +136,7 @@ def _repo_files() -> list[Path]:
     return files
 
 
+@pytest.mark.slow
 def test_no_file_refers_outside_the_repository() -> None:
     found = [
         f"{path.relative_to(REPO)}:{number}: {line.strip()}"
@@ -172,6 +173,7 @@ def _readme_section(title: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_readme_first_example_runs_as_pasted(tmp_path: Path) -> None:
     blocks = re.findall(r"```python\n(.*?)```", _readme_section("In a few lines"), re.S)
     assert len(blocks) == 2, "the section shows recording, then handing back"

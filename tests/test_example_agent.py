@@ -49,6 +49,7 @@ def _turn_output(out: str, question: str) -> str:
     return out[start : end if end != -1 else len(out)]
 
 
+@pytest.mark.slow
 def test_script_records_rates_and_remembers(tmp_path: Path) -> None:
     store_dir = tmp_path / "store"
     out = _run(
@@ -93,6 +94,7 @@ def test_script_records_rates_and_remembers(tmp_path: Path) -> None:
     assert "4 turn" not in out and "3 turn(s) in session s1 of user 'alice'" in out
 
 
+@pytest.mark.slow
 def test_piped_stdin_in_a_new_process_and_session(tmp_path: Path) -> None:
     store_dir = tmp_path / "store"
     _run(store_dir, "--session", "s1", "--script", "What is 12 * 8 * 12?", "-")

@@ -934,6 +934,7 @@ def test_runnable_with_message_history_unwrapped_records_nothing(
 # -- run state is freed ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_no_state_left_after_100k_runs(store: SessionStore) -> None:
     handler = FeedbackCallbackHandler(store)
     uuid4 = uuid.uuid4
@@ -981,6 +982,7 @@ def test_no_state_left_after_100k_runs(store: SessionStore) -> None:
     assert all(e.context == ["ctx"] for e in entries if e.question.startswith("q"))
 
 
+@pytest.mark.slow
 def test_no_state_left_after_1000_real_runs_including_failures(store: SessionStore) -> None:
     handler = FeedbackCallbackHandler(store)
     ok = echo_chain()

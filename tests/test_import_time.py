@@ -86,6 +86,7 @@ def test_the_store_alone_loads_no_langchain(tmp_path: Path) -> None:
     assert _heavy(modules) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", ["as listed", "reversed"])
 def test_every_public_name_imports_first_thing(order: str) -> None:
     """``from feedback_plugin import X`` works in a fresh interpreter, whichever X comes first."""
@@ -105,6 +106,7 @@ def test_names_are_listed_before_they_are_loaded() -> None:
     assert _heavy(modules) == []
 
 
+@pytest.mark.slow
 def test_a_name_shared_with_a_submodule_is_the_function() -> None:
     """``enable`` is a function and a submodule of ``capture``: the function wins, in any order."""
     _modules_after(

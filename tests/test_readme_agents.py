@@ -64,6 +64,7 @@ def test_the_section_covers_what_a_user_needs() -> None:
     assert len(_blocks()) == 5
 
 
+@pytest.mark.slow
 def test_the_sections_snippets_run_as_pasted(tmp_path: Path) -> None:
     code = "\n".join(_blocks()) + CHECKS
     proc = subprocess.run(

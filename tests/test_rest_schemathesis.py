@@ -66,6 +66,7 @@ def existing_turn() -> Iterator[str]:
     shutil.rmtree(_DIR, ignore_errors=True)
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(
     max_examples=75,
@@ -87,6 +88,7 @@ def _everything() -> list[str]:
     return sorted(e.model_dump_json() for e in STORE.iter_entries())
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(
     max_examples=25,

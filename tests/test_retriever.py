@@ -234,6 +234,7 @@ def _run_python(code: str) -> None:
     assert proc.stdout.strip() == "True", proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_memory_follows_feedback_across_processes(store: SessionStore, store_dir: Path) -> None:
     fill(store)
     qa = turn(store, "s1", "How do I reset my password?", "Settings > Security.", score=None)

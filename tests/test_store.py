@@ -172,6 +172,7 @@ def test_feedback_on_a_queued_turn(slow_store: SessionStore) -> None:
     assert [x.feedback_score for x in slow_store.get_session("s1")] == [5, 1, None]
 
 
+@pytest.mark.slow
 def test_read_your_writes_while_the_writer_thread_is_writing(store_dir: Path) -> None:
     # Reads timed to land while the background thread is in the middle of a write
     # must still see the turn (the write must not be "in flight" and invisible).
@@ -199,6 +200,7 @@ def test_background_writer_writes_without_any_call(store: SessionStore, store_di
             time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_a_busy_process_has_its_turns_written_within_flush_max_delay(store_dir: Path) -> None:
     """Turns recorded back to back are gathered into batches, but not held past the bound."""
     with (

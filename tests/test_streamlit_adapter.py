@@ -191,6 +191,7 @@ def test_a_new_browser_session_shows_the_stored_rating(store: SessionStore) -> N
     assert [w.value for w in stars.feedback] == [4, 0, None]
 
 
+@pytest.mark.slow
 def test_widget_is_scoped_to_the_user(store: SessionStore) -> None:
     qa_id = _turn(store, user="alice")
     at = _app(store, user="alice")
@@ -222,6 +223,7 @@ def test_feedback_widget_checks_its_arguments(store: SessionStore) -> None:
 # -- the example app ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_example_app_chat_rate_and_reload(_default_dir: Path) -> None:
     """examples/streamlit_app.py: ask, rate, reload (a new session with the same URL)."""
     import streamlit as st

@@ -36,6 +36,8 @@ from feedback_plugin import SessionStore  # noqa: E402
 from feedback_plugin.integrations.offline_model import HELP_TOOL, OfflineChatModel  # noqa: E402
 from feedback_plugin.integrations.webapp import create_demo_app  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a real browser: seconds per test
+
 CHROMIUM = os.environ.get("FEEDBACK_PLUGIN_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",

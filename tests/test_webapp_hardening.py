@@ -306,6 +306,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {**env, "FEEDBACK_PLUGIN_DIR": str(tmp_path / "store"), "PYTHONUNBUFFERED": "1"}
 
 
+@pytest.mark.slow
 def test_the_demo_exits_non_zero_when_its_port_is_taken(tmp_path: Path, busy_port: int) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "feedback_plugin.integrations.webapp", "--port", str(busy_port)],
@@ -319,6 +320,7 @@ def test_the_demo_exits_non_zero_when_its_port_is_taken(tmp_path: Path, busy_por
     assert "in use" in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow
 def test_the_chainlit_example_has_its_own_port_and_fails_loudly(
     tmp_path: Path, busy_port: int
 ) -> None:

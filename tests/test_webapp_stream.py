@@ -334,6 +334,7 @@ def test_the_openapi_schema_describes_the_stream(client: TestClient) -> None:
     assert {"401", "403", "413", "415", "422"} <= set(op["responses"])
 
 
+@pytest.mark.slow
 def test_a_client_that_leaves_mid_answer_leaves_the_session_free(store: SessionStore) -> None:
     """The turn goes on without its client (and is recorded); the next one does not wait."""
     import httpx

@@ -93,6 +93,7 @@ def test_a_quiet_process_has_each_item_written_about_interval_later() -> None:
         writer.close()
 
 
+@pytest.mark.slow
 def test_a_busy_stream_is_gathered_into_large_batches_written_within_max_delay() -> None:
     sink = TimedSink()
     writer: WriteBehind[int] = WriteBehind(

@@ -9,6 +9,8 @@ import pytest
 from .conftest import BACKENDS, Stores, process_context, require_processes, require_redis
 from .workers import OWN_EVERY, RATED, TURNS, WORKERS, rate_then_record
 
+pytestmark = pytest.mark.slow  # four processes per backend: about 2 s each
+
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def four_processes(

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,6 +40,7 @@ def own_store(stores: Stores, **kwargs: Any) -> Iterator[SessionStore]:
         stores.discard(store)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(
     session_id=ids,
@@ -129,6 +131,7 @@ def test_feedback_on_arbitrary_unicode_ids(
         assert (cleared.feedback_text, cleared.feedback_score) == (None, None)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(keys=st.lists(st.tuples(users, ids), min_size=2, max_size=6, unique=True))
 def test_ids_never_collide(stores: Stores, keys: list[tuple[str | None, str]]) -> None:

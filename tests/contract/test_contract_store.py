@@ -422,6 +422,7 @@ def _warm_up(s: SessionStore) -> None:
     assert s.delete_session("warm-up") == 1
 
 
+@pytest.mark.slow
 def test_ttl_expires_turns(stores: Stores) -> None:
     s = stores(ttl=1.0)
     _warm_up(s)
@@ -441,6 +442,7 @@ def test_ttl_expires_turns(stores: Stores) -> None:
     assert s.get_session("s1", last_n=5) == [c]
 
 
+@pytest.mark.slow
 def test_feedback_does_not_extend_ttl(stores: Stores) -> None:
     ttl = 1.0
     s = stores(ttl=ttl)
@@ -456,6 +458,7 @@ def test_feedback_does_not_extend_ttl(stores: Stores) -> None:
     assert s.get_session("s1") == []
 
 
+@pytest.mark.slow
 def test_expired_sessions_leave_the_session_list(stores: Stores) -> None:
     s = stores(ttl=1.0)
     _warm_up(s)
