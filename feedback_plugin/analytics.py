@@ -15,11 +15,14 @@ at a time, so a store of a million turns never sits in memory at once::
 
 Vocabulary
 ----------
-* **positive**: ``feedback_score >= 4``; **negative**: ``feedback_score <= 2``
-  (thumbs up stores 5, thumbs down 1; 3 is neither).
+The words are :mod:`feedback_plugin.ratings`' (defined there once):
+
+* **positive**: ``feedback_score >= POSITIVE_MIN_SCORE`` (4); **negative**:
+  ``feedback_score <= NEGATIVE_MAX_SCORE`` (2) (thumbs up stores 5, thumbs
+  down 1; 3 is neither).
 * **rated**: the turn has a score. A comment alone does not make a turn
-  rated here (filter it with ``has_text=True``), and neither does a
-  correction alone.
+  rated (filter it with ``has_text=True``), and neither does a correction
+  alone.
 * **user**: every query covers all users unless ``user=`` names one
   (``user=None`` selects the turns recorded without a user).
 
@@ -63,14 +66,26 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
-from json.scanner import make_scanner
-from typing import IO, TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from pydantic import ValidationError
 from typing_extensions import TypedDict, Unpack
 
+from .codec import Raw
+from .codec import loads as _loads
+from .codec import parse_light as _light
+from .codec import parse_light_time as _light_time
 from .errors import FeedbackPluginError, StoreError
 from .models import SessionQAEntry, check_id, check_score, check_user
+from .ratings import (
+    MAX_SCORE,
+    MIN_SCORE,
+    NEGATIVE_MAX_SCORE,
+    POSITIVE_MIN_SCORE,
+    best_answer,
+    is_rated,
+    is_remembered,
+)
 
 if TYPE_CHECKING:
     from .store import SessionStore
@@ -104,10 +119,7 @@ __all__ = [
     "wilson_interval",
 ]
 
-POSITIVE_MIN_SCORE: Final = 4
-"""A turn is positive when its score is at least this (the retriever's default ``min_score``)."""
-NEGATIVE_MAX_SCORE: Final = 2
-"""A turn is negative when its score is at most this."""
+# POSITIVE_MIN_SCORE and NEGATIVE_MAX_SCORE: re-exported from feedback_plugin.ratings.
 Z_95: Final = 1.959963984540054
 """The standard normal quantile of a two-sided 95% interval."""
 
@@ -117,9 +129,6 @@ ExportFormat = Literal["raw", "chat", "eval"]
 EXPORT_FORMATS: Final = ("raw", "chat", "eval")
 
 _EXTRA_HINT = "pip install 'feedback-plugin[analytics]'"
-
-Raw = dict[str, Any]
-"""One entry as the JSON object the backend stores."""
 
 
 class _All(enum.Enum):
@@ -258,12 +267,12 @@ class Filter:
         elif feedback == "negative":
             high = NEGATIVE_MAX_SCORE if high is None else min(high, NEGATIVE_MAX_SCORE)
         elif feedback == "rated":
-            tests.append(lambda d: d.get("feedback_score") is not None)
+            tests.append(is_rated)
         elif feedback == "unrated":
-            tests.append(lambda d: d.get("feedback_score") is None)
+            tests.append(lambda d: not is_rated(d))
         if low is not None or high is not None:
-            lo = 1 if low is None else low
-            hi = 5 if high is None else high
+            lo = MIN_SCORE if low is None else low
+            hi = MAX_SCORE if high is None else high
 
             def in_range(d: Raw) -> bool:
                 score = d.get("feedback_score")
@@ -312,62 +321,6 @@ def _filter(filters: FilterArgs) -> Filter:
     return Filter(**filters)
 
 
-_scan_once = cast(
-    "Callable[[str, int], tuple[Any, int]]", make_scanner(cast(Any, json.JSONDecoder()))
-)
-"""The C scanner behind ``json.loads``, called without its wrapper's overhead."""
-
-
-def _loads(text: str) -> Raw:
-    """``json.loads`` of a stored payload, about twice as fast; broken text still raises."""
-    try:
-        value, end = _scan_once(text, 0)
-    except StopIteration:
-        end = -1
-    if end != len(text) or not isinstance(value, dict):
-        checked: Raw = json.loads(text)  # the proper error, or an odd but valid text
-        return checked
-    found: Raw = value
-    return found
-
-
-def _value_at(payload: str, index: int) -> Any:
-    try:
-        return _scan_once(payload, index)[0]
-    except StopIteration:
-        raise ValueError(f"broken payload at {index}: {payload[:80]!r}") from None
-
-
-_CANONICAL = '{"qa_id":'
-_SESSION_AT = ',"session_id":'
-_TIME_AT = ',"time":'
-_FEEDBACK_AT = ',"feedback_text":'
-
-
-def _light(payload: str) -> Raw:
-    """The fields metrics and non-time filters read, without parsing question, answer, context.
-
-    A payload written by :meth:`SessionQAEntry.to_json` is compact JSON in
-    field order: ``qa_id, session_id, question, answer, context, time,
-    feedback_text, ...``. Up to ``feedback_text`` every value is a string or
-    a list of strings, inside which a quote is always escaped, so the first
-    ``,"feedback_text":`` is that key: only the tail from there is parsed
-    (feedback, user, metadata, correction), and ``session_id`` is decoded in
-    place. Answers and retrieved context are the bulk of a turn; skipping
-    them keeps :func:`stats` fast however long they are. Any other layout
-    is parsed whole.
-    """
-    if payload.startswith(_CANONICAL):
-        tail = payload.find(_FEEDBACK_AT)
-        if tail > 0:
-            head = payload.find(_SESSION_AT, 0, tail)
-            if head > 0:
-                raw = _loads("{" + payload[tail + 1 :])
-                raw["session_id"] = _value_at(payload, head + len(_SESSION_AT))
-                return raw
-    return _loads(payload)
-
-
 def _checked(parse: Callable[[str], Raw], payload: str) -> Raw | None:
     """``parse(payload)``, or ``None`` (logged) for a damaged payload that is no turn:
     one such entry is skipped, as the store skips it, and never stops a report."""
@@ -381,15 +334,6 @@ def _checked(parse: Callable[[str], Raw], payload: str) -> Raw | None:
         pass
     log.error("feedback_plugin: skipped a stored entry that is not a turn: %.200r", payload)
     return None
-
-
-def _light_time(payload: str) -> Raw:
-    """:func:`_light` plus ``time``."""
-    raw = _light(payload)
-    if "time" not in raw:
-        at = payload.find(_TIME_AT, 0, payload.find(_FEEDBACK_AT))
-        raw["time"] = _value_at(payload, at + len(_TIME_AT)) if at > 0 else _loads(payload)["time"]
-    return raw
 
 
 # -- streaming the store ------------------------------------------------------------
@@ -1065,16 +1009,6 @@ def _progress(items: Iterable[_T], enabled: bool | None, what: str) -> Iterable[
     return bar
 
 
-def _has_reference(raw: Raw) -> bool:
-    score = raw.get("feedback_score")
-    return raw.get("correction") is not None or (score is not None and score >= POSITIVE_MIN_SCORE)
-
-
-def _reference(raw: Raw) -> str:
-    correction = raw.get("correction")
-    return correction if correction is not None else str(raw["answer"])
-
-
 def raw_records(store: SessionStore, **filters: Unpack[FilterArgs]) -> Iterator[str]:
     """The stored JSON text of every matching turn, session by session in recording order.
 
@@ -1087,7 +1021,7 @@ def raw_records(store: SessionStore, **filters: Unpack[FilterArgs]) -> Iterator[
 def _chat(raw: Raw, system: str | None) -> dict[str, Any]:
     messages = [] if system is None else [{"role": "system", "content": system}]
     messages.append({"role": "user", "content": raw["question"]})
-    messages.append({"role": "assistant", "content": _reference(raw)})
+    messages.append({"role": "assistant", "content": best_answer(raw)})
     return {"messages": messages}
 
 
@@ -1102,7 +1036,7 @@ def chat_records(
     Streamed in the backend's scan order.
     """
     for _payload, raw in _scan_filtered(store, _filter(filters)):
-        if _has_reference(raw):
+        if is_remembered(raw):
             yield _chat(raw, system)
 
 
@@ -1110,7 +1044,7 @@ def _eval(raw: Raw) -> dict[str, Any]:
     corrected = raw.get("correction") is not None
     return {
         "inputs": {"question": raw["question"]},
-        "outputs": {"answer": _reference(raw)},
+        "outputs": {"answer": best_answer(raw)},
         "metadata": {
             "qa_id": raw["qa_id"],
             "session_id": raw["session_id"],
@@ -1135,7 +1069,7 @@ def eval_records(store: SessionStore, **filters: Unpack[FilterArgs]) -> Iterator
     run metadata.
     """
     for _payload, raw in _scan_filtered(store, _filter(filters)):
-        if _has_reference(raw):
+        if is_remembered(raw):
             yield _eval(raw)
 
 
@@ -1146,7 +1080,7 @@ def _lines(store: SessionStore, fmt: str, flt: Filter, system: str | None) -> It
             yield payload
         return
     for _payload, raw in _scan_filtered(store, flt):
-        if _has_reference(raw):
+        if is_remembered(raw):
             yield dumps(_chat(raw, system) if fmt == "chat" else _eval(raw))
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from .errors import ConfigurationError, FeedbackPluginError, StoreError
+from .ratings import NEGATIVE_MAX_SCORE, POSITIVE_MIN_SCORE, is_negative, is_positive
 
 if TYPE_CHECKING:
     from . import analytics
@@ -166,7 +167,8 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--feedback",
         choices=FEEDBACK_KINDS,
-        help="positive (score >= 4), negative (<= 2), rated (has a score) or unrated",
+        help=f"positive (score >= {POSITIVE_MIN_SCORE}), negative (<= {NEGATIVE_MAX_SCORE}), "
+        "rated (has a score) or unrated",
     )
     text = group.add_mutually_exclusive_group()
     text.add_argument(
@@ -561,14 +563,12 @@ def cmd_sessions(args: argparse.Namespace, store: SessionStore, out: _Out) -> in
 
 
 def _score_text(entry: SessionQAEntry) -> str:
-    from . import analytics
-
     score = entry.feedback_score
     if score is None:
         return "-"
-    if score >= analytics.POSITIVE_MIN_SCORE:
+    if is_positive(score):
         return f"{score} +"
-    if score <= analytics.NEGATIVE_MAX_SCORE:
+    if is_negative(score):
         return f"{score} -"
     return str(score)
 
@@ -667,8 +667,8 @@ def cmd_stats(args: argparse.Namespace, store: SessionStore, out: _Out) -> int:
     ]  # fmt: skip
     out.print(_table(headers, rows, {1, 2, 3, 4, 5, 6, 7, 8}))
     out.print(
-        f"positive: score >= {analytics.POSITIVE_MIN_SCORE} among rated turns; "
-        f"NEG. SESSIONS: share of sessions with a score <= {analytics.NEGATIVE_MAX_SCORE}"
+        f"positive: score >= {POSITIVE_MIN_SCORE} among rated turns; "
+        f"NEG. SESSIONS: share of sessions with a score <= {NEGATIVE_MAX_SCORE}"
     )
     return EXIT_OK
 

@@ -81,6 +81,7 @@ from .capture.extract import (
 from .errors import StoreError
 from .memory.retriever import search_memory
 from .models import MAX_SCORE, MIN_SCORE, SessionQAEntry, check_id, check_user
+from .ratings import POSITIVE_MIN_SCORE
 from .store import SessionStore
 
 __all__ = ["FeedbackMiddleware", "FeedbackState"]
@@ -192,7 +193,7 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         store: SessionStore,
         *,
         k: int = 3,
-        min_score: int = 4,
+        min_score: int = POSITIVE_MIN_SCORE,
         memory: bool = True,
         record: bool = True,
         session_id: str | None = None,
@@ -413,11 +414,10 @@ def memory_block(entries: Sequence[SessionQAEntry]) -> str:
         "Follow them when the question matches.",
     ]
     for entry in entries:
-        answer = entry.correction if entry.correction is not None else entry.answer
         lines += [
             f'<example qa_id="{entry.qa_id}">',
             f"Question: {entry.question}",
-            f"Answer: {answer}",
+            f"Answer: {entry.best_answer}",
             "</example>",
         ]
     lines.append("</liked_answers>")

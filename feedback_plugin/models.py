@@ -21,7 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from . import codec, ratings
 from .errors import InvalidFeedbackError, InvalidIdError
+from .ratings import MAX_SCORE, MIN_SCORE, NEGATIVE_SCORE, POSITIVE_SCORE
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -40,10 +42,8 @@ __all__ = [
     "utcnow",
 ]
 
-MIN_SCORE = 1
-MAX_SCORE = 5
-POSITIVE_SCORE = 5  # what thumbs up stores
-NEGATIVE_SCORE = 1  # what thumbs down stores
+# MIN_SCORE, MAX_SCORE, POSITIVE_SCORE (thumbs up), NEGATIVE_SCORE (thumbs down): from
+# ratings.py, the one definition of the rating vocabulary; re-exported here.
 
 Id = str | uuid.UUID
 """A session id, turn id: a string, or a :class:`uuid.UUID` that stands for its string form."""
@@ -96,29 +96,33 @@ class SessionQAEntry(BaseModel):
             raise ValueError(f"{value.isoformat()} is outside the years UTC can hold") from exc
 
     def to_json(self) -> str:
-        """The stored form: JSON text that is always valid UTF-8.
+        """The stored form: JSON text that is always valid UTF-8 (the layout: :mod:`.codec`).
 
         >>> SessionQAEntry.from_json(SessionQAEntry(qa_id="q", session_id="\\ud800",
         ...     question="", answer="").to_json()).session_id == "\\ud800"
         True
         """
-        try:
-            return self.model_dump_json()
-        except ValueError:  # lone surrogates: escape them, as json does
-            return json.dumps(self.model_dump(mode="json"), ensure_ascii=True)
+        return codec.encode_entry(self)
 
     @classmethod
     def from_json(cls, text: str) -> SessionQAEntry:
         """Parse what :meth:`to_json` wrote."""
-        try:
-            return cls.model_validate_json(text)
-        except ValueError:
-            return cls.model_validate(json.loads(text))
+        return codec.decode_entry(cls, text)
 
     @property
     def is_rated(self) -> bool:
-        """True when the turn carries a score or a comment."""
-        return self.feedback_score is not None or self.feedback_text is not None
+        """True when the turn has a score (:func:`feedback_plugin.ratings.is_rated`)."""
+        return ratings.is_rated(self)
+
+    @property
+    def best_answer(self) -> str:
+        """The correction when there is one, else the answer (what memory hands back).
+
+        >>> SessionQAEntry(qa_id="q", session_id="s", question="?", answer="a",
+        ...     correction="b").best_answer
+        'b'
+        """
+        return ratings.best_answer(self)
 
     def _repr_html_(self) -> str:
         """The turn as a two-column table in Jupyter; every value is HTML-escaped."""

@@ -30,7 +30,6 @@ from a scan when it must (see :meth:`SessionStore.ready_memory`).
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import sys
@@ -39,15 +38,12 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic_core import PydanticSerializationError, to_jsonable_python
-from pydantic_core import to_json as _to_json
-
 from .backends.base import Backend, Item, MemorySearch, SessionKey
 from .backends.registry import open_backend
+from .codec import Fields, encode_queued
 from .errors import ConfigurationError, InvalidFeedbackError, StoreError
 from .models import (
     NEGATIVE_SCORE,
@@ -61,15 +57,12 @@ from .models import (
     check_user,
     utcnow,
 )
+from .ratings import MIN_SCORE, is_remembered
 from .writer import WriteBehind
 
 __all__ = ["ChangeListener", "SessionStore", "default_location"]
 
 log = logging.getLogger("feedback_plugin")
-
-Fields = tuple["str | None", str, "str | int", str, str, tuple[str, ...], float, dict[str, Any]]
-"""A turn queued by :meth:`SessionStore.record_trusted`:
-``(user, session_id, qa_id, question, answer, context, time, metadata)``."""
 
 Queued = Item | Fields
 """A queued turn: a backend item (its JSON built already), or the fields to build it from."""
@@ -279,7 +272,7 @@ class SessionStore:
         if self.write_behind:
             self._writer.put(turn)
         else:
-            self._io("record", self._write_now, [_item(turn)])
+            self._io("record", self._write_now, [encode_queued(turn)])
 
     def _append(self, queued: Sequence[Queued]) -> None:
         """The writer's batch: turn queued fields into stored JSON, then append."""
@@ -289,7 +282,7 @@ class SessionStore:
                 items.append(turn)
                 continue
             try:
-                items.append(_item(turn))
+                items.append(encode_queued(turn))
             except Exception:  # never block the queue on one bad turn
                 log.exception("feedback_plugin: turn %r not recordable, dropped", turn[2])
         self.backend.append(items)
@@ -318,7 +311,7 @@ class SessionStore:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self.flush()
         written = 0
-        rated = False
+        remembered = False  # a turn the memory index holds: rebuild it at the end
         batch: list[SessionQAEntry] = []
 
         def write() -> None:
@@ -331,7 +324,7 @@ class SessionStore:
                 check_id(entry.qa_id, "qa_id")
                 check_user(entry.user_id)
                 check_score(entry.feedback_score)
-                rated = rated or entry.feedback_score is not None or entry.correction is not None
+                remembered = remembered or is_remembered(entry, MIN_SCORE)
                 batch.append(entry)
                 if len(batch) >= batch_size:
                     self._io("import_entries", write)
@@ -341,7 +334,7 @@ class SessionStore:
                 self._io("import_entries", write)
                 written += len(batch)
         finally:
-            if rated and written:
+            if remembered and written:
                 self._io("import_entries", self.backend.memory().reset)
         return written
 
@@ -620,40 +613,6 @@ def _describe(exc: BaseException) -> str:
     while "no transaction is active" in str(cause) and cause.__context__ is not None:
         cause = cause.__context__
     return f"{type(cause).__name__}: {cause}"
-
-
-def _item(turn: Fields) -> Item:
-    """The backend item of a turn queued by :meth:`SessionStore.record_trusted`.
-
-    This runs on the writer thread once per turn, so it builds the JSON with
-    pydantic-core's encoder directly instead of through a model: the same
-    text :meth:`SessionQAEntry.to_json` writes (same key order and formats),
-    at a third of the cost of the ``json`` module. Lone surrogates, which
-    UTF-8 cannot carry, are escaped by ``json``, as ``to_json`` does.
-    """
-    user, session_id, qa_id, question, answer, context, when, metadata = turn
-    if isinstance(qa_id, int):
-        hex32 = f"{qa_id:032x}"
-        qa_id = f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
-    fields = {
-        "qa_id": qa_id,
-        "session_id": session_id,
-        "question": question,
-        "answer": answer,
-        "context": context,
-        "time": datetime.fromtimestamp(when, timezone.utc),
-        "feedback_text": None,
-        "feedback_score": None,
-        "feedback_time": None,
-        "user_id": user,
-        "metadata": metadata,
-        "correction": None,
-    }
-    try:
-        payload = _to_json(fields).decode()
-    except PydanticSerializationError:
-        payload = json.dumps(to_jsonable_python(fields), ensure_ascii=True)
-    return (user, session_id), qa_id, payload
 
 
 _open_stores: weakref.WeakSet[SessionStore] = weakref.WeakSet()

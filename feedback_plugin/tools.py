@@ -29,6 +29,7 @@ from .capture.extract import session_id_from, user_from, user_from_config
 from .errors import FeedbackPluginError
 from .memory.retriever import search_memory
 from .models import MAX_SCORE, MIN_SCORE, check_feedback, check_score, check_user
+from .ratings import POSITIVE_MIN_SCORE
 
 __all__ = [
     "AddFeedbackTool",
@@ -203,7 +204,7 @@ class SearchPositiveMemoryTool(_FeedbackTool):
     )
     args_schema: type[BaseModel] = SearchInput
     k: int = 4
-    min_score: StrictInt = 4  # strict: True, 4.0, "4" are refused, as for a rating
+    min_score: StrictInt = POSITIVE_MIN_SCORE  # strict: True, 4.0, "4" are refused
 
     def _run(self, query: str, **_: Any) -> str:
         return self._guard(self._search, query)
@@ -216,7 +217,7 @@ class SearchPositiveMemoryTool(_FeedbackTool):
             return "No remembered answers match."
         lines = []
         for i, (entry, _relevance) in enumerate(found, 1):
-            answer = entry.correction if entry.correction is not None else entry.answer
+            answer = entry.best_answer
             note = ", corrected answer given by the user" if entry.correction is not None else ""
             lines.append(
                 f"{i}. Q: {entry.question}\n   A: {answer}\n"
@@ -242,7 +243,7 @@ class FeedbackToolkit(BaseToolkit):
     session_id: str | None = None
     user: str | None = None
     k: int = 4
-    min_score: StrictInt = 4  # strict: True, 4.0, "4" are refused, as for a rating
+    min_score: StrictInt = POSITIVE_MIN_SCORE  # strict: True, 4.0, "4" are refused
 
     def model_post_init(self, context: Any) -> None:
         from .store import SessionStore

@@ -105,7 +105,9 @@ def test_entry_requires_the_core_fields() -> None:
 def test_is_rated() -> None:
     assert not make().is_rated
     assert make(feedback_score=3).is_rated
-    assert make(feedback_text="hm").is_rated
+    # a rating is a score (feedback_plugin.ratings): a comment or a correction alone is not one
+    assert not make(feedback_text="hm").is_rated
+    assert not make(correction="better").is_rated
 
 
 # -- check_score ----------------------------------------------------------------

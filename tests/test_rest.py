@@ -211,7 +211,8 @@ def test_sessions_summaries_and_feedback_filters(store: SessionStore, client: Te
     _rate(store, "pos", [5, None], "alice")  # positive 1, unrated 1
     _rate(store, "neg", [1, 2, 3], "alice")  # negative 2, one neutral
     _rate(store, "unrated", [None, None], "alice")  # unrated 2
-    _rate(store, "mixed", [4, 2, "text", "correction"], "alice")  # positive 1, negative 1
+    # positive 1, negative 1; a comment or a correction alone is no score: unrated 2
+    _rate(store, "mixed", [4, 2, "text", "correction"], "alice")
     _rate(store, "neutral", [3], "alice")  # nothing
     _rate(store, "bobs", [5, 1, None], "bob")
 
@@ -224,7 +225,7 @@ def test_sessions_summaries_and_feedback_filters(store: SessionStore, client: Te
         "pos": (2, 1, 0, 1),
         "neg": (3, 0, 2, 0),
         "unrated": (2, 0, 0, 2),
-        "mixed": (4, 1, 1, 0),
+        "mixed": (4, 1, 1, 2),
         "neutral": (1, 0, 0, 0),
     }
     newest = store.get_session("mixed", user="alice")[-1].time
@@ -240,7 +241,7 @@ def test_sessions_summaries_and_feedback_filters(store: SessionStore, client: Te
     assert ids("any") == set(got)
     assert ids("positive") == {"pos", "mixed"}
     assert ids("negative") == {"neg", "mixed"}
-    assert ids("unrated") == {"pos", "unrated"}
+    assert ids("unrated") == {"pos", "unrated", "mixed"}
 
     r = client.get("/api/sessions", headers=BOB)
     assert [(s["session_id"], s["positive"], s["negative"], s["unrated"]) for s in r.json()] == [
@@ -720,11 +721,12 @@ def test_openapi_schema_is_complete(client: TestClient) -> None:
         "/api/turns/{qa_id}",
         "/api/turns/{qa_id}/feedback",
         "/api/memory",
+        "/api/ratings",
         "/healthz",
     }
     assert set(paths["/api/turns/{qa_id}/feedback"]) == {"put", "delete"}
     for path, ops in paths.items():
-        if path == "/healthz":
+        if path in ("/healthz", "/api/ratings"):  # no auth: nothing secret
             continue
         for op in ops.values():
             assert op["security"] == [{"ApiKey": []}]

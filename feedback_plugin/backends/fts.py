@@ -51,6 +51,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from ..models import SessionQAEntry
+from ..ratings import MIN_SCORE, is_remembered
 from .base import ChangeFeed, Hit, SessionKey
 
 __all__ = ["MemoryIndex", "match_query"]
@@ -250,11 +251,6 @@ def owner_key(namespace: str | None, user: str | None) -> str:
     return json.dumps([namespace, user], ensure_ascii=True)
 
 
-def in_memory(entry: SessionQAEntry) -> bool:
-    """Whether a turn belongs in the index: it has a score or a correction."""
-    return entry.feedback_score is not None or entry.correction is not None
-
-
 class MemoryIndex:
     """Full-text index of rated turns (a :class:`~.base.MemorySearch`); see the module
     docstring.
@@ -421,7 +417,7 @@ class MemoryIndex:
                 )
                 for _, payload in feed.scan():
                     entry = _parse(payload)
-                    if entry is not None and in_memory(entry):
+                    if entry is not None and is_remembered(entry, MIN_SCORE):
                         self._upsert(con, entry)
             else:
                 position, payloads = caught
@@ -490,12 +486,13 @@ class MemoryIndex:
                 int(entry.correction is not None),
                 entry.time.timestamp(),
                 _fts(entry.question),
-                _fts(entry.correction if entry.correction is not None else entry.answer),
+                _fts(entry.best_answer),
             ),
         )
 
     def _apply(self, con: sqlite3.Connection, entry: SessionQAEntry) -> None:
-        if in_memory(entry):
+        # the index holds every turn some min_score remembers: a score or a correction
+        if is_remembered(entry, MIN_SCORE):
             self._upsert(con, entry)
         else:
             self._delete(con, entry.user_id, entry.session_id, entry.qa_id)
@@ -557,7 +554,7 @@ class MemoryIndex:
         index holds no metadata: ``metadata_filter`` is left to the caller.
         """
         owner = owner_key(self.namespace, user)
-        where = ["t.owner = ?", "(t.score >= ? OR t.corrected = 1)"]
+        where = ["t.owner = ?", "(t.score >= ? OR t.corrected = 1)"]  # ratings.is_remembered
         args: list[object] = [owner, min_score]
         if session_id is not None:
             where.append("t.session_id = ?")

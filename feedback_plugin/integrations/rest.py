@@ -52,11 +52,12 @@ its 401 before its body is looked at. Every error body is JSON ``{"detail":
 that fails changes nothing. Text that UTF-8 cannot carry (a lone surrogate
 such as ``"\ud800"``) is accepted and served back escaped in the JSON.
 
-Rating buckets used by ``/api/sessions``: a turn is *positive* when its score
-is >= 4 (what positive memory returns; thumbs up stores 5), *negative* when
-its score is <= 2 (thumbs down stores 1), *unrated* when it has no score, no
-comment and no correction. A turn scored 3, or with only a comment or a
-correction, is in none of the three.
+Rating buckets used by ``/api/sessions`` are :mod:`feedback_plugin.ratings`':
+a turn is *positive* when its score is >= 4 (what positive memory returns;
+thumbs up stores 5), *negative* when its score is <= 2 (thumbs down stores
+1), *unrated* when it has no score (a comment or a correction alone does not
+rate a turn). A turn scored 3 is in none of the three. ``GET /api/ratings``
+(no auth) serves the scale and thresholds, so a browser never hard-codes them.
 """
 
 import hmac
@@ -95,12 +96,20 @@ from ..models import (
     MAX_SCORE,
     MAX_TEXT_LENGTH,
     MIN_SCORE,
-    NEGATIVE_SCORE,
-    POSITIVE_SCORE,
     SessionQAEntry,
     check_feedback,
     check_score,
     check_user,
+)
+from ..ratings import (
+    NEGATIVE_MAX_SCORE,
+    NEGATIVE_SCORE,
+    POSITIVE_MIN_SCORE,
+    POSITIVE_SCORE,
+    is_negative,
+    is_positive,
+    is_rated,
+    thresholds,
 )
 from ..store import SessionStore
 from .guards import (
@@ -123,11 +132,6 @@ log = logging.getLogger("feedback_plugin")
 
 SCOPES = frozenset({"read", "feedback"})
 """``read``: the GET endpoints; ``feedback``: PUT and DELETE on a turn's feedback."""
-
-POSITIVE_MIN = 4
-"""A turn is positive when its score is at least this (the retriever's default)."""
-NEGATIVE_MAX = 2
-"""A turn is negative when its score is at most this."""
 
 MAX_MEMORY_K = 50
 
@@ -348,10 +352,21 @@ class SessionSummary(BaseModel):
 
     session_id: str
     turns: int = Field(description="number of turns")
-    positive: int = Field(description=f"turns with score >= {POSITIVE_MIN}")
-    negative: int = Field(description=f"turns with score <= {NEGATIVE_MAX}")
-    unrated: int = Field(description="turns with no score, comment or correction")
+    positive: int = Field(description=f"turns with score >= {POSITIVE_MIN_SCORE}")
+    negative: int = Field(description=f"turns with score <= {NEGATIVE_MAX_SCORE}")
+    unrated: int = Field(description="turns without a score")
     last_time: datetime | None = Field(description="when the newest turn was recorded")
+
+
+class Ratings(BaseModel):
+    """The score scale and what counts as positive and negative (``feedback_plugin.ratings``)."""
+
+    min_score: int = Field(description="the lowest score")
+    max_score: int = Field(description="the highest score")
+    positive_score: int = Field(description="what thumbs up stores")
+    negative_score: int = Field(description="what thumbs down stores")
+    positive_min_score: int = Field(description="a score at least this is positive (liked)")
+    negative_max_score: int = Field(description="a score at most this is negative")
 
 
 class MemoryHit(BaseModel):
@@ -428,18 +443,14 @@ def _store_errors(where: str) -> Iterator[None]:
         ) from exc
 
 
-def _is_unrated(entry: SessionQAEntry) -> bool:
-    return not entry.is_rated and entry.correction is None
-
-
 def _summary(session_id: str, entries: list[SessionQAEntry]) -> SessionSummary:
     scores = [e.feedback_score for e in entries]
     return SessionSummary(
         session_id=session_id,
         turns=len(entries),
-        positive=sum(1 for s in scores if s is not None and s >= POSITIVE_MIN),
-        negative=sum(1 for s in scores if s is not None and s <= NEGATIVE_MAX),
-        unrated=sum(1 for e in entries if _is_unrated(e)),
+        positive=sum(1 for s in scores if is_positive(s)),
+        negative=sum(1 for s in scores if is_negative(s)),
+        unrated=sum(1 for s in scores if not is_rated(s)),
         last_time=max((e.time for e in entries), default=None),
     )
 
@@ -628,6 +639,19 @@ def create_router(
             raise StoreError("the feedback write failed (see the log)")
         return entry
 
+    # no key, no guard: the numbers are public, and <feedback-buttons> reads them first
+    public = APIRouter(tags=["feedback"], default_response_class=SafeJSONResponse)
+
+    @public.get(
+        "/ratings",
+        response_model=Ratings,
+        summary="The score scale and the positive / negative thresholds (no auth)",
+    )
+    def ratings() -> Ratings:
+        return Ratings(**thresholds())
+
+    router.include_router(public)
+
     @router.get(
         "/sessions",
         response_model=list[SessionSummary],
@@ -640,8 +664,8 @@ def create_router(
             FeedbackFilter,
             Query(
                 description="any: every session; positive / negative / unrated: sessions "
-                f"with at least one turn scored >= {POSITIVE_MIN} / scored <= {NEGATIVE_MAX} "
-                "/ without any feedback"
+                f"with at least one turn scored >= {POSITIVE_MIN_SCORE} / scored <= "
+                f"{NEGATIVE_MAX_SCORE} / without a score"
             ),
         ] = "any",
     ) -> list[SessionSummary]:
@@ -731,7 +755,7 @@ def create_router(
                 qa_id=entry.qa_id,
                 session_id=entry.session_id,
                 question=entry.question,
-                answer=entry.correction if entry.correction is not None else entry.answer,
+                answer=entry.best_answer,
                 feedback_score=entry.feedback_score,
                 relevance=relevance,
             )

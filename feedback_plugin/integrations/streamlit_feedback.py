@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InvalidFeedbackError
 from ..models import check_id
+from ..ratings import is_negative, is_positive
 
 if TYPE_CHECKING:
     from ..store import SessionStore
@@ -107,8 +108,8 @@ def record_st_feedback(
 def widget_value_for(score: int | None, kind: FeedbackKind = "thumbs") -> int | None:
     """The ``st.feedback`` value that shows a stored score (the inverse mapping).
 
-    Thumbs show up for scores 4–5 (the store's "positive"), down for 1–2 and
-    nothing for 3; stars and faces show ``score - 1``.
+    Thumbs show up for a positive score (4–5), down for a negative one (1–2)
+    and nothing for 3 (:mod:`feedback_plugin.ratings`); stars and faces show ``score - 1``.
 
     >>> [widget_value_for(s) for s in (None, 1, 2, 3, 4, 5)]
     [None, 0, 0, None, 1, 1]
@@ -120,9 +121,9 @@ def widget_value_for(score: int | None, kind: FeedbackKind = "thumbs") -> int | 
         return None
     if kind != "thumbs":
         return score - 1
-    if score >= 4:
+    if is_positive(score):
         return 1
-    if score <= 2:
+    if is_negative(score):
         return 0
     return None
 

@@ -102,6 +102,7 @@ from ..errors import ConfigurationError
 from ..memory.retriever import entry_document, search_memory
 from ..middleware import FeedbackMiddleware, FeedbackState
 from ..models import MAX_ID_LENGTH, SessionQAEntry
+from ..ratings import POSITIVE_MIN_SCORE, thresholds
 from ..store import SessionStore
 from .guards import (
     ENV_ALLOW_OPEN,
@@ -128,7 +129,14 @@ from .offline_model import (
     content_words,
     parse_liked_answers,
 )
-from .rest import ApiKeyAuth, _store_errors, closing_store, create_router, guarded_route
+from .rest import (
+    ApiKeyAuth,
+    Ratings,
+    _store_errors,
+    closing_store,
+    create_router,
+    guarded_route,
+)
 
 __all__ = [
     "NO_ANSWER",
@@ -147,7 +155,7 @@ ENV_CHAT_MODEL = "FEEDBACK_PLUGIN_CHAT_MODEL"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MEMORY_K = 3
 """How many liked turns a model call is shown at most."""
-MEMORY_MIN_SCORE = 4
+MEMORY_MIN_SCORE = POSITIVE_MIN_SCORE
 """The lowest score that makes a turn a memory (a correction always does)."""
 DOCS_K = 2
 MAX_QUESTION = 4000
@@ -732,6 +740,7 @@ class Info(BaseModel):
     note: str | None = Field(description="why a configured chat model is not used, if it is not")
     auth: bool = Field(description="whether the API wants `Authorization: Bearer <key>`")
     suggestions: list[str]
+    ratings: Ratings = Field(description="the score scale and thresholds the page shows")
 
 
 # -- history: a turn's sources and memories from its recorded context ---------------------
@@ -981,6 +990,7 @@ def create_demo_app(
             note=note,
             auth=auth is not None,
             suggestions=SUGGESTIONS,
+            ratings=Ratings(**thresholds()),
         )
 
     app.include_router(chat)

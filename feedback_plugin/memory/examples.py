@@ -9,7 +9,8 @@ from langchain_core.example_selectors import BaseExampleSelector
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from ..errors import StoreError
-from ..models import POSITIVE_SCORE, check_score
+from ..models import check_score
+from ..ratings import POSITIVE_MIN_SCORE, POSITIVE_SCORE
 from .retriever import search_memory
 
 log = logging.getLogger("feedback_plugin")
@@ -34,7 +35,7 @@ class PositiveExampleSelector(BaseExampleSelector, BaseModel):
     k: int = 2
     user: str | None = None
     session_id: str | None = None
-    min_score: int = 4
+    min_score: int = POSITIVE_MIN_SCORE
     input_key: str | None = None
     question_key: str = "question"
     answer_key: str = "answer"
@@ -70,7 +71,7 @@ class PositiveExampleSelector(BaseExampleSelector, BaseModel):
         return [
             {
                 self.question_key: entry.question,
-                self.answer_key: entry.correction if entry.correction is not None else entry.answer,
+                self.answer_key: entry.best_answer,
             }
             for entry, _ in found
         ]

@@ -17,6 +17,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from ..errors import StoreError
 from ..models import SessionQAEntry, check_id, check_score, check_user
+from ..ratings import POSITIVE_MIN_SCORE, is_remembered
 
 if TYPE_CHECKING:
     from ..backends.base import Hit, MemorySearch, SessionKey
@@ -32,7 +33,7 @@ SEMANTIC_POOL = 50
 
 def entry_document(entry: SessionQAEntry, relevance: float) -> Document:
     """A remembered turn as a Document: question and (corrected) answer in the text."""
-    answer = entry.correction if entry.correction is not None else entry.answer
+    answer = entry.best_answer
     return Document(
         page_content=f"Question: {entry.question}\nAnswer: {answer}",
         metadata={
@@ -52,11 +53,6 @@ def entry_document(entry: SessionQAEntry, relevance: float) -> Document:
     )
 
 
-def _remembered(entry: SessionQAEntry, min_score: int) -> bool:
-    score = entry.feedback_score
-    return entry.correction is not None or (score is not None and score >= min_score)
-
-
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b, strict=False))
     norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
@@ -70,7 +66,7 @@ def search_memory(
     k: int = 4,
     user: str | None = None,
     session_id: str | None = None,
-    min_score: int = 4,
+    min_score: int = POSITIVE_MIN_SCORE,
     metadata_filter: Mapping[str, Any] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -149,7 +145,7 @@ def _backed(
     entries = store.get_many([(hit.key[1], hit.qa_id) for hit in hits], user=user)
     found: list[Found] = []
     for hit, entry in zip(hits, entries, strict=True):
-        if entry is None or not _remembered(entry, min_score):
+        if entry is None or not is_remembered(entry, min_score):
             store.refresh_memory(hit.key[1], hit.qa_id, user=user)  # a stale row
             continue
         if metadata_filter and any(
@@ -210,7 +206,7 @@ class PositiveMemoryRetriever(BaseRetriever):
     k: int = 4
     user: str | None = None
     session_id: str | None = None
-    min_score: int = 4
+    min_score: int = POSITIVE_MIN_SCORE
     metadata_filter: dict[str, Any] | None = None
     """Only turns whose metadata has these exact values, e.g. ``{"prompt_version": "v2"}``."""
     since: datetime | None = None

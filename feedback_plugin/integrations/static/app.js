@@ -141,9 +141,11 @@
 
   function ratingLabel(turn) {
     const s = turn.feedback_score;
+    // the thresholds are the server's (GET /api/info → ratings, from feedback_plugin/ratings.py)
+    const ratings = state.info && state.info.ratings;
     if (s == null) return { icon: "–", text: turn.feedback_text ? "comment only" : "not rated", cls: "none" };
-    if (s >= 4) return { icon: "👍", text: `liked (score ${s})`, cls: "up" };
-    if (s <= 2) return { icon: "👎", text: `disliked (score ${s})`, cls: "down" };
+    if (ratings && s >= ratings.positive_min_score) return { icon: "👍", text: `liked (score ${s})`, cls: "up" };
+    if (ratings && s <= ratings.negative_max_score) return { icon: "👎", text: `disliked (score ${s})`, cls: "down" };
     return { icon: "·", text: `score ${s}`, cls: "mid" };
   }
 

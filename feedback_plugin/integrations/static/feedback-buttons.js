@@ -9,7 +9,8 @@
  *   qa-id       the turn's id (required; the handler's qa_id = str(root run_id))
  *   session-id  the turn's session (required)
  *   api-base    where the REST router is mounted (default "/api")
- *   score       the current score 1–5, if known (>= 4 shows 👍 pressed, <= 2 shows 👎)
+ *   score       the current score 1–5, if known (a positive score shows 👍 pressed, a
+ *               negative one 👎; the thresholds come from GET {api-base}/ratings)
  *   comment     the current comment, if any
  *   api-key     sent as "Authorization: Bearer <key>" (or set the .apiKey property)
  *
@@ -96,10 +97,29 @@
     return Number.isInteger(n) && n >= 1 && n <= 5 ? n : null;
   }
 
-  function thumbsOf(score) {
-    if (score == null) return null;
-    if (score >= 4) return "up";
-    if (score <= 2) return "down";
+  // What counts as positive and negative is the server's (feedback_plugin/ratings.py),
+  // fetched once per api-base from GET {api-base}/ratings; until it arrives (or when it
+  // cannot be had) no thumb shows as pressed.
+  const ratingsByBase = new Map();
+  function loadRatings(base) {
+    let pending = ratingsByBase.get(base);
+    if (!pending) {
+      pending = fetch(`${base}/ratings`, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+        .then((response) => (response.ok ? response.json() : null))
+        .catch(() => null)
+        .then((ratings) => {
+          if (!ratings) ratingsByBase.delete(base); // try again with the next element
+          return ratings;
+        });
+      ratingsByBase.set(base, pending);
+    }
+    return pending;
+  }
+
+  function thumbsOf(score, ratings) {
+    if (score == null || !ratings) return null;
+    if (score >= ratings.positive_min_score) return "up";
+    if (score <= ratings.negative_max_score) return "down";
     return null;
   }
 
@@ -128,6 +148,7 @@
       this._comment = null;
       this._apiKey = null;
       this._busy = false;
+      this._ratings = null;
       this._reflecting = false;
       this._statusTimer = 0;
       const id = `fb-${++counter}`;
@@ -177,6 +198,12 @@
       this._score = parseScore(this.getAttribute("score"));
       this._comment = this.getAttribute("comment") || null;
       this._render();
+      if (!this._ratings) {
+        loadRatings(this._base()).then((ratings) => {
+          this._ratings = ratings;
+          this._render();
+        });
+      }
     }
 
     attributeChangedCallback(name, _old, value) {
@@ -193,7 +220,7 @@
 
     /** "up", "down" or null. */
     get thumbs() {
-      return thumbsOf(this._score);
+      return thumbsOf(this._score, this._ratings);
     }
 
     /** The saved comment or null. */
@@ -217,8 +244,12 @@
       return entry;
     }
 
+    _base() {
+      return (this.getAttribute("api-base") || "/api").replace(/\/+$/, "");
+    }
+
     _url(suffix) {
-      const base = (this.getAttribute("api-base") || "/api").replace(/\/+$/, "");
+      const base = this._base();
       const qa = encodeURIComponent(this.getAttribute("qa-id") || "");
       const session = encodeURIComponent(this.getAttribute("session-id") || "");
       return `${base}/turns/${qa}${suffix}?session_id=${session}`;
