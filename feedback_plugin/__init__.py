@@ -15,22 +15,21 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    ArgumentTypeError,
     ConfigurationError,
     FeedbackPluginError,
+    ImportFormatError,
+    InvalidArgumentError,
     InvalidFeedbackError,
     InvalidIdError,
     StoreError,
+    TurnNotFoundError,
 )
 
 if TYPE_CHECKING:
     from . import session
-    from .capture import (
-        FeedbackCallbackHandler,
-        disable,
-        enable,
-        enabled,
-        with_configurable_session,
-    )
+    from .capture.enable import disable, enable, enabled, with_configurable_session
+    from .capture.handler import FeedbackCallbackHandler
     from .memory import PositiveExampleSelector, PositiveMemoryRetriever
     from .models import SessionQAEntry
     from .store import SessionStore
@@ -39,10 +38,13 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentTypeError",
     "ConfigurationError",
     "FeedbackCallbackHandler",
     "FeedbackPluginError",
     "FeedbackToolkit",
+    "ImportFormatError",
+    "InvalidArgumentError",
     "InvalidFeedbackError",
     "InvalidIdError",
     "PositiveExampleSelector",
@@ -50,6 +52,7 @@ __all__ = [
     "SessionQAEntry",
     "SessionStore",
     "StoreError",
+    "TurnNotFoundError",
     "__version__",
     "disable",
     "enable",

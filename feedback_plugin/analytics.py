@@ -75,7 +75,12 @@ from .codec import Raw
 from .codec import loads as _loads
 from .codec import parse_light as _light
 from .codec import parse_light_time as _light_time
-from .errors import FeedbackPluginError, StoreError
+from .errors import (
+    ArgumentTypeError,
+    ImportFormatError,
+    InvalidArgumentError,
+    StoreError,
+)
 from .models import SessionQAEntry, check_id, check_score, check_user
 from .ratings import (
     MAX_SCORE,
@@ -142,10 +147,6 @@ ALL_USERS: Final = _All.USERS
 """The default ``user`` of every query: turns of every user (and of none)."""
 
 UserFilter = str | None | Literal[_All.USERS]
-
-
-class ImportFormatError(FeedbackPluginError, ValueError):
-    """A line of an import file that is not a raw entry; the message names the line."""
 
 
 # -- filters -------------------------------------------------------------------
@@ -225,22 +226,26 @@ class Filter:
 
     def __post_init__(self) -> None:
         if self.feedback is not None and self.feedback not in FEEDBACK_KINDS:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"feedback must be one of {', '.join(FEEDBACK_KINDS)} or None, "
                 f"got {self.feedback!r}"
             )
         if self.has_text is not None and not isinstance(self.has_text, bool):
-            raise ValueError(f"has_text must be True, False or None, got {self.has_text!r}")
+            raise InvalidArgumentError(
+                f"has_text must be True, False or None, got {self.has_text!r}"
+            )
         check_score(self.min_score)
         check_score(self.max_score)
         low, high = self.min_score, self.max_score
         if low is not None and high is not None and low > high:
-            raise ValueError(f"min_score {low} is above max_score {high}")
+            raise InvalidArgumentError(f"min_score {low} is above max_score {high}")
         for name in ("since", "until"):
             value = getattr(self, name)
             if value is not None:
                 if not isinstance(value, datetime):
-                    raise ValueError(f"{name} must be a datetime, got {type(value).__name__}")
+                    raise ArgumentTypeError(
+                        f"{name} must be a datetime, got {type(value).__name__}"
+                    )
                 object.__setattr__(self, name, _utc(value))
         if self.user is not ALL_USERS:
             check_user(self.user)
@@ -250,7 +255,7 @@ class Filter:
             if not isinstance(self.metadata, Mapping) or not all(
                 isinstance(k, str) for k in self.metadata
             ):
-                raise ValueError("metadata must be a mapping with string keys")
+                raise ArgumentTypeError("metadata must be a mapping with string keys")
             object.__setattr__(self, "metadata", dict(self.metadata))
 
     @property
@@ -680,7 +685,7 @@ def sessions(
     keeps the most recently active ones.
     """
     if limit is not None and (type(limit) is not int or limit < 0):
-        raise ValueError(f"limit must be an int >= 0 or None, got {limit!r}")
+        raise InvalidArgumentError(f"limit must be an int >= 0 or None, got {limit!r}")
     flt = _filter(filters)
     test = flt.predicate()
     # A session listed by a filter on turns still gets its figures from all its
@@ -746,7 +751,7 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     [0.3006, 0.9544]
     """
     if n < 0 or not 0 <= successes <= n:
-        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
+        raise InvalidArgumentError(f"need 0 <= successes <= n, got {successes} of {n}")
     if n == 0:
         return 0.0, 1.0
     p = successes / n
@@ -874,7 +879,7 @@ def stats(store: SessionStore, by: str | None = None, **filters: Unpack[FilterAr
     number of sessions, not turns.
     """
     if by is not None and (not isinstance(by, str) or not by):
-        raise ValueError("by must be a non-empty metadata key or None")
+        raise InvalidArgumentError("by must be a non-empty metadata key or None")
     flt = _filter(filters)
     test = flt.predicate()
     groups: dict[Any, _GroupAcc] = {}
@@ -1103,7 +1108,9 @@ def export_jsonl(
     shows a tqdm bar on stderr (``None``: when stderr is a terminal).
     """
     if format not in EXPORT_FORMATS:
-        raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
+        raise InvalidArgumentError(
+            f"format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}"
+        )
     lines = _lines(store, format, _filter(filters), system)
     written = 0
     if isinstance(out, (str, os.PathLike)):

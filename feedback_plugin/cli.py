@@ -52,7 +52,7 @@ FEEDBACK_KINDS = ("positive", "negative", "rated", "unrated")
 EXPORT_FORMATS = ("raw", "chat", "eval")
 
 
-class CliError(Exception):
+class CliError(FeedbackPluginError):
     """A failure to report as one line on stderr, with its exit code."""
 
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:

@@ -78,7 +78,7 @@ from .capture.extract import (
     user_from,
     user_from_config,
 )
-from .errors import StoreError
+from .errors import ArgumentTypeError, InvalidArgumentError, StoreError
 from .memory.retriever import search_memory
 from .models import MAX_SCORE, MIN_SCORE, SessionQAEntry, check_id, check_user
 from .ratings import POSITIVE_MIN_SCORE
@@ -200,14 +200,14 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         user: str | None = None,
     ) -> None:
         if not isinstance(store, SessionStore):
-            raise TypeError(f"store must be a SessionStore, got {type(store).__name__}")
+            raise ArgumentTypeError(f"store must be a SessionStore, got {type(store).__name__}")
         if type(k) is not int or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
+            raise InvalidArgumentError(f"k must be an int >= 1, got {k!r}")
         super().__init__()
         self.store = store
         self.k = k
         if type(min_score) is not int or not MIN_SCORE <= min_score <= MAX_SCORE:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"min_score must be an int from {MIN_SCORE} to {MAX_SCORE}, got {min_score!r}"
             )
         checked = min_score

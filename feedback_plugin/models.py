@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import codec, ratings
-from .errors import InvalidFeedbackError, InvalidIdError
+from .errors import InvalidArgumentError, InvalidFeedbackError, InvalidIdError
 from .ratings import MAX_SCORE, MIN_SCORE, NEGATIVE_SCORE, POSITIVE_SCORE
 
 __all__ = [
@@ -93,7 +93,9 @@ class SessionQAEntry(BaseModel):
         try:
             return value.astimezone(timezone.utc)
         except OverflowError as exc:  # e.g. year 1 at +01:00: before the first UTC instant
-            raise ValueError(f"{value.isoformat()} is outside the years UTC can hold") from exc
+            raise InvalidArgumentError(
+                f"{value.isoformat()} is outside the years UTC can hold"
+            ) from exc
 
     def to_json(self) -> str:
         """The stored form: JSON text that is always valid UTF-8 (the layout: :mod:`.codec`).

@@ -41,10 +41,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .aio import AsyncMethods
 from .backends.base import Backend, Item, MemorySearch, SessionKey
 from .backends.registry import open_backend
 from .codec import Fields, encode_queued
-from .errors import ConfigurationError, InvalidFeedbackError, StoreError
+from .errors import (
+    ConfigurationError,
+    InvalidArgumentError,
+    InvalidFeedbackError,
+    StoreError,
+    TurnNotFoundError,
+)
 from .models import (
     NEGATIVE_SCORE,
     POSITIVE_SCORE,
@@ -90,7 +97,7 @@ def default_location() -> str:
     return str(base / "feedback_plugin")
 
 
-class SessionStore:
+class SessionStore(AsyncMethods):
     """Recorded chat turns, keyed by session and user, with their feedback.
 
     >>> import tempfile
@@ -308,7 +315,7 @@ class SessionStore:
         every process's index rebuilds from a scan on its next query.
         """
         if type(batch_size) is not int or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+            raise InvalidArgumentError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self.flush()
         written = 0
         remembered = False  # a turn the memory index holds: rebuild it at the end
@@ -369,7 +376,7 @@ class SessionStore:
         session_id = check_id(session_id)
         user = check_user(user)
         if last_n is not None and (type(last_n) is not int or last_n < 0):
-            raise ValueError(f"last_n must be an int >= 0 or None, got {last_n!r}")
+            raise InvalidArgumentError(f"last_n must be an int >= 0 or None, got {last_n!r}")
         if last_n == 0:
             return []
         if last_n is not None and last_n > _MAX_TURNS:
@@ -467,8 +474,31 @@ class SessionStore:
         answer, whatever the score (see the README). Raises
         :class:`InvalidFeedbackError` for a missing or bad rating; returns
         ``False`` if the turn does not exist for this user or the store is
-        unavailable.
+        unavailable (logged). :meth:`rate` tells those two apart.
         """
+        return self._answered(
+            self.rate,
+            session_id,
+            qa_id,
+            feedback_text,
+            feedback_score,
+            user=user,
+            correction=correction,
+        )
+
+    def rate(
+        self,
+        session_id: Id,
+        qa_id: Id,
+        feedback_text: str | None = None,
+        feedback_score: int | None = None,
+        *,
+        user: str | None = None,
+        correction: str | None = None,
+    ) -> SessionQAEntry:
+        """:meth:`add_feedback` that says what happened: the entry as stored, or
+        :class:`TurnNotFoundError` (no such turn for this user: nothing changed) or
+        :class:`StoreError` (the store is unavailable: try again later)."""
         text, score, correction = check_feedback(feedback_text, feedback_score, correction)
         changes: dict[str, Any] = {}
         if text is not None:
@@ -495,11 +525,29 @@ class SessionStore:
         return self.add_feedback(session_id, qa_id, feedback_text, score, user=user)
 
     def delete_feedback(self, session_id: Id, qa_id: Id, *, user: str | None = None) -> bool:
-        """Clear a turn's comment and score (the turn itself stays)."""
+        """Clear a turn's comment and score (the turn itself stays); ``False`` if the
+        turn does not exist for this user or the store is unavailable (logged)."""
+        return self._answered(self.clear_rating, session_id, qa_id, user=user)
+
+    def clear_rating(self, session_id: Id, qa_id: Id, *, user: str | None = None) -> SessionQAEntry:
+        """:meth:`delete_feedback` that says what happened (see :meth:`rate`)."""
         changes = {"feedback_text": None, "feedback_score": None, "correction": None}
         return self._change(session_id, qa_id, user, changes)
 
-    def _change(self, session_id: Id, qa_id: Id, user: str | None, changes: dict[str, Any]) -> bool:
+    def _answered(self, change: Callable[..., SessionQAEntry], *args: Any, **kwargs: Any) -> bool:
+        """A raising feedback call as the boolean API's answer (cognee's contract)."""
+        try:
+            change(*args, **kwargs)
+        except TurnNotFoundError:
+            return False
+        except StoreError as exc:
+            log.error("feedback_plugin: feedback not stored: %s", exc, exc_info=exc)
+            return False
+        return True
+
+    def _change(
+        self, session_id: Id, qa_id: Id, user: str | None, changes: dict[str, Any]
+    ) -> SessionQAEntry:
         session_id = check_id(session_id)
         qa_id = check_id(qa_id, "qa_id")
         user = check_user(user)
@@ -514,21 +562,11 @@ class SessionStore:
         # The backend commits the change with a record in its change feed;
         # positive memory learns it from there (see ready_memory).
         self._flush_quietly()
-        try:
-            new = self.backend.update((user, session_id), qa_id, apply)
-        except Exception as exc:
-            log.error(
-                "feedback_plugin: feedback on %r/%r not stored: %s",
-                session_id,
-                qa_id,
-                _describe(exc),
-                exc_info=exc,
-            )
-            return False
+        new = self._io("feedback", self.backend.update, (user, session_id), qa_id, apply)
         if new is None:
-            return False
+            raise TurnNotFoundError(f"no turn {qa_id!r} in session {session_id!r} for this user")
         self._notify(result[0])
-        return True
+        return result[0]
 
     def list_sessions(self, *, user: str | None = None) -> list[str]:
         """This user's session ids, oldest session first."""

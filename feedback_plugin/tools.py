@@ -26,7 +26,7 @@ from langchain_core.tools import BaseTool, BaseToolkit, ToolException
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from .capture.extract import session_id_from, user_from, user_from_config
-from .errors import FeedbackPluginError
+from .errors import ArgumentTypeError, FeedbackPluginError, StoreError, TurnNotFoundError
 from .memory.retriever import search_memory
 from .models import MAX_SCORE, MIN_SCORE, check_feedback, check_score, check_user
 from .ratings import POSITIVE_MIN_SCORE
@@ -90,6 +90,10 @@ class _FeedbackTool(BaseTool):
             return result
         except ToolException:
             raise
+        except StoreError as exc:  # not the model's mistake: say so, so it may retry later
+            raise ToolException(
+                "Error: the feedback store is unavailable, try again later (nothing changed)"
+            ) from exc
         except (FeedbackPluginError, ValueError, TypeError) as exc:
             raise ToolException(f"Error: {exc}") from exc
         except Exception as exc:  # the store is down: tell the agent, keep the loop alive
@@ -150,11 +154,12 @@ class AddFeedbackTool(_FeedbackTool):
         user = self._user()
         check_feedback(text, score, correction)  # a bad rating is refused before any read
         qa_id = self._turn(session, qa_id, user)
-        ok = self.store.add_feedback(session, qa_id, text, score, user=user, correction=correction)
-        if not ok:
+        try:
+            self.store.rate(session, qa_id, text, score, user=user, correction=correction)
+        except TurnNotFoundError:
             raise ToolException(
                 f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)"
-            )
+            ) from None
         return f"Feedback saved for turn {qa_id}."
 
 
@@ -185,10 +190,12 @@ class ClearFeedbackTool(_FeedbackTool):
             raise ToolException("Error: no session_id: pass the session of the turn")
         user = self._user()
         qa_id = self._turn(session, qa_id, user)
-        if not self.store.delete_feedback(session, qa_id, user=user):
+        try:
+            self.store.clear_rating(session, qa_id, user=user)
+        except TurnNotFoundError:
             raise ToolException(
                 f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)"
-            )
+            ) from None
         return f"Feedback cleared for turn {qa_id}."
 
 
@@ -249,7 +256,9 @@ class FeedbackToolkit(BaseToolkit):
         from .store import SessionStore
 
         if not isinstance(self.store, SessionStore):
-            raise TypeError(f"store must be a SessionStore, got {type(self.store).__name__}")
+            raise ArgumentTypeError(
+                f"store must be a SessionStore, got {type(self.store).__name__}"
+            )
         check_user(self.user)
         check_score(self.min_score)
 

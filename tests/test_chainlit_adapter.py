@@ -27,7 +27,7 @@ from chainlit.data.base import BaseDataLayer
 from chainlit.types import Feedback, Pagination, ThreadFilter
 from chainlit.user import PersistedUser, User
 
-from feedback_plugin import InvalidFeedbackError, SessionStore
+from feedback_plugin import ConfigurationError, InvalidFeedbackError, SessionStore
 from feedback_plugin.integrations.chainlit_feedback import (
     FeedbackDataLayer,
     TurnNotFoundError,
@@ -331,7 +331,7 @@ def test_register_run_links_the_current_run(store: SessionStore) -> None:
     step_id = run(in_run())
     run(layer.upsert_feedback(Feedback(forId=step_id, threadId="thread-r", value=0)))
     assert _rating(store, qa_id, session_id="thread-r", user="bob") == (1, None)
-    with pytest.raises(RuntimeError, match="on_message"):
+    with pytest.raises(ConfigurationError, match="on_message"):
         in_chainlit(_call(layer.register_run, qa_id))
 
 

@@ -15,10 +15,13 @@ import pytest
 import feedback_plugin
 
 EXPECTED_ALL = [
+    "ArgumentTypeError",
     "ConfigurationError",
     "FeedbackCallbackHandler",
     "FeedbackPluginError",
     "FeedbackToolkit",
+    "ImportFormatError",
+    "InvalidArgumentError",
     "InvalidFeedbackError",
     "InvalidIdError",
     "PositiveExampleSelector",
@@ -26,6 +29,7 @@ EXPECTED_ALL = [
     "SessionQAEntry",
     "SessionStore",
     "StoreError",
+    "TurnNotFoundError",
     "__version__",
     "disable",
     "enable",

@@ -76,7 +76,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         'the Chainlit adapter needs Chainlit: pip install "feedback-plugin[chainlit]"'
     ) from exc
 
-from ..errors import InvalidFeedbackError
+from ..errors import (
+    ConfigurationError,
+    InvalidArgumentError,
+    InvalidFeedbackError,
+    TurnNotFoundError,
+)
 from ..models import check_id, check_user
 
 if TYPE_CHECKING:
@@ -104,14 +109,6 @@ def _queued(method: F) -> F:
     data layer sees them in the same order as without this adapter).
     """
     return cast(F, _QUEUE_UNTIL_USER_MESSAGE()(method))
-
-
-class TurnNotFoundError(LookupError):
-    """A click on a step that is not a recorded turn (for this user).
-
-    Chainlit turns it into an error response, so the user sees the rating
-    was not kept.
-    """
 
 
 @dataclass(frozen=True)
@@ -173,7 +170,7 @@ class FeedbackDataLayer(BaseDataLayer):
         max_messages: int = 100_000,
     ) -> None:
         if type(max_messages) is not int or max_messages < 1:
-            raise ValueError(f"max_messages must be an int >= 1, got {max_messages!r}")
+            raise InvalidArgumentError(f"max_messages must be an int >= 1, got {max_messages!r}")
         self.store = store
         self.user = check_user(user)
         self.inner = inner
@@ -228,7 +225,9 @@ class FeedbackDataLayer(BaseDataLayer):
 
         run = context.current_run
         if run is None:
-            raise RuntimeError("register_run() needs a Chainlit run: call it inside on_message")
+            raise ConfigurationError(
+                "register_run() needs a Chainlit run: call it inside on_message"
+            )
         if session_id is None:
             session_id = context.session.thread_id
         if user is None:

@@ -51,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         'the Gradio adapter needs Gradio: pip install "feedback-plugin[gradio]"'
     ) from exc
 
-from ..errors import InvalidFeedbackError
+from ..errors import InvalidArgumentError, InvalidFeedbackError
 from ..models import check_id, check_user
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class ChatTurns:
         For an answer spread over several messages, add each of their positions.
         """
         if type(index) is not int or index < 0:
-            raise ValueError(f"index must be an int >= 0, got {index!r}")
+            raise InvalidArgumentError(f"index must be an int >= 0, got {index!r}")
         self.qa_ids[index] = check_id(qa_id, "qa_id")
 
     def qa_id_at(self, index: int | Sequence[int]) -> str | None:

@@ -89,7 +89,14 @@ from pydantic import (
     model_validator,
 )
 
-from ..errors import ConfigurationError, InvalidFeedbackError, InvalidIdError, StoreError
+from ..errors import (
+    ArgumentTypeError,
+    ConfigurationError,
+    InvalidFeedbackError,
+    InvalidIdError,
+    StoreError,
+    TurnNotFoundError,
+)
 from ..memory.retriever import search_memory
 from ..models import (
     MAX_ID_LENGTH,
@@ -335,7 +342,7 @@ class FeedbackRequest(BaseModel):
     @model_validator(mode="after")
     def _one_rating(self) -> "FeedbackRequest":
         if self.score is not None and self.thumbs is not None:
-            raise ValueError("give score or thumbs, not both")
+            raise InvalidFeedbackError("give score or thumbs, not both")
         check_feedback(self.text, self.effective_score, self.correction)
         return self
 
@@ -428,6 +435,8 @@ def _store_errors(where: str) -> Iterator[None]:
     """
     try:
         yield
+    except TurnNotFoundError as exc:
+        raise HTTPException(404, "no such turn") from exc
     except (StoreError, OSError, sqlite3.Error) as exc:
         log.warning("feedback_plugin REST: %s failed: %s: %s", where, type(exc).__name__, exc)
         raise HTTPException(
@@ -562,9 +571,9 @@ def create_router(
             ``"60/minute"`` (needs ``feedback-plugin[ratelimit]``); ``None``: no limit.
     """
     if not isinstance(store, SessionStore):
-        raise TypeError(f"store must be a SessionStore, got {type(store).__name__}")
+        raise ArgumentTypeError(f"store must be a SessionStore, got {type(store).__name__}")
     if auth is not None and not isinstance(auth, ApiKeyAuth):
-        raise TypeError(f"auth must be an ApiKeyAuth or None, got {type(auth).__name__}")
+        raise ArgumentTypeError(f"auth must be an ApiKeyAuth or None, got {type(auth).__name__}")
     if type(memory_k) is not int or not 1 <= memory_k <= MAX_MEMORY_K:
         raise ConfigurationError(f"memory_k must be an int from 1 to {MAX_MEMORY_K}")
 
@@ -630,13 +639,6 @@ def create_router(
         entry = store.get_entry(session_id, qa_id, user=user)
         if entry is None:
             raise HTTPException(404, "no such turn")
-        return entry
-
-    def changed(ok: bool, session_id: str, qa_id: str, user: str | None) -> SessionQAEntry:
-        """The entry after a change; 404 if it is gone, 503 if the change failed."""
-        entry = existing(session_id, qa_id, user)
-        if not ok:  # the entry is there, so the store refused the write
-            raise StoreError("the feedback write failed (see the log)")
         return entry
 
     # no key, no guard: the numbers are public, and <feedback-buttons> reads them first
@@ -711,9 +713,8 @@ def create_router(
     def put_feedback(
         user: Writer, qa_id: QaId, session_id: SessionId, feedback: FeedbackRequest
     ) -> SessionQAEntry:
-        with _store_errors("add feedback"):
-            existing(session_id, qa_id, user)
-            ok = store.add_feedback(
+        with _store_errors("add feedback"):  # one write: 404 and 503 come from it
+            return store.rate(
                 session_id,
                 qa_id,
                 feedback.text,
@@ -721,7 +722,6 @@ def create_router(
                 user=user,
                 correction=feedback.correction,
             )
-            return changed(ok, session_id, qa_id, user)
 
     @router.delete(
         "/turns/{qa_id:path}/feedback",
@@ -731,9 +731,7 @@ def create_router(
     )
     def delete_feedback(user: Writer, qa_id: QaId, session_id: SessionId) -> SessionQAEntry:
         with _store_errors("delete feedback"):
-            existing(session_id, qa_id, user)
-            ok = store.delete_feedback(session_id, qa_id, user=user)
-            return changed(ok, session_id, qa_id, user)
+            return store.clear_rating(session_id, qa_id, user=user)
 
     @router.get(
         "/memory",

@@ -36,7 +36,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import InvalidFeedbackError
+from ..errors import InvalidArgumentError, InvalidFeedbackError
 from ..models import check_id
 from ..ratings import is_negative, is_positive
 
@@ -57,7 +57,9 @@ def _check_kind(kind: object) -> int:
     try:
         return _NUM_OPTIONS[kind]  # type: ignore[index]
     except (KeyError, TypeError):
-        raise ValueError(f"kind must be 'thumbs', 'stars' or 'faces', got {kind!r}") from None
+        raise InvalidArgumentError(
+            f"kind must be 'thumbs', 'stars' or 'faces', got {kind!r}"
+        ) from None
 
 
 def record_st_feedback(

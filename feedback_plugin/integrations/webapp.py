@@ -98,7 +98,12 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
-from ..errors import ConfigurationError
+from ..errors import (
+    ConfigurationError,
+    FeedbackPluginError,
+    InvalidArgumentError,
+    InvalidIdError,
+)
 from ..memory.retriever import entry_document, search_memory
 from ..middleware import FeedbackMiddleware, FeedbackState
 from ..models import MAX_ID_LENGTH, SessionQAEntry
@@ -211,6 +216,10 @@ def load_documents() -> list[Document]:
         )
         for d in raw
     ]
+
+
+class ChatTurnError(FeedbackPluginError, RuntimeError):
+    """The agent ended a turn without an answer (the client gets a generic error)."""
 
 
 class HelpCentreRetriever(BaseRetriever):
@@ -486,7 +495,7 @@ class _ChatAgent:
         """The ``POST /api/chat`` answer of the turn the agent made of ``seen``."""
         qa_id, answer = seen.qa_id, seen.answer
         if qa_id is None or answer is None:
-            raise RuntimeError("the agent ended the turn without an answer or a qa_id")
+            raise ChatTurnError("the agent ended the turn without an answer or a qa_id")
         shown = parse_liked_answers(seen.memory)
         memories, recorded = await run_in_threadpool(
             self._read_back, session_id, qa_id, question, shown, user
@@ -650,7 +659,7 @@ class ChatRequest(BaseModel):
     @classmethod
     def _session_id(cls, value: str) -> str:
         if not value or len(value) > MAX_ID_LENGTH:
-            raise ValueError(f"session_id must have 1 to {MAX_ID_LENGTH} characters")
+            raise InvalidIdError(f"session_id must have 1 to {MAX_ID_LENGTH} characters")
         return value
 
     @field_validator("question")
@@ -658,7 +667,9 @@ class ChatRequest(BaseModel):
     def _question(cls, value: str) -> str:
         value = value.strip()
         if not value or len(value) > MAX_QUESTION:
-            raise ValueError(f"question must have 1 to {MAX_QUESTION} characters besides spaces")
+            raise InvalidArgumentError(
+                f"question must have 1 to {MAX_QUESTION} characters besides spaces"
+            )
         return value
 
 

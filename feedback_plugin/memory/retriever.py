@@ -15,7 +15,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
 
-from ..errors import StoreError
+from ..errors import ArgumentTypeError, InvalidArgumentError, StoreError
 from ..models import SessionQAEntry, check_id, check_score, check_user
 from ..ratings import POSITIVE_MIN_SCORE, is_remembered
 
@@ -79,7 +79,7 @@ def search_memory(
     moment ago (in any process) never comes back.
     """
     if not isinstance(query, str):
-        raise TypeError(f"query must be a string, got {type(query).__name__}")
+        raise ArgumentTypeError(f"query must be a string, got {type(query).__name__}")
     query = query.replace("\x00", " ")
     index = store.ready_memory()
     pool = max(k * 3, 10) if metadata_filter is None else max(k * 20, 100)
@@ -226,14 +226,14 @@ class PositiveMemoryRetriever(BaseRetriever):
         from ..store import SessionStore
 
         if not isinstance(value, SessionStore):
-            raise TypeError(f"store must be a SessionStore, got {type(value).__name__}")
+            raise ArgumentTypeError(f"store must be a SessionStore, got {type(value).__name__}")
         return value
 
     @field_validator("k")
     @classmethod
     def _positive_k(cls, value: int) -> int:
         if value < 1:
-            raise ValueError("k must be >= 1")
+            raise InvalidArgumentError("k must be >= 1")
         return value
 
     @field_validator("min_score", mode="before")  # before: no lax coercion of True, 4.0, "4"
@@ -269,7 +269,7 @@ class PositiveMemoryRetriever(BaseRetriever):
         }
         unknown = set(kwargs) - set(options)
         if unknown:
-            raise TypeError(f"unexpected retriever options: {sorted(unknown)}")
+            raise ArgumentTypeError(f"unexpected retriever options: {sorted(unknown)}")
         options.update(kwargs)
         try:
             found = search_memory(self.store, query, **options)
