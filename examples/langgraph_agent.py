@@ -61,7 +61,6 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import BaseTool, create_retriever_tool, tool
@@ -69,6 +68,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import Field
 
 from feedback_plugin import FeedbackToolkit, SessionStore
+from feedback_plugin.integrations.offline_model import message_chunks
 from feedback_plugin.middleware import FeedbackMiddleware
 
 HERE = Path(__file__).resolve().parent
@@ -252,21 +252,7 @@ class OfflineAgentModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        reply = self._reply(messages)
-        message_id = f"run-{uuid.uuid4()}"
-        for token in re.findall(r"\S+\s*", str(reply.content)):
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=token, id=message_id))
-            if run_manager:
-                run_manager.on_llm_new_token(token, chunk=chunk)
-            yield chunk
-        if reply.tool_calls:
-            calls = [
-                tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
-                for i, c in enumerate(reply.tool_calls)
-            ]
-            yield ChatGenerationChunk(
-                message=AIMessageChunk(content="", id=message_id, tool_call_chunks=calls)
-            )
+        yield from message_chunks(self._reply(messages))
 
 
 def chat_model() -> BaseChatModel:

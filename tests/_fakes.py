@@ -9,7 +9,6 @@ model was shown (a system message with injected memories, say).
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -17,9 +16,11 @@ from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
+
+from feedback_plugin.integrations.offline_model import message_chunks
 
 Step = str | AIMessage | Callable[[list[BaseMessage]], "str | AIMessage"]
 
@@ -104,38 +105,4 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        message = self._next(messages)
-        text = message.content if isinstance(message.content, str) else str(message.text)
-        tokens = [t for t in re.split(r"(\s)", text) if t] if text else []
-        for token in tokens:
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=token, id=message.id))
-            if run_manager:
-                run_manager.on_llm_new_token(token, chunk=chunk)
-            yield chunk
-        if message.tool_calls:
-            chunk = ChatGenerationChunk(
-                message=AIMessageChunk(
-                    content="",
-                    id=message.id,
-                    tool_call_chunks=[
-                        {
-                            "name": call["name"],
-                            "args": _json(call["args"]),
-                            "id": call["id"],
-                            "index": i,
-                        }
-                        for i, call in enumerate(message.tool_calls)
-                    ],
-                )
-            )
-            if run_manager:
-                run_manager.on_llm_new_token("", chunk=chunk)
-            yield chunk
-        if not tokens and not message.tool_calls:
-            yield ChatGenerationChunk(message=AIMessageChunk(content="", id=message.id))
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)
+        yield from message_chunks(self._next(messages))

@@ -45,6 +45,7 @@ __all__ = [
     "LikedAnswer",
     "OfflineChatModel",
     "content_words",
+    "message_chunks",
     "parse_liked_answers",
     "similarity",
 ]
@@ -240,7 +241,7 @@ class OfflineChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        yield from _chunks(self.reply(messages, kwargs.get("tools") or ()))
+        yield from message_chunks(self.reply(messages, kwargs.get("tools") or ()))
 
     async def _astream(
         self,
@@ -249,7 +250,7 @@ class OfflineChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        for chunk in _chunks(self.reply(messages, kwargs.get("tools") or ())):
+        for chunk in message_chunks(self.reply(messages, kwargs.get("tools") or ())):
             yield chunk
 
 
@@ -261,8 +262,12 @@ def _tool_name(spec: Any) -> str | None:
     return None
 
 
-def _chunks(message: AIMessage) -> Iterator[ChatGenerationChunk]:
-    """``message`` as stream chunks: its words, then its tool calls as one chunk."""
+def message_chunks(message: AIMessage) -> Iterator[ChatGenerationChunk]:
+    """``message`` as stream chunks: its words, then its tool calls as one chunk.
+
+    For chat models that stream a reply they have whole (offline and scripted
+    models): what ``_stream`` yields.
+    """
     tokens = _tokens(_text(message))
     for token in tokens:
         yield ChatGenerationChunk(message=AIMessageChunk(content=token))
