@@ -29,18 +29,16 @@ from a scan when it must (see :meth:`SessionStore.ready_memory`).
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import sys
-import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import lifecycle
 from .aio import AsyncMethods
 from .backends.base import Backend, Item, MemorySearch, SessionKey
 from .backends.registry import open_backend
@@ -175,12 +173,11 @@ class SessionStore(AsyncMethods):
             self._append,
             interval=flush_interval,
             max_delay=flush_max_delay,
-            on_start=_ensure_exit_hook,
+            on_start=lifecycle.ensure_exit_hook,
             is_transient=self.backend.is_transient,
         )
-        _open_writers.add(self._writer)  # flushed at exit even if this store is dropped
         self._listeners: list[ChangeListener] = []
-        _open_stores.add(self)
+        lifecycle.track(self, self._writer)  # written at exit, even if this store is dropped
 
     @property
     def memory(self) -> MemorySearch:
@@ -651,53 +648,3 @@ def _describe(exc: BaseException) -> str:
     while "no transaction is active" in str(cause) and cause.__context__ is not None:
         cause = cause.__context__
     return f"{type(cause).__name__}: {cause}"
-
-
-_open_stores: weakref.WeakSet[SessionStore] = weakref.WeakSet()
-# A writer outlives its store while its thread runs (the thread holds it), so a
-# store dropped right after record() still has its queued turns written at exit.
-_open_writers: weakref.WeakSet[WriteBehind[Queued]] = weakref.WeakSet()
-_registry_lock = threading.Lock()
-
-
-def _flush_all_at_exit() -> None:
-    for store in list(_open_stores):
-        try:
-            store.close()
-        except Exception:
-            log.exception("feedback_plugin: turns still queued in %r were lost at exit", store)
-    for writer in list(_open_writers):  # also waits for a batch its thread has in flight
-        try:
-            writer.close()
-        except Exception:
-            log.exception("feedback_plugin: %d queued turns were lost at exit", len(writer))
-
-
-_exit_hook_pid = os.getpid()  # atexit covers the importing process
-
-
-def _ensure_exit_hook() -> None:
-    """Flush at the end of a ``multiprocessing`` child too (called as a writer starts).
-
-    A forked child leaves through ``os._exit``, which skips ``atexit``; its
-    ``multiprocessing`` finalizers still run, so register one there (the child
-    clears the registry it inherited, hence on first use, not at fork time).
-    """
-    global _exit_hook_pid
-    if _exit_hook_pid == os.getpid():
-        return
-    _exit_hook_pid = os.getpid()
-    mp_util = sys.modules.get("multiprocessing.util")
-    if mp_util is not None:
-        mp_util.Finalize(None, _flush_all_at_exit, exitpriority=0)
-
-
-def _reset_after_fork() -> None:
-    """In a forked child: forget the parent's queues and threads (the parent writes them)."""
-    for writer in list(_open_writers):  # every store's, and those of stores already dropped
-        writer.after_fork()
-
-
-atexit.register(_flush_all_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
