@@ -165,17 +165,18 @@ def test_memories_are_scoped_to_the_user(store: SessionStore) -> None:
         assert len(chat(c, PASSWORD_Q2, session_id="s9", headers=alice)["memories"]) == 1
 
 
+@pytest.mark.parametrize("route", ["/api/chat", "/api/chat/stream"])
 @pytest.mark.parametrize(
     ("headers", "status"),
     [({}, 401), ({"Authorization": "Bearer nope"}, 401), ({"Authorization": "Bearer ro"}, 403)],
 )
 def test_chat_needs_a_key_with_the_feedback_scope(
-    store: SessionStore, headers: dict[str, str], status: int
+    store: SessionStore, headers: dict[str, str], status: int, route: str
 ) -> None:
     auth = ApiKeyAuth({"ro": {"user": "alice", "scopes": ["read"]}})
     with TestClient(create_demo_app(store, auth=auth), base_url=LOCAL) as c:
         for body in ({"session_id": "s1", "question": "hi"}, {"nonsense": True}):
-            r = c.post("/api/chat", json=body, headers=headers)
+            r = c.post(route, json=body, headers=headers)
             assert r.status_code == status, r.text  # auth before the body is judged
             assert "detail" in r.json()
         assert c.get("/api/info").json()["auth"] is True  # /api/info and the page need no key

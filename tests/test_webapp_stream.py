@@ -269,22 +269,6 @@ def test_a_failure_mid_stream_is_a_final_error_event_without_internals(
 
 
 @pytest.mark.parametrize(
-    ("headers", "status"),
-    [({}, 401), ({"Authorization": "Bearer nope"}, 401), ({"Authorization": "Bearer ro"}, 403)],
-)
-def test_the_stream_needs_a_key_with_the_feedback_scope(
-    store: SessionStore, headers: dict[str, str], status: int
-) -> None:
-    auth = ApiKeyAuth({"ro": {"user": "alice", "scopes": ["read"]}})
-    with TestClient(create_demo_app(store, auth=auth), base_url=LOCAL) as c:
-        for body in ({"session_id": "s1", "question": "hi"}, {"nonsense": True}):
-            r = c.post("/api/chat/stream", json=body, headers=headers)
-            assert r.status_code == status, r.text
-            assert "detail" in r.json()
-    assert store.list_sessions(user="alice") == []
-
-
-@pytest.mark.parametrize(
     ("content", "headers", "status"),
     [
         ('{"session_id": "s1", "question": "hi"}', {"Content-Type": "text/plain"}, 415),
