@@ -446,10 +446,26 @@ class SessionStore(AsyncMethods):
         return self._scan()
 
     def _scan(self) -> Iterator[SessionQAEntry]:
-        for _key, payload in self.backend.scan():
+        for _key, payload in self.scan_payloads():
             entry = _parse(payload)
             if entry is not None:
                 yield entry
+
+    def scan_payloads(self) -> Iterator[tuple[SessionKey, str]]:
+        """Every stored ``((user, session_id), payload)`` as the backend holds it (JSON
+        text, see :mod:`.codec`), streamed after queued turns are written: the raw
+        read under analytics and export. Raises :class:`StoreError` on failure."""
+        self.flush()
+        try:
+            yield from self.backend.scan()
+        except Exception as exc:
+            raise StoreError(f"scan failed on {self.location}: {_describe(exc)}") from exc
+
+    def read_payloads(self, session_id: Id, *, user: str | None = None) -> list[str]:
+        """One session's stored payloads, oldest first, unparsed (see :meth:`scan_payloads`)."""
+        key = (check_user(user), check_id(session_id))
+        payloads: list[str] = self._io("read", self._read, key, None)
+        return payloads
 
     # -- feedback --------------------------------------------------------------
 
