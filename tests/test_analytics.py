@@ -43,6 +43,7 @@ from _redis import REDIS_URL, require_redis
 
 from feedback_plugin import PositiveMemoryRetriever, SessionQAEntry, SessionStore, analytics
 from feedback_plugin.analytics import ALL_USERS, Filter, ImportFormatError, wilson_interval
+from feedback_plugin.codec import parse_light, parse_light_time
 
 BASE = datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
 
@@ -273,12 +274,12 @@ def test_light_parse_matches_full_parse() -> None:
     for entry in (tricky, TURNS[1], TURNS[8]):
         payload = entry.to_json()
         full = json.loads(payload)
-        light = analytics._light_time(payload)
+        light = parse_light_time(payload)
         for key in ("session_id", "user_id", "time", "feedback_score", "feedback_text",
                     "metadata", "correction"):  # fmt: skip
             assert light[key] == full[key], key
     escaped = SessionQAEntry(qa_id="q", session_id="\ud800", question="", answer="")
-    assert analytics._light(escaped.to_json())["session_id"] == "\ud800"
+    assert parse_light(escaped.to_json())["session_id"] == "\ud800"
 
 
 # -- sessions -----------------------------------------------------------------------------
