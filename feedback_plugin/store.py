@@ -33,12 +33,11 @@ import logging
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import lifecycle
+from . import calls, lifecycle
 from .aio import AsyncMethods
 from .backends.base import Backend, Item, MemorySearch, SessionKey
 from .backends.registry import open_backend
@@ -46,21 +45,15 @@ from .codec import Fields, encode_queued
 from .errors import (
     ConfigurationError,
     InvalidArgumentError,
-    InvalidFeedbackError,
     StoreError,
     TurnNotFoundError,
 )
 from .models import (
-    NEGATIVE_SCORE,
-    POSITIVE_SCORE,
     Id,
     SessionQAEntry,
-    check_feedback,
     check_id,
     check_score,
-    check_text,
     check_user,
-    utcnow,
 )
 from .ratings import MIN_SCORE, is_remembered
 from .writer import WriteBehind
@@ -228,25 +221,15 @@ class SessionStore(AsyncMethods):
         (raising :class:`StoreError` on failure), ``wait=False`` queues,
         ``None`` follows the store's ``write_behind`` setting.
         """
-        session_id = check_id(session_id)
-        user = check_user(user)
-        qa_id = str(uuid.uuid4()) if qa_id is None else check_id(qa_id, "qa_id")
-        documents = [check_text(doc, "context") for doc in context]
-        entry = SessionQAEntry(
-            qa_id=qa_id,
-            session_id=session_id,
-            question=check_text(question, "question"),
-            answer=check_text(answer, "answer"),
-            context=documents,
-            user_id=user,
-            metadata=dict(metadata or {}),
-        )
-        item: Item = ((user, session_id), qa_id, entry.to_json())
-        if wait or (wait is None and not self.write_behind):
+        entry, item = calls.new_turn(session_id, question, answer, context, user, metadata, qa_id)
+        if self._waits(wait):
             self._io("record", self._write_now, [item])
         else:
             self._writer.put(item)
         return entry
+
+    def _waits(self, wait: bool | None) -> bool:
+        return bool(wait) or (wait is None and not self.write_behind)
 
     def record_trusted(
         self,
@@ -370,16 +353,10 @@ class SessionStore(AsyncMethods):
 
         Unknown sessions give ``[]``. Raises :class:`StoreError` if the backend fails.
         """
-        session_id = check_id(session_id)
-        user = check_user(user)
-        if last_n is not None and (type(last_n) is not int or last_n < 0):
-            raise InvalidArgumentError(f"last_n must be an int >= 0 or None, got {last_n!r}")
+        key, last_n = calls.session_args(session_id, user, last_n)
         if last_n == 0:
             return []
-        if last_n is not None and last_n > _MAX_TURNS:
-            last_n = None  # more than any session holds: all of them
-        payloads = self._io("get_session", self._read, (user, session_id), last_n)
-        return [e for e in map(_parse, payloads) if e is not None]
+        return calls.parse_all(self._io("get_session", self._read, key, last_n))
 
     def _read(self, key: SessionKey, last_n: int | None) -> list[str]:
         self._flush_quietly(key)
@@ -402,7 +379,7 @@ class SessionStore(AsyncMethods):
             log.error(
                 "feedback_plugin: %d queued turns not written yet: %s",
                 len(self._writer),
-                _describe(exc),
+                calls.describe(exc),
             )
             if scope is None:
                 return
@@ -416,21 +393,18 @@ class SessionStore(AsyncMethods):
         self, session_id: Id, qa_id: Id, *, user: str | None = None
     ) -> SessionQAEntry | None:
         """One turn, or ``None`` if it does not exist for this user."""
-        session_id = check_id(session_id)
-        qa_id = check_id(qa_id, "qa_id")
-        user = check_user(user)
-        payload = self._io("get_entry", self._get, (user, session_id), qa_id)
-        return None if payload is None else _parse(payload)
+        key, qa_id = calls.entry_args(session_id, qa_id, user)
+        payload = self._io("get_entry", self._get, key, qa_id)
+        return None if payload is None else calls.parse(payload)
 
     def get_many(
         self, refs: Sequence[tuple[Id, Id]], *, user: str | None = None
     ) -> list[SessionQAEntry | None]:
         """This user's turns named by ``(session_id, qa_id)``, in order (``None`` for a turn
         that does not exist), read in as few round trips as the backend allows."""
-        user = check_user(user)
-        keys = [((user, check_id(s)), check_id(q, "qa_id")) for s, q in refs]
+        user, keys = calls.many_args(refs, user)
         payloads: list[str | None] = self._io("get_many", self._get_many, user, keys)
-        return [None if p is None else _parse(p) for p in payloads]
+        return [None if p is None else calls.parse(p) for p in payloads]
 
     def _get_many(self, user: str | None, keys: list[tuple[SessionKey, str]]) -> list[str | None]:
         self._flush_quietly((user, None))
@@ -447,7 +421,7 @@ class SessionStore(AsyncMethods):
 
     def _scan(self) -> Iterator[SessionQAEntry]:
         for _key, payload in self.scan_payloads():
-            entry = _parse(payload)
+            entry = calls.parse(payload)
             if entry is not None:
                 yield entry
 
@@ -459,7 +433,7 @@ class SessionStore(AsyncMethods):
         try:
             yield from self.backend.scan()
         except Exception as exc:
-            raise StoreError(f"scan failed on {self.location}: {_describe(exc)}") from exc
+            raise StoreError(f"scan failed on {self.location}: {calls.describe(exc)}") from exc
 
     def read_payloads(self, session_id: Id, *, user: str | None = None) -> list[str]:
         """One session's stored payloads, oldest first, unparsed (see :meth:`scan_payloads`)."""
@@ -512,14 +486,7 @@ class SessionStore(AsyncMethods):
         """:meth:`add_feedback` that says what happened: the entry as stored, or
         :class:`TurnNotFoundError` (no such turn for this user: nothing changed) or
         :class:`StoreError` (the store is unavailable: try again later)."""
-        text, score, correction = check_feedback(feedback_text, feedback_score, correction)
-        changes: dict[str, Any] = {}
-        if text is not None:
-            changes["feedback_text"] = text
-        if score is not None:
-            changes["feedback_score"] = score
-        if correction is not None:
-            changes["correction"] = correction
+        changes = calls.rating(feedback_text, feedback_score, correction)
         return self._change(session_id, qa_id, user, changes)
 
     def thumbs(
@@ -532,10 +499,7 @@ class SessionStore(AsyncMethods):
         user: str | None = None,
     ) -> bool:
         """Thumbs up (score 5) or down (score 1), with an optional comment."""
-        if not isinstance(up, bool):
-            raise InvalidFeedbackError(f"up must be True or False, got {up!r}")
-        score = POSITIVE_SCORE if up else NEGATIVE_SCORE
-        return self.add_feedback(session_id, qa_id, feedback_text, score, user=user)
+        return self.add_feedback(session_id, qa_id, feedback_text, calls.thumb(up), user=user)
 
     def delete_feedback(self, session_id: Id, qa_id: Id, *, user: str | None = None) -> bool:
         """Clear a turn's comment and score (the turn itself stays); ``False`` if the
@@ -544,42 +508,35 @@ class SessionStore(AsyncMethods):
 
     def clear_rating(self, session_id: Id, qa_id: Id, *, user: str | None = None) -> SessionQAEntry:
         """:meth:`delete_feedback` that says what happened (see :meth:`rate`)."""
-        changes = {"feedback_text": None, "feedback_score": None, "correction": None}
-        return self._change(session_id, qa_id, user, changes)
+        return self._change(session_id, qa_id, user, dict(calls.CLEARED))
 
     def _answered(self, change: Callable[..., SessionQAEntry], *args: Any, **kwargs: Any) -> bool:
         """A raising feedback call as the boolean API's answer (cognee's contract)."""
         try:
             change(*args, **kwargs)
-        except TurnNotFoundError:
-            return False
-        except StoreError as exc:
-            log.error("feedback_plugin: feedback not stored: %s", exc, exc_info=exc)
-            return False
+        except (TurnNotFoundError, StoreError) as exc:
+            return calls.refused(exc)
         return True
 
     def _change(
         self, session_id: Id, qa_id: Id, user: str | None, changes: dict[str, Any]
     ) -> SessionQAEntry:
-        session_id = check_id(session_id)
-        qa_id = check_id(qa_id, "qa_id")
-        user = check_user(user)
-        changes["feedback_time"] = utcnow()
-        result: list[SessionQAEntry] = []  # the entry as stored, for the listeners
-
-        def apply(payload: str) -> str:
-            changed = SessionQAEntry.from_json(payload).model_copy(update=changes)
-            result[:] = [changed]
-            return changed.to_json()
-
+        key, qa_id = calls.entry_args(session_id, qa_id, user)
+        change = calls.Change(changes)
         # The backend commits the change with a record in its change feed;
         # positive memory learns it from there (see ready_memory).
         self._flush_quietly()
-        new = self._io("feedback", self.backend.update, (user, session_id), qa_id, apply)
-        if new is None:
-            raise TurnNotFoundError(f"no turn {qa_id!r} in session {session_id!r} for this user")
-        self._notify(result[0])
-        return result[0]
+        new = self._io("feedback", self.backend.update, key, qa_id, change)
+        return self._changed(change, new is not None, key, qa_id)
+
+    def _changed(
+        self, change: calls.Change, found: bool, key: SessionKey, qa_id: str
+    ) -> SessionQAEntry:
+        """After ``update``: the entry as stored (listeners told), or TurnNotFoundError."""
+        if not found or change.result is None:
+            raise TurnNotFoundError(f"no turn {qa_id!r} in session {key[1]!r} for this user")
+        self._notify(change.result)
+        return change.result
 
     def list_sessions(self, *, user: str | None = None) -> list[str]:
         """This user's session ids, oldest session first."""
@@ -593,23 +550,26 @@ class SessionStore(AsyncMethods):
 
     def delete_session(self, session_id: Id, *, user: str | None = None) -> int:
         """Remove a session and all its turns for this user; return how many turns went."""
-        session_id = check_id(session_id)
-        user = check_user(user)
-        return int(self._io("delete_session", self._delete, (user, session_id)))
+        key = (check_user(user), check_id(session_id))
+        return int(self._io("delete_session", self._delete, key))
 
     def _delete(self, key: SessionKey) -> int:
         self._flush_quietly(key)  # a turn queued for it would bring the session back
         removed = self.backend.delete_session(key)
         if removed:
-            try:  # scrub the session's text from memory now (its rows are stale anyway)
-                self.backend.memory().on_delete_session(key)
-            except Exception as exc:
-                log.error(
-                    "feedback_plugin: memory index kept rows of deleted session %r: %s",
-                    key[1],
-                    _describe(exc),
-                )
+            self._scrub(key)
         return removed
+
+    def _scrub(self, key: SessionKey) -> None:
+        """Drop a deleted session's turns from memory now (its rows are stale anyway)."""
+        try:
+            self.backend.memory().on_delete_session(key)
+        except Exception as exc:
+            log.error(
+                "feedback_plugin: memory index kept rows of deleted session %r: %s",
+                key[1],
+                calls.describe(exc),
+            )
 
     # -- listeners -------------------------------------------------------------
 
@@ -632,35 +592,4 @@ class SessionStore(AsyncMethods):
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(f"{what} failed on {self.location}: {_describe(exc)}") from exc
-
-
-_MAX_TURNS = 2**31
-"""No session holds more turns: a larger ``last_n`` reads them all."""
-
-
-def _parse(payload: str) -> SessionQAEntry | None:
-    """A stored entry, or ``None`` (logged) if it is not one: one damaged entry must
-    not make its whole session, or a scan of the store, unreadable."""
-    try:
-        return SessionQAEntry.from_json(payload)
-    except (ValueError, TypeError) as exc:
-        log.error(
-            "feedback_plugin: skipped a stored entry that is not a turn (%s): %.200r",
-            _describe(exc),
-            payload,
-        )
-        return None
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message`` of the error that caused a failure.
-
-    SQLite ends a transaction by itself on some errors (a full disk); the
-    ROLLBACK that follows then fails with "cannot rollback - no transaction
-    is active", which would hide the real cause: report the cause.
-    """
-    cause = exc
-    while "no transaction is active" in str(cause) and cause.__context__ is not None:
-        cause = cause.__context__
-    return f"{type(cause).__name__}: {cause}"
+            raise StoreError(f"{what} failed on {self.location}: {calls.describe(exc)}") from exc

@@ -19,6 +19,7 @@ shows it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from langchain_core.runnables.config import var_child_runnable_config
@@ -27,8 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from .capture.extract import session_id_from, user_from, user_from_config
 from .errors import ArgumentTypeError, FeedbackPluginError, StoreError, TurnNotFoundError
-from .memory.retriever import search_memory
-from .models import MAX_SCORE, MIN_SCORE, check_feedback, check_score, check_user
+from .memory.retriever import asearch_memory, search_memory
+from .models import (
+    MAX_SCORE,
+    MIN_SCORE,
+    SessionQAEntry,
+    check_feedback,
+    check_score,
+    check_user,
+)
 from .ratings import POSITIVE_MIN_SCORE
 
 __all__ = [
@@ -72,15 +80,23 @@ class _FeedbackTool(BaseTool):
         config = var_child_runnable_config.get() or {}
         return user_from(config.get("metadata"), None) or user_from_config(config)
 
+    def _target(self, session_id: str | None) -> tuple[str, str | None]:
+        """The session and user a rating is for."""
+        session = self._session(session_id)
+        if session is None:
+            raise ToolException("Error: no session_id: pass the session of the turn")
+        return session, self._user()
+
     def _turn(self, session: str, qa_id: str | None, user: str | None) -> str:
         """``qa_id``, else the newest recorded turn of the session."""
         if qa_id is not None:
             return qa_id
-        newest = self.store.get_session(session, user=user, last_n=1)
-        if not newest:
-            raise ToolException(f"Error: session {session!r} has no recorded turn to rate yet")
-        found: str = newest[0].qa_id
-        return found
+        return _newest(session, self.store.get_session(session, user=user, last_n=1))
+
+    async def _aturn(self, session: str, qa_id: str | None, user: str | None) -> str:
+        if qa_id is not None:
+            return qa_id
+        return _newest(session, await self.store.aget_session(session, user=user, last_n=1))
 
     def _guard(self, fn: Any, *args: Any, **kwargs: Any) -> str:
         """Run ``fn``; turn any failure into a ToolException, which LangChain hands the
@@ -88,18 +104,40 @@ class _FeedbackTool(BaseTool):
         try:
             result: str = fn(*args, **kwargs)
             return result
-        except ToolException:
-            raise
-        except StoreError as exc:  # not the model's mistake: say so, so it may retry later
-            raise ToolException(
-                "Error: the feedback store is unavailable, try again later (nothing changed)"
-            ) from exc
-        except (FeedbackPluginError, ValueError, TypeError) as exc:
-            raise ToolException(f"Error: {exc}") from exc
-        except Exception as exc:  # the store is down: tell the agent, keep the loop alive
-            raise ToolException(
-                f"Error: the feedback store failed ({type(exc).__name__}: {exc})"
-            ) from exc
+        except Exception as exc:
+            raise _tool_error(exc) from exc
+
+    async def _aguard(self, work: Awaitable[str]) -> str:
+        """:meth:`_guard`, awaited."""
+        try:
+            return await work
+        except Exception as exc:
+            raise _tool_error(exc) from exc
+
+
+def _newest(session: str, newest: list[Any]) -> str:
+    if not newest:
+        raise ToolException(f"Error: session {session!r} has no recorded turn to rate yet")
+    found: str = newest[0].qa_id
+    return found
+
+
+def _tool_error(exc: Exception) -> ToolException:
+    """The message the agent reads for a failed call."""
+    if isinstance(exc, ToolException):
+        return exc
+    if isinstance(exc, StoreError):  # not the model's mistake: say so, so it may retry later
+        return ToolException(
+            "Error: the feedback store is unavailable, try again later (nothing changed)"
+        )
+    if isinstance(exc, (FeedbackPluginError, ValueError, TypeError)):
+        return ToolException(f"Error: {exc}")
+    # anything else: tell the agent, keep the loop alive
+    return ToolException(f"Error: the feedback store failed ({type(exc).__name__}: {exc})")
+
+
+def _missing(qa_id: str, session: str) -> ToolException:
+    return ToolException(f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)")
 
 
 class AddFeedbackInput(BaseModel):
@@ -140,6 +178,19 @@ class AddFeedbackTool(_FeedbackTool):
     ) -> str:
         return self._guard(self._add, qa_id, feedback_score, feedback_text, correction, session_id)
 
+    async def _arun(
+        self,
+        qa_id: str | None = None,
+        feedback_score: int | None = None,
+        feedback_text: str | None = None,
+        correction: str | None = None,
+        session_id: str | None = None,
+        **_: Any,
+    ) -> str:
+        return await self._aguard(
+            self._aadd(qa_id, feedback_score, feedback_text, correction, session_id)
+        )
+
     def _add(
         self,
         qa_id: str | None,
@@ -148,18 +199,30 @@ class AddFeedbackTool(_FeedbackTool):
         correction: str | None,
         session_id: str | None,
     ) -> str:
-        session = self._session(session_id)
-        if session is None:
-            raise ToolException("Error: no session_id: pass the session of the turn")
-        user = self._user()
+        session, user = self._target(session_id)
         check_feedback(text, score, correction)  # a bad rating is refused before any read
         qa_id = self._turn(session, qa_id, user)
         try:
             self.store.rate(session, qa_id, text, score, user=user, correction=correction)
         except TurnNotFoundError:
-            raise ToolException(
-                f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)"
-            ) from None
+            raise _missing(qa_id, session) from None
+        return f"Feedback saved for turn {qa_id}."
+
+    async def _aadd(
+        self,
+        qa_id: str | None,
+        score: int | None,
+        text: str | None,
+        correction: str | None,
+        session_id: str | None,
+    ) -> str:
+        session, user = self._target(session_id)
+        check_feedback(text, score, correction)
+        qa_id = await self._aturn(session, qa_id, user)
+        try:
+            await self.store.arate(session, qa_id, text, score, user=user, correction=correction)
+        except TurnNotFoundError:
+            raise _missing(qa_id, session) from None
         return f"Feedback saved for turn {qa_id}."
 
 
@@ -184,18 +247,25 @@ class ClearFeedbackTool(_FeedbackTool):
     def _run(self, qa_id: str | None = None, session_id: str | None = None, **_: Any) -> str:
         return self._guard(self._clear, qa_id, session_id)
 
+    async def _arun(self, qa_id: str | None = None, session_id: str | None = None, **_: Any) -> str:
+        return await self._aguard(self._aclear(qa_id, session_id))
+
     def _clear(self, qa_id: str | None, session_id: str | None) -> str:
-        session = self._session(session_id)
-        if session is None:
-            raise ToolException("Error: no session_id: pass the session of the turn")
-        user = self._user()
+        session, user = self._target(session_id)
         qa_id = self._turn(session, qa_id, user)
         try:
             self.store.clear_rating(session, qa_id, user=user)
         except TurnNotFoundError:
-            raise ToolException(
-                f"Error: no turn {qa_id!r} in session {session!r} (nothing changed)"
-            ) from None
+            raise _missing(qa_id, session) from None
+        return f"Feedback cleared for turn {qa_id}."
+
+    async def _aclear(self, qa_id: str | None, session_id: str | None) -> str:
+        session, user = self._target(session_id)
+        qa_id = await self._aturn(session, qa_id, user)
+        try:
+            await self.store.aclear_rating(session, qa_id, user=user)
+        except TurnNotFoundError:
+            raise _missing(qa_id, session) from None
         return f"Feedback cleared for turn {qa_id}."
 
 
@@ -216,22 +286,36 @@ class SearchPositiveMemoryTool(_FeedbackTool):
     def _run(self, query: str, **_: Any) -> str:
         return self._guard(self._search, query)
 
+    async def _arun(self, query: str, **_: Any) -> str:
+        return await self._aguard(self._asearch(query))
+
     def _search(self, query: str) -> str:
         found = search_memory(
             self.store, query, k=self.k, user=self._user(), min_score=self.min_score
         )
-        if not found:
-            return "No remembered answers match."
-        lines = []
-        for i, (entry, _relevance) in enumerate(found, 1):
-            answer = entry.best_answer
-            note = ", corrected answer given by the user" if entry.correction is not None else ""
-            lines.append(
-                f"{i}. Q: {entry.question}\n   A: {answer}\n"
-                f"   (qa_id {entry.qa_id}, session {entry.session_id}, "
-                f"score {entry.feedback_score}{note})"
-            )
-        return "\n".join(lines)
+        return _listing(found)
+
+    async def _asearch(self, query: str) -> str:
+        found = await asearch_memory(
+            self.store, query, k=self.k, user=self._user(), min_score=self.min_score
+        )
+        return _listing(found)
+
+
+def _listing(found: list[tuple[SessionQAEntry, float]]) -> str:
+    """Remembered turns as the text the agent reads."""
+    if not found:
+        return "No remembered answers match."
+    lines = []
+    for i, (entry, _relevance) in enumerate(found, 1):
+        answer = entry.best_answer
+        note = ", corrected answer given by the user" if entry.correction is not None else ""
+        lines.append(
+            f"{i}. Q: {entry.question}\n   A: {answer}\n"
+            f"   (qa_id {entry.qa_id}, session {entry.session_id}, "
+            f"score {entry.feedback_score}{note})"
+        )
+    return "\n".join(lines)
 
 
 class FeedbackToolkit(BaseToolkit):

@@ -86,6 +86,10 @@ class WriteBehind(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def idle(self) -> bool:
+        """Nothing queued and no batch being written (a flush now would do nothing)."""
+        return not self._items and not self._write_lock.locked()
+
     def queued(self) -> list[T]:
         """A snapshot of the items waiting to be written."""
         return list(self._items)

@@ -168,3 +168,34 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release connections; the backend may be used again afterwards."""
+
+    # -- the async half: same results and errors as the sync methods ----------
+    # A backend with an async client (Redis) awaits it; one without (diskcache,
+    # SQLite) inherits :class:`~.threaded.ThreadedAsync`, which runs the sync
+    # method in the library's small worker pool.
+
+    async def aappend(self, items: Sequence[Item]) -> None:
+        """:meth:`append`, awaited."""
+
+    async def aread(self, key: SessionKey, last_n: int | None = None) -> list[str]:
+        """:meth:`read`, awaited."""
+
+    async def aget(self, key: SessionKey, qa_id: str) -> str | None:
+        """:meth:`get`, awaited."""
+
+    async def aget_many(self, refs: Sequence[tuple[SessionKey, str]]) -> list[str | None]:
+        """:meth:`get_many`, awaited."""
+
+    async def aupdate(
+        self, key: SessionKey, qa_id: str, change: Callable[[str], str]
+    ) -> str | None:
+        """:meth:`update`, awaited (``change`` stays a plain function)."""
+
+    async def asessions(self, user: str | None) -> list[str]:
+        """:meth:`sessions`, awaited."""
+
+    async def adelete_session(self, key: SessionKey) -> int:
+        """:meth:`delete_session`, awaited."""
+
+    async def aclose(self) -> None:
+        """:meth:`close`, awaited (async connections are closed on their own loop)."""

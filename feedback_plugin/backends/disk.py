@@ -67,6 +67,7 @@ import diskcache
 from ..errors import ConfigurationError
 from .base import Item, SessionKey
 from .fts import MemoryIndex
+from .threaded import ThreadedAsync
 
 __all__ = ["DiskBackend"]
 
@@ -89,7 +90,7 @@ def _insert_rows_sql(n: int) -> str:
     )
 
 
-class DiskBackend:
+class DiskBackend(ThreadedAsync):
     """Session entries in a diskcache directory.
 
     The constructor does no I/O; the directory is created on first use.

@@ -36,9 +36,11 @@ drops the user's expired ones from the index, so nothing outlives its turns.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -157,6 +159,11 @@ class RedisBackend:
         self.changes_key = self._prefix + "changes"
         self._scripts: dict[str, Any] = {}
         self._memory: MemoryIndex | None = None
+        # redis.asyncio connections belong to the event loop that opened them: one
+        # async client per running loop, dropped with its loop
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.url!r}, namespace={self.namespace!r})"
@@ -164,13 +171,7 @@ class RedisBackend:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = self._redis.Redis.from_url(
-                self.url,
-                decode_responses=True,
-                socket_timeout=5,
-                socket_connect_timeout=5,
-                health_check_interval=30,
-            )
+            self._client = self._redis.Redis.from_url(self.url, **_OPTIONS)
         return self._client
 
     def _script(self, name: str, source: str) -> Any:
@@ -178,6 +179,18 @@ class RedisBackend:
         if script is None:
             script = self._scripts[name] = self.client.register_script(source)
         return script
+
+    def _async(self) -> _AsyncClient:
+        """This event loop's async client (made on first use in the loop)."""
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            from redis import asyncio as aioredis
+
+            client = self._aclients[loop] = _AsyncClient(
+                aioredis.Redis.from_url(self.url, **_OPTIONS)
+            )
+        return client
 
     # -- keys -------------------------------------------------------------
 
@@ -198,6 +211,32 @@ class RedisBackend:
 
     def append(self, items: Sequence[Item]) -> None:
         script = self._script("append", _APPEND)
+        calls = self._append_calls(items)
+        if len(calls) == 1:
+            # One EVALSHA (atomic by itself): one round trip. A pipeline would add a
+            # second one, the SCRIPT EXISTS that redis-py sends before every pipelined
+            # script call.
+            script(keys=calls[0][0], args=calls[0][1])
+            return
+        pipe = self.client.pipeline(transaction=True)
+        for keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
+        pipe.execute()
+
+    async def aappend(self, items: Sequence[Item]) -> None:
+        aclient = self._async()
+        script = aclient.script("append", _APPEND)
+        calls = self._append_calls(items)
+        if len(calls) == 1:
+            await script(keys=calls[0][0], args=calls[0][1])
+            return
+        async with aclient.redis.pipeline(transaction=True) as pipe:
+            for keys, args in calls:
+                await script(keys=keys, args=args, client=pipe)
+            await pipe.execute()
+
+    def _append_calls(self, items: Sequence[Item]) -> list[tuple[list[str], list[Any]]]:
+        """``(keys, args)`` of the append script for each item (one core, sync and async)."""
         now = time.time()
         calls = []
         for i, (key, qa_id, payload) in enumerate(items):
@@ -217,30 +256,35 @@ class RedisBackend:
                     ],
                 )
             )
-        if len(calls) == 1:
-            # One EVALSHA (atomic by itself): one round trip. A pipeline would add a
-            # second one, the SCRIPT EXISTS that redis-py sends before every pipelined
-            # script call.
-            script(keys=calls[0][0], args=calls[0][1])
-            return
-        pipe = self.client.pipeline(transaction=True)
-        for keys, args in calls:
-            script(keys=keys, args=args, client=pipe)
-        pipe.execute()
+        return calls
 
     def read(self, key: SessionKey, last_n: int | None = None) -> list[str]:
-        start = 0 if last_n is None else -last_n
-        result: list[str] = self._script("read", _READ)(
-            keys=[self._list_key(key)], args=[start, self._entry_prefix(key)]
-        )
+        keys, args = self._read_call(key, last_n)
+        result: list[str] = self._script("read", _READ)(keys=keys, args=args)
         return result
 
+    async def aread(self, key: SessionKey, last_n: int | None = None) -> list[str]:
+        keys, args = self._read_call(key, last_n)
+        result: list[str] = await self._async().script("read", _READ)(keys=keys, args=args)
+        return result
+
+    def _read_call(self, key: SessionKey, last_n: int | None) -> tuple[list[str], list[Any]]:
+        start = 0 if last_n is None else -last_n
+        return [self._list_key(key)], [start, self._entry_prefix(key)]
+
     def get(self, key: SessionKey, qa_id: str) -> str | None:
-        payload: str | None = self.client.get(self._entry_prefix(key) + _enc(qa_id))
+        payload: str | None = self.client.get(self._entry_key(key, qa_id))
         return payload
 
+    async def aget(self, key: SessionKey, qa_id: str) -> str | None:
+        payload: str | None = await self._async().redis.get(self._entry_key(key, qa_id))
+        return payload
+
+    def _entry_key(self, key: SessionKey, qa_id: str) -> str:
+        return self._entry_prefix(key) + _enc(qa_id)
+
     def update(self, key: SessionKey, qa_id: str, change: Callable[[str], str]) -> str | None:
-        entry_key = self._entry_prefix(key) + _enc(qa_id)
+        entry_key = self._entry_key(key, qa_id)
         with self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -252,23 +296,57 @@ class RedisBackend:
                     new = change(payload)
                     pipe.multi()
                     pipe.set(entry_key, new, keepttl=True)
-                    pipe.xadd(
-                        self.changes_key,
-                        {"k": _enc(list(key)), "q": _enc(qa_id)},
-                        maxlen=self.stream_maxlen,
-                        approximate=True,
-                    )
+                    pipe.xadd(**self._change_record(key, qa_id))
                     pipe.execute()
                     return new
                 except self._redis.WatchError:
                     continue
 
+    async def aupdate(
+        self, key: SessionKey, qa_id: str, change: Callable[[str], str]
+    ) -> str | None:
+        entry_key = self._entry_key(key, qa_id)
+        async with self._async().redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(entry_key)
+                    payload = await pipe.get(entry_key)
+                    if payload is None:
+                        await pipe.unwatch()
+                        return None
+                    new = change(payload)
+                    pipe.multi()
+                    pipe.set(entry_key, new, keepttl=True)
+                    pipe.xadd(**self._change_record(key, qa_id))
+                    await pipe.execute()
+                    return new
+                except self._redis.WatchError:
+                    continue
+
+    def _change_record(self, key: SessionKey, qa_id: str) -> dict[str, Any]:
+        """The ``XADD`` that commits with a feedback change (the memory's change feed)."""
+        return {
+            "name": self.changes_key,
+            "fields": {"k": _enc(list(key)), "q": _enc(qa_id)},
+            "maxlen": self.stream_maxlen,
+            "approximate": True,
+        }
+
     def delete_session(self, key: SessionKey) -> int:
-        removed: int = self._script("delete", _DELETE)(
-            keys=[self._list_key(key), self._user_key(key[0])],
-            args=[self._entry_prefix(key), _enc(list(key))],
-        )
+        keys, args = self._delete_call(key)
+        removed: int = self._script("delete", _DELETE)(keys=keys, args=args)
         return removed
+
+    async def adelete_session(self, key: SessionKey) -> int:
+        keys, args = self._delete_call(key)
+        removed: int = await self._async().script("delete", _DELETE)(keys=keys, args=args)
+        return removed
+
+    def _delete_call(self, key: SessionKey) -> tuple[list[str], list[Any]]:
+        return [self._list_key(key), self._user_key(key[0])], [
+            self._entry_prefix(key),
+            _enc(list(key)),
+        ]
 
     def sessions(self, user: str | None) -> list[str]:
         client = self.client
@@ -278,7 +356,20 @@ class RedisBackend:
         pipe = client.pipeline(transaction=False)
         for sk in encoded:
             pipe.exists(f"{self._prefix}l:{sk}")
-        return [_dec(sk)[1] for sk, alive in zip(encoded, pipe.execute(), strict=True) if alive]
+        return self._alive(encoded, pipe.execute())
+
+    async def asessions(self, user: str | None) -> list[str]:
+        client = self._async().redis
+        encoded = await client.zrange(self._user_key(user), 0, -1)
+        if not encoded:
+            return []
+        async with client.pipeline(transaction=False) as pipe:
+            for sk in encoded:
+                pipe.exists(f"{self._prefix}l:{sk}")
+            return self._alive(encoded, await pipe.execute())
+
+    def _alive(self, encoded: list[str], alive: list[int]) -> list[str]:
+        return [_dec(sk)[1] for sk, live in zip(encoded, alive, strict=True) if live]
 
     def scan(self) -> Iterator[tuple[SessionKey, str]]:
         client = self.client
@@ -328,8 +419,14 @@ class RedisBackend:
         """One ``MGET``, whatever the number of entries."""
         if not refs:
             return []
-        names = [self._entry_prefix(key) + _enc(qa_id) for key, qa_id in refs]
-        payloads: list[str | None] = self.client.mget(names)
+        payloads: list[str | None] = self.client.mget([self._entry_key(*r) for r in refs])
+        return payloads
+
+    async def aget_many(self, refs: Sequence[tuple[SessionKey, str]]) -> list[str | None]:
+        if not refs:
+            return []
+        names = [self._entry_key(*r) for r in refs]
+        payloads: list[str | None] = await self._async().redis.mget(names)
         return payloads
 
     def feed_position(self) -> str:
@@ -420,6 +517,37 @@ class RedisBackend:
             self._client.close()
             self._client = None
             self._scripts.clear()
+
+    async def aclose(self) -> None:
+        """Close this loop's async connections (other loops close theirs), then the rest."""
+        aclient = self._aclients.pop(asyncio.get_running_loop(), None)
+        if aclient is not None:
+            await aclient.redis.aclose()
+        self.close()  # no I/O: drops the sync pool's sockets
+
+
+_OPTIONS: dict[str, Any] = {
+    "decode_responses": True,
+    "socket_timeout": 5,
+    "socket_connect_timeout": 5,
+    "health_check_interval": 30,
+}
+
+
+class _AsyncClient:
+    """One event loop's ``redis.asyncio`` client and its registered scripts."""
+
+    __slots__ = ("redis", "scripts")
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self.scripts: dict[str, Any] = {}
+
+    def script(self, name: str, source: str) -> Any:
+        script = self.scripts.get(name)
+        if script is None:
+            script = self.scripts[name] = self.redis.register_script(source)
+        return script
 
 
 def _older(a: str, b: str) -> bool:

@@ -13,14 +13,21 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..backends.fts import MemoryIndex
     from .examples import PositiveExampleSelector
-    from .retriever import PositiveMemoryRetriever, search_memory
+    from .retriever import PositiveMemoryRetriever, asearch_memory, search_memory
 
-__all__ = ["MemoryIndex", "PositiveExampleSelector", "PositiveMemoryRetriever", "search_memory"]
+__all__ = [
+    "MemoryIndex",
+    "PositiveExampleSelector",
+    "PositiveMemoryRetriever",
+    "asearch_memory",
+    "search_memory",
+]
 
 _LAZY = {
     "MemoryIndex": "..backends.fts",
     "PositiveExampleSelector": ".examples",
     "PositiveMemoryRetriever": ".retriever",
+    "asearch_memory": ".retriever",
     "search_memory": ".retriever",
 }
 

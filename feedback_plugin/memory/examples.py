@@ -9,9 +9,9 @@ from langchain_core.example_selectors import BaseExampleSelector
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from ..errors import StoreError
-from ..models import check_score
+from ..models import SessionQAEntry, check_score
 from ..ratings import POSITIVE_MIN_SCORE, POSITIVE_SCORE
-from .retriever import search_memory
+from .retriever import asearch_memory, search_memory
 
 log = logging.getLogger("feedback_plugin")
 
@@ -57,22 +57,32 @@ class PositiveExampleSelector(BaseExampleSelector, BaseModel):
     def select_examples(self, input_variables: dict[str, Any]) -> list[dict[str, Any]]:
         """The liked turns most like the input; none (logged) if memory cannot be read."""
         try:
-            found = search_memory(
-                self.store,
-                self._query(input_variables),
-                k=self.k,
-                user=self.user,
-                session_id=self.session_id,
-                min_score=self.min_score,
+            found = search_memory(self.store, self._query(input_variables), **self._options())
+        except StoreError as exc:
+            return _none(exc)
+        return self._examples(found)
+
+    async def aselect_examples(self, input_variables: dict[str, Any]) -> list[dict[str, Any]]:
+        """:meth:`select_examples`, awaited (memory read off the event loop)."""
+        try:
+            found = await asearch_memory(
+                self.store, self._query(input_variables), **self._options()
             )
-        except StoreError:
-            log.exception("feedback_plugin: memory unavailable; no examples selected")
-            return []
+        except StoreError as exc:
+            return _none(exc)
+        return self._examples(found)
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "k": self.k,
+            "user": self.user,
+            "session_id": self.session_id,
+            "min_score": self.min_score,
+        }
+
+    def _examples(self, found: list[tuple[SessionQAEntry, float]]) -> list[dict[str, Any]]:
         return [
-            {
-                self.question_key: entry.question,
-                self.answer_key: entry.best_answer,
-            }
+            {self.question_key: entry.question, self.answer_key: entry.best_answer}
             for entry, _ in found
         ]
 
@@ -89,3 +99,8 @@ class PositiveExampleSelector(BaseExampleSelector, BaseModel):
             self.examples_session, entry.qa_id, feedback_score=POSITIVE_SCORE, user=self.user
         )
         return entry.qa_id
+
+
+def _none(exc: StoreError) -> list[dict[str, Any]]:
+    log.error("feedback_plugin: memory unavailable; no examples selected", exc_info=exc)
+    return []

@@ -169,6 +169,34 @@ class InMemoryBackend:
         if self._memory is not None:
             self._memory.close()
 
+    # -- the async half: nothing here waits, so each is its sync twin -----------------
+
+    async def aappend(self, items: Sequence[Item]) -> None:
+        self.append(items)
+
+    async def aread(self, key: SessionKey, last_n: int | None = None) -> list[str]:
+        return self.read(key, last_n)
+
+    async def aget(self, key: SessionKey, qa_id: str) -> str | None:
+        return self.get(key, qa_id)
+
+    async def aget_many(self, refs: Sequence[tuple[SessionKey, str]]) -> list[str | None]:
+        return self.get_many(refs)
+
+    async def aupdate(
+        self, key: SessionKey, qa_id: str, change: Callable[[str], str]
+    ) -> str | None:
+        return self.update(key, qa_id, change)
+
+    async def asessions(self, user: str | None) -> list[str]:
+        return self.sessions(user)
+
+    async def adelete_session(self, key: SessionKey) -> int:
+        return self.delete_session(key)
+
+    async def aclose(self) -> None:
+        self.close()
+
     # -- the change feed ----------------------------------------------------------------
 
     def feed_position(self) -> str:

@@ -1,0 +1,174 @@
+"""The checked form of each store call: the core a sync method and its async twin share.
+
+:class:`~feedback_plugin.SessionStore`'s methods (``store.py``) and their
+``a*`` twins (``aio.py``) differ only in how they wait for the backend; what
+they check, build and return is defined here once: argument checks, the new
+turn and its stored item, the fields a rating sets, the read-modify-write
+handed to ``Backend.update``, and parsing what the backend returns (a damaged
+entry is skipped and logged, never fatal).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .backends.base import Item, SessionKey
+from .errors import InvalidArgumentError, InvalidFeedbackError, StoreError, TurnNotFoundError
+from .models import (
+    NEGATIVE_SCORE,
+    POSITIVE_SCORE,
+    Id,
+    SessionQAEntry,
+    check_feedback,
+    check_id,
+    check_text,
+    check_user,
+    utcnow,
+)
+
+__all__ = [
+    "CLEARED",
+    "Change",
+    "describe",
+    "entry_args",
+    "many_args",
+    "new_turn",
+    "parse",
+    "parse_all",
+    "rating",
+    "refused",
+    "session_args",
+    "thumb",
+]
+
+log = logging.getLogger("feedback_plugin")
+
+_MAX_TURNS = 2**31
+"""No session holds more turns: a larger ``last_n`` reads them all."""
+
+CLEARED: Mapping[str, None] = {"feedback_text": None, "feedback_score": None, "correction": None}
+
+
+def session_args(
+    session_id: Id, user: str | None, last_n: int | None
+) -> tuple[SessionKey, int | None]:
+    key = (check_user(user), check_id(session_id))
+    if last_n is not None and (type(last_n) is not int or last_n < 0):
+        raise InvalidArgumentError(f"last_n must be an int >= 0 or None, got {last_n!r}")
+    if last_n is not None and last_n > _MAX_TURNS:
+        last_n = None  # more than any session holds: all of them
+    return key, last_n
+
+
+def entry_args(session_id: Id, qa_id: Id, user: str | None) -> tuple[SessionKey, str]:
+    session_id = check_id(session_id)
+    qa_id = check_id(qa_id, "qa_id")
+    return (check_user(user), session_id), qa_id
+
+
+def many_args(
+    refs: Sequence[tuple[Id, Id]], user: str | None
+) -> tuple[str | None, list[tuple[SessionKey, str]]]:
+    user = check_user(user)
+    return user, [((user, check_id(s)), check_id(q, "qa_id")) for s, q in refs]
+
+
+def new_turn(
+    session_id: Id,
+    question: str,
+    answer: str,
+    context: Iterable[str],
+    user: str | None,
+    metadata: Mapping[str, Any] | None,
+    qa_id: Id | None,
+) -> tuple[SessionQAEntry, Item]:
+    """A checked new turn and the item that stores it."""
+    session_id = check_id(session_id)
+    user = check_user(user)
+    qa_id = str(uuid.uuid4()) if qa_id is None else check_id(qa_id, "qa_id")
+    entry = SessionQAEntry(
+        qa_id=qa_id,
+        session_id=session_id,
+        question=check_text(question, "question"),
+        answer=check_text(answer, "answer"),
+        context=[check_text(doc, "context") for doc in context],
+        user_id=user,
+        metadata=dict(metadata or {}),
+    )
+    return entry, ((user, session_id), qa_id, entry.to_json())
+
+
+def rating(text: str | None, score: int | None, correction: str | None) -> dict[str, Any]:
+    """The fields a rating sets (only those given)."""
+    text, score, correction = check_feedback(text, score, correction)
+    changes: dict[str, Any] = {}
+    if text is not None:
+        changes["feedback_text"] = text
+    if score is not None:
+        changes["feedback_score"] = score
+    if correction is not None:
+        changes["correction"] = correction
+    return changes
+
+
+def thumb(up: bool) -> int:
+    if not isinstance(up, bool):
+        raise InvalidFeedbackError(f"up must be True or False, got {up!r}")
+    return POSITIVE_SCORE if up else NEGATIVE_SCORE
+
+
+def refused(exc: TurnNotFoundError | StoreError) -> bool:
+    """The boolean API's ``False`` (cognee's contract), the store's failure logged."""
+    if isinstance(exc, StoreError):
+        log.error("feedback_plugin: feedback not stored: %s", exc, exc_info=exc)
+    return False
+
+
+class Change:
+    """The read-modify-write a feedback call hands the backend's ``update``: applies
+    ``changes`` (stamped with the time) and keeps the entry as stored."""
+
+    __slots__ = ("changes", "result")
+
+    def __init__(self, changes: dict[str, Any]) -> None:
+        self.changes = {**changes, "feedback_time": utcnow()}
+        self.result: SessionQAEntry | None = None
+
+    def __call__(self, payload: str) -> str:
+        changed = SessionQAEntry.from_json(payload).model_copy(update=self.changes)
+        self.result = changed
+        return changed.to_json()
+
+
+def parse_all(payloads: Iterable[str]) -> list[SessionQAEntry]:
+    return [e for e in map(parse, payloads) if e is not None]
+
+
+def parse(payload: str) -> SessionQAEntry | None:
+    """A stored entry, or ``None`` (logged) if it is not one: one damaged entry must
+    not make its whole session, or a scan of the store, unreadable."""
+    try:
+        return SessionQAEntry.from_json(payload)
+    except (ValueError, TypeError) as exc:
+        log.error(
+            "feedback_plugin: skipped a stored entry that is not a turn (%s): %.200r",
+            describe(exc),
+            payload,
+        )
+        return None
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of the error that caused a failure.
+
+    SQLite ends a transaction by itself on some errors (a full disk); the
+    ROLLBACK that follows then fails with "cannot rollback - no transaction
+    is active", which would hide the real cause: report the cause.
+    """
+    cause = exc
+    while "no transaction is active" in str(cause) and cause.__context__ is not None:
+        cause = cause.__context__
+    return f"{type(cause).__name__}: {cause}"
