@@ -2,7 +2,8 @@
 """A chat loop that remembers what users thought of its answers.
 
 A small RAG chain answers questions about "Acme Notes" (a fictional note-taking
-app) from six bundled help-centre articles (``examples/data/docs.json``).
+app) from the six help-centre articles the demo chat ships, ranked the demo's way
+(``feedback_plugin.integrations.demo.content``: articles, word-overlap retriever).
 Every turn -- question, answer, the retrieved documents -- is recorded by
 ``FeedbackCallbackHandler`` into a ``SessionStore``; one answer gets a thumbs
 up, one a thumbs down with a comment, and the session is printed as a table.
@@ -22,7 +23,6 @@ Turns are stored under ``./data/demo-store`` in the repository (or
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -31,80 +31,32 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.language_models import FakeListChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 
 from feedback_plugin import FeedbackCallbackHandler, SessionQAEntry, SessionStore
 
+# The demo chat's content (langchain-core only, no web extra): its help-centre
+# articles (each a Document with id, title and scripted reply), the retriever that
+# ranks them by shared content words, the questions it suggests, its "no answer".
+from feedback_plugin.integrations.demo.content import (
+    NO_ANSWER,
+    SUGGESTIONS,
+    HelpCentreRetriever,
+)
+from feedback_plugin.integrations.demo.content import load_documents as load_docs
+
 HERE = Path(__file__).resolve().parent
-DOCS_FILE = HERE / "data" / "docs.json"
 DEFAULT_STORE = HERE.parent / "data" / "demo-store"
 
-SCRIPT = [
-    "How do I reset my password?",
-    "Where can I download my invoices?",
-    "Can I export my notes as a PDF?",
-    "Does the app work offline?",
-]
-NO_ANSWER = (
-    "I couldn't find that in the Acme Notes help centre. "
-    "Try rephrasing, or contact support from Settings > Help."
-)
-_STOPWORDS_TEXT = """
-a an and are as at be by can do does for from how i if in is it my of on or our so
-that the their there this to up we what when where which who why will with you your
-"""
-STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
+SCRIPT = list(SUGGESTIONS)
 
 
 # -- the RAG chain ----------------------------------------------------------------
-
-
-def load_docs(path: Path = DOCS_FILE) -> list[Document]:
-    """The help-centre articles, each a Document with its id, title and scripted reply."""
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    return [
-        Document(
-            page_content=f"{d['title']}. {d['text']}",
-            metadata={"id": d["id"], "title": d["title"], "reply": d["answer"]},
-        )
-        for d in raw
-    ]
-
-
-def words(text: str) -> set[str]:
-    """Lower-case content words, with a crude plural fold ("invoices" ~ "invoice")."""
-    out = set()
-    for w in re.findall(r"[a-z0-9]+", text.lower()):
-        if w in STOPWORDS or len(w) < 2:
-            continue
-        out.add(w[:-1] if len(w) > 3 and w.endswith("s") else w)
-    return out
-
-
-class WordOverlapRetriever(BaseRetriever):
-    """Ranks documents by how many content words they share with the query.
-
-    Fine for six documents in an example; use a vector store in a real app.
-    """
-
-    docs: list[Document]
-    k: int = 2
-
-    def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
-    ) -> list[Document]:
-        q = words(query)
-        scored = [(len(q & words(d.page_content)), i, d) for i, d in enumerate(self.docs)]
-        scored = [s for s in scored if s[0] > 0]
-        scored.sort(key=lambda s: (-s[0], s[1]))
-        return [d for _, _, d in scored[: self.k]]
 
 
 def format_docs(docs: list[Document]) -> str:
@@ -133,7 +85,7 @@ def make_fake_model(docs: list[Document]) -> Runnable[Any, Any]:
 
 
 def build_chain(docs: list[Document]) -> Runnable[str, str]:
-    retriever = WordOverlapRetriever(docs=docs, k=2)
+    retriever = HelpCentreRetriever(docs=docs, k=2)
     prompt = ChatPromptTemplate.from_messages(
         [
             (

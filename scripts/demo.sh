@@ -5,7 +5,7 @@
 # Open the printed URL in a browser.
 #
 #   bash scripts/demo.sh                      # web app on http://127.0.0.1:8000/
-#   bash scripts/demo.sh --port 9000          # other options go to the web app (--host, --store)
+#   bash scripts/demo.sh --port 9000          # other options: feedback-plugin serve --help
 #   bash scripts/demo.sh --cli                # the terminal chat loop instead (scripted demo)
 #   bash scripts/demo.sh --cli --interactive  # ask your own questions in the terminal
 #
@@ -56,4 +56,4 @@ case "${1:-}" in
 esac
 
 print_cli_line
-exec python -m feedback_plugin.integrations.webapp --store "$store" "$@"
+exec python -m feedback_plugin serve --store "$store" "$@"  # = .venv/bin/feedback-plugin serve

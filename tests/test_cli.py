@@ -508,36 +508,57 @@ def test_global_options_after_the_command(run: Run, store: SessionStore, stores:
     assert code == 0 and len(json.loads(out)) == 6
 
 
-def test_serve_calls_the_web_app(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
-    from feedback_plugin.integrations import webapp
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """What ``serve`` does, one dict a run: ``create_demo_app``'s arguments and, under
+    ``"run"``, ``uvicorn.run``'s (replaced: no server starts)."""
+    pytest.importorskip("uvicorn")
+    import uvicorn
 
-    calls: list[list[str]] = []
+    from feedback_plugin.integrations.demo import app as demo_app
 
-    def fake_main(argv: list[str]) -> int:
-        calls.append(argv)
-        return 0
+    for name in ("HOST", "PORT", "ALLOWED_HOSTS", "MAX_BODY_BYTES", "RATE_LIMIT", "ALLOW_OPEN"):
+        monkeypatch.delenv(f"FEEDBACK_PLUGIN_{name}", raising=False)
+    for name in ("API_KEYS", "API_KEYS_FILE", "CHAT_MODEL"):
+        monkeypatch.delenv(f"FEEDBACK_PLUGIN_{name}", raising=False)
+    calls: list[dict[str, Any]] = []
+    real = demo_app.create_demo_app
 
-    monkeypatch.setattr(webapp, "main", fake_main)
-    assert run("serve")[0] == 0
-    code, _, _ = run("--store", "/srv/store", "serve", "--host", "0.0.0.0", "--port", "9001")
-    assert code == 0
-    assert calls == [[], ["--host", "0.0.0.0", "--port", "9001", "--store", "/srv/store"]]
+    def create_demo_app(store: SessionStore, **kw: Any) -> Any:
+        calls.append({"store": store.location, **kw})
+        return real(store, **kw)
+
+    monkeypatch.setattr(demo_app, "create_demo_app", create_demo_app)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls[-1].update(run=kw))
+    return calls
+
+
+def test_serve_runs_the_demo_app(run: Run, served: list[dict[str, Any]], tmp_path: Path) -> None:
+    code, out, err = run("serve")
+    assert code == 0, err
+    assert served[0]["run"] == {"host": "127.0.0.1", "port": 8000, "log_level": "warning"}
+    assert "http://127.0.0.1:8000/" in out
+    store = str(tmp_path / "srv")
+    code, out, err = run("--store", store, "serve", "--host", "::1", "--port", "9001")
+    assert code == 0, err
+    assert served[1]["store"] == store
+    assert (served[1]["run"]["host"], served[1]["run"]["port"]) == ("::1", 9001)
+    assert f"http://[::1]:9001/  (store: {store})" in out
     code, _, err = run("--namespace", "x", "serve")
     assert code == 2 and "serve does not take --namespace" in err
+    assert len(served) == 2
 
 
-def test_serve_forwards_the_hardening_options(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hosts, body limit, rate limit and open mode reach the web app as its own options."""
-    from feedback_plugin.integrations import webapp
+def test_serve_passes_the_hardening_options(
+    run: Run, served: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """Hosts, body limit, rate limit and open mode reach the app."""
+    pytest.importorskip("limits")
+    from feedback_plugin.integrations.guards import RateLimit
 
-    calls: list[list[str]] = []
-
-    def fake_main(argv: list[str]) -> int:
-        calls.append(argv)
-        return 0
-
-    monkeypatch.setattr(webapp, "main", fake_main)
     code, _, err = run(
+        "--store",
+        str(tmp_path / "s"),
         "serve",
         "--host",
         "0.0.0.0",
@@ -550,26 +571,48 @@ def test_serve_forwards_the_hardening_options(run: Run, monkeypatch: pytest.Monk
         "--allow-open",
     )
     assert code == 0, err
-    assert calls == [
-        [
-            "--host",
-            "0.0.0.0",
-            "--allowed-hosts",
-            "chat.example.com,*.example.org",
-            "--max-body-bytes",
-            "4096",
-            "--rate-limit",
-            "30/minute",
-            "--allow-open",
-        ]
-    ]
-    # left out, they are left to the app (and its environment variables)
-    assert run("serve", "--port", "9001")[0] == 0
-    assert calls[-1] == ["--port", "9001"]
+    [call] = served
+    assert call["allowed_hosts"] == ["chat.example.com", "*.example.org"]
+    assert call["max_body_bytes"] == 4096 and call["allow_open"] is True
+    assert isinstance(call["rate_limit"], RateLimit)
+    assert call["run"]["host"] == "0.0.0.0"
     # a body limit that is not a positive number is a bad argument, before any server
     code, _, err = run("serve", "--max-body-bytes", "0")
     assert code == 2 and "'0' is not a whole number >= 1" in err
-    assert len(calls) == 2
+    # without keys, a non-loopback host needs --allow-open
+    code, _, err = run("--store", str(tmp_path / "s"), "serve", "--host", "0.0.0.0")
+    assert code == 2 and "--allow-open" in err and "FEEDBACK_PLUGIN_API_KEYS" in err
+    assert len(served) == 1
+
+
+def test_serve_options_default_to_the_environment(
+    run: Run, served: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FEEDBACK_PLUGIN_HOST", "::1")
+    monkeypatch.setenv("FEEDBACK_PLUGIN_PORT", "9003")
+    monkeypatch.setenv("FEEDBACK_PLUGIN_ALLOWED_HOSTS", "chat.example.com")
+    monkeypatch.setenv("FEEDBACK_PLUGIN_MAX_BODY_BYTES", "100")
+    code, _, err = run("--store", str(tmp_path / "s"), "serve")
+    assert code == 0, err
+    [call] = served
+    assert (call["run"]["host"], call["run"]["port"]) == ("::1", 9003)
+    assert call["allowed_hosts"] == ["chat.example.com"] and call["max_body_bytes"] == 100
+    assert call["rate_limit"] is None and call["allow_open"] is True  # a loopback host
+    code, _, err = run("serve", "--port", "9004")  # an option wins over its variable
+    assert code == 0 and served[1]["run"]["port"] == 9004
+    monkeypatch.setenv("FEEDBACK_PLUGIN_PORT", "99999")
+    code, _, err = run("serve")
+    assert code == 2 and "FEEDBACK_PLUGIN_PORT" in err and "is not a port" in err
+    assert len(served) == 2
+
+
+def test_the_old_webapp_module_is_serve(run: Run, served: list[dict[str, Any]]) -> None:
+    """``python -m feedback_plugin.integrations.webapp`` runs ``serve``: one parser."""
+    from feedback_plugin.integrations import webapp
+
+    assert webapp.main(["--port", "9005"]) == 0
+    assert served[0]["run"]["port"] == 9005
+    assert webapp.main(["--port", "99999"]) == 2
 
 
 def test_serve_options_take_effect(
@@ -610,13 +653,7 @@ def test_serve_options_take_effect(
 
 
 def test_serve_without_the_web_extra(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
-    from feedback_plugin.integrations import webapp
-
-    def no_server(argv: list[str]) -> int:
-        raise AssertionError("the server must not start")
-
-    monkeypatch.setattr(webapp, "main", no_server)  # in case the import below is not refused
-    monkeypatch.setitem(sys.modules, "feedback_plugin.integrations.webapp", None)
+    monkeypatch.setitem(sys.modules, "feedback_plugin.integrations.demo.app", None)
     code, out, err = run("serve")
     assert (code, out) == (1, "")
     assert err.startswith("feedback-plugin: error: the demo server needs the web extra")

@@ -145,6 +145,9 @@ class BuggyStore(SessionStore):
     def get_entry(self, session_id: str, qa_id: str, *, user: str | None = None) -> Any:
         raise RuntimeError(f"a bug near the secret path {self.location}")
 
+    async def aget_entry(self, session_id: str, qa_id: str, *, user: str | None = None) -> Any:
+        return self.get_entry(session_id, qa_id, user=user)  # what the async routes call
+
 
 def test_an_unexpected_error_is_a_json_500_without_internals(
     tmp_path: Path, auth: ApiKeyAuth, caplog: pytest.LogCaptureFixture

@@ -27,6 +27,8 @@ from langchain_core.messages import BaseMessage
 from feedback_plugin import SessionStore
 from feedback_plugin.errors import ConfigurationError
 from feedback_plugin.integrations import webapp
+from feedback_plugin.integrations.demo.agent import CHAT_FAILED
+from feedback_plugin.integrations.demo.content import ENV_CHAT_MODEL
 from feedback_plugin.integrations.offline_model import HELP_TOOL
 from feedback_plugin.integrations.rest import ApiKeyAuth
 from feedback_plugin.integrations.webapp import (
@@ -43,7 +45,7 @@ EXPORT_Q = "Can I export my notes as a PDF?"
 
 @pytest.fixture
 def client(store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch.delenv(webapp.ENV_CHAT_MODEL, raising=False)
+    monkeypatch.delenv(ENV_CHAT_MODEL, raising=False)
     with TestClient(create_demo_app(store), base_url=LOCAL) as c:
         yield c
 
@@ -257,7 +259,7 @@ def test_a_failing_chat_model_is_502_and_records_nothing(store: SessionStore) ->
     with TestClient(create_demo_app(store, chat_model=model), base_url=LOCAL) as c:
         r = c.post("/api/chat", json={"session_id": "s1", "question": "hi"})
     assert r.status_code == 502
-    assert r.json() == {"detail": webapp.CHAT_FAILED}  # nothing internal
+    assert r.json() == {"detail": CHAT_FAILED}  # nothing internal
     assert store.get_session("s1") == []
 
 
@@ -269,7 +271,7 @@ def test_a_chat_model_that_cannot_call_tools_is_refused(store: SessionStore) -> 
 def test_env_model_without_langchain_falls_back_offline(
     store: SessionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(webapp.ENV_CHAT_MODEL, "openai:gpt-4o-mini")
+    monkeypatch.setenv(ENV_CHAT_MODEL, "openai:gpt-4o-mini")
     monkeypatch.setitem(sys.modules, "langchain", None)  # not importable
     monkeypatch.setitem(sys.modules, "langchain.chat_models", None)
     with TestClient(create_demo_app(store), base_url=LOCAL) as c:
@@ -296,14 +298,14 @@ def test_env_model_is_made_with_init_chat_model(
     fake.init_chat_model = init_chat_model  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "langchain", types.ModuleType("langchain"))
     monkeypatch.setitem(sys.modules, "langchain.chat_models", fake)
-    monkeypatch.setenv(webapp.ENV_CHAT_MODEL, "someprovider:some-model")
+    monkeypatch.setenv(ENV_CHAT_MODEL, "someprovider:some-model")
     with TestClient(create_demo_app(store), base_url=LOCAL) as c:
         body = chat(c, PASSWORD_Q)
     assert seen == ["someprovider:some-model"]
     assert body["answer"] == "from the configured model"
     assert body["responder"] == "someprovider:some-model" and body["offline"] is False
 
-    monkeypatch.setenv(webapp.ENV_CHAT_MODEL, "notools:model")  # the agent needs tools
+    monkeypatch.setenv(ENV_CHAT_MODEL, "notools:model")  # the agent needs tools
     with TestClient(create_demo_app(store), base_url=LOCAL) as c:
         info = c.get("/api/info").json()
         assert info["offline"] is True and "cannot call tools" in info["note"]

@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 from feedback_plugin import SessionStore
 from feedback_plugin.errors import ConfigurationError
 from feedback_plugin.integrations import webapp
+from feedback_plugin.integrations.demo.content import ENV_CHAT_MODEL
 from feedback_plugin.integrations.rest import ApiKeyAuth
 from feedback_plugin.integrations.webapp import create_demo_app
 
@@ -41,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def client(store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch.delenv(webapp.ENV_CHAT_MODEL, raising=False)
+    monkeypatch.delenv(ENV_CHAT_MODEL, raising=False)
     with TestClient(create_demo_app(store), base_url=LOCAL) as c:
         yield c
 

@@ -24,7 +24,8 @@ from fastapi.testclient import TestClient
 from langchain_core.messages import AIMessage, BaseMessage
 
 from feedback_plugin import SessionStore
-from feedback_plugin.integrations import webapp
+from feedback_plugin.integrations.demo.agent import CHAT_FAILED
+from feedback_plugin.integrations.demo.content import ENV_CHAT_MODEL
 from feedback_plugin.integrations.offline_model import HELP_TOOL, NO_ANSWER
 from feedback_plugin.integrations.rest import ApiKeyAuth
 from feedback_plugin.integrations.webapp import OFFLINE_RESPONDER, create_demo_app
@@ -53,7 +54,7 @@ ANSWER_KEYS = {
 
 @pytest.fixture
 def client(store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch.delenv(webapp.ENV_CHAT_MODEL, raising=False)
+    monkeypatch.delenv(ENV_CHAT_MODEL, raising=False)
     with TestClient(create_demo_app(store), base_url=LOCAL) as c:
         yield c
 
@@ -261,7 +262,7 @@ def test_a_failure_mid_stream_is_a_final_error_event_without_internals(
     assert r.status_code == 200  # the stream had started
     events = [json.loads(line) for line in r.text.splitlines()]
     assert events[0]["type"] == "qa_id"
-    assert events[-1] == {"type": "error", "detail": webapp.CHAT_FAILED}
+    assert events[-1] == {"type": "error", "detail": CHAT_FAILED}
     for secret in ("model down", store.location, "sk-secret", "RuntimeError"):
         assert secret not in r.text
     assert "sk-secret" in caplog.text

@@ -1,0 +1,208 @@
+"""What the demo chat knows, without FastAPI or an agent: its articles and its model.
+
+* the help centre: six articles of "Acme Notes", a fictional note-taking app,
+  shipped as package data (``integrations/data/docs.json``, read by
+  :func:`load_documents`), ranked by shared content words
+  (:class:`HelpCentreRetriever`, :func:`rank_documents`) and offered to the
+  agent as a retriever tool (:func:`help_centre_tool`);
+* the chat model: the one named by ``$FEEDBACK_PLUGIN_CHAT_MODEL``
+  (:func:`model_from_env`), else the built-in offline responder;
+* how a liked turn the model was shown is written into a turn's recorded
+  context (:func:`memory_text`, :func:`split_memory_text`).
+
+Needs ``langchain-core`` only, so ``examples/chat_loop.py`` uses the same
+articles and ranking as the web demo.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel
+from langchain_core.prompts import PromptTemplate
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.tools import BaseTool, create_retriever_tool
+
+from ..offline_model import (
+    HELP_TOOL,
+    NO_ANSWER,
+    OFFLINE_RESPONDER,
+    REPLY_PREFIX,
+    LikedAnswer,
+    content_words,
+)
+
+__all__ = [
+    "DOCS_K",
+    "ENV_CHAT_MODEL",
+    "NO_ANSWER",
+    "OFFLINE_RESPONDER",
+    "SUGGESTIONS",
+    "HelpCentreRetriever",
+    "content_words",
+    "describe_model",
+    "help_centre_tool",
+    "load_documents",
+    "memory_text",
+    "model_from_env",
+    "rank_documents",
+    "split_memory_text",
+]
+
+log = logging.getLogger("feedback_plugin")
+
+ENV_CHAT_MODEL = "FEEDBACK_PLUGIN_CHAT_MODEL"
+DOCS_K = 2
+"""Articles the help-centre tool returns at most."""
+
+SUGGESTIONS = [
+    "How do I reset my password?",
+    "Where can I download my invoices?",
+    "Can I export my notes as a PDF?",
+    "Does the app work offline?",
+]
+"""Questions the page offers to a newcomer (and the terminal chat loop asks)."""
+
+
+# -- documents and retrieval ----------------------------------------------------------
+
+
+def load_documents() -> list[Document]:
+    """The bundled help-centre articles: text, and ``id`` / ``title`` / ``reply`` metadata."""
+    raw = json.loads(
+        (resources.files("feedback_plugin.integrations") / "data" / "docs.json").read_text(
+            encoding="utf-8"
+        )
+    )
+    return [
+        Document(
+            page_content=f"{d['title']}. {d['text']}",
+            metadata={"id": d["id"], "title": d["title"], "reply": d["answer"]},
+        )
+        for d in raw
+    ]
+
+
+def rank_documents(query: str, docs: Sequence[Document], k: int = DOCS_K) -> list[Document]:
+    """The ``k`` documents sharing the most content words with ``query`` (ties: in order).
+
+    Documents sharing none are left out. Enough for six articles; a real app
+    uses a vector store.
+    """
+    q = content_words(query)
+    scored = [(len(q & content_words(d.page_content)), i, d) for i, d in enumerate(docs)]
+    scored = [s for s in scored if s[0] > 0]
+    scored.sort(key=lambda s: (-s[0], s[1]))
+    return [d for _, _, d in scored[:k]]
+
+
+class HelpCentreRetriever(BaseRetriever):
+    """Ranks the bundled articles by the content words they share with the query
+    (:func:`rank_documents`). Enough for six documents; a real app uses a vector store."""
+
+    docs: list[Document]
+    k: int = DOCS_K
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        return rank_documents(query, self.docs, self.k)
+
+
+def help_centre_tool(docs: list[Document] | None = None) -> BaseTool:
+    """The agent's retriever tool over the help centre (``docs``: the bundled articles).
+
+    Each article comes back as ``[id] title. text`` and a ``Suggested reply:``
+    line (what :class:`~feedback_plugin.integrations.offline_model.OfflineChatModel`
+    answers with). FeedbackMiddleware records the retrieved documents as the
+    turn's context.
+    """
+    return create_retriever_tool(
+        HelpCentreRetriever(docs=load_documents() if docs is None else docs),
+        HELP_TOOL,
+        "Search the Acme Notes help centre. Input: the user's question. Returns the "
+        "matching articles, each with a suggested reply.",
+        document_prompt=PromptTemplate.from_template(
+            "[{id}] {page_content}\n" + REPLY_PREFIX + "{reply}"
+        ),
+    )
+
+
+# -- memories in a turn's context ---------------------------------------------------------
+
+MEMORY_PREFIX = "Question: "
+MEMORY_ANSWER = "\nAnswer: "
+
+
+def memory_text(liked: LikedAnswer) -> str:
+    """A liked turn as recorded context: ``entry_document(...).page_content`` of that turn."""
+    return f"{MEMORY_PREFIX}{liked.question}{MEMORY_ANSWER}{liked.answer}"
+
+
+def split_memory_text(text: str) -> tuple[str, str] | None:
+    """``(question, answer)`` of a :func:`memory_text`, or ``None`` for other context."""
+    if not text.startswith(MEMORY_PREFIX) or MEMORY_ANSWER not in text:
+        return None
+    question, _, answer = text[len(MEMORY_PREFIX) :].partition(MEMORY_ANSWER)
+    return question, answer
+
+
+# -- the model --------------------------------------------------------------------------
+
+
+def describe_model(model: Any) -> str:
+    """A chat model's name for the page (``model_name``, ``model``, else its class)."""
+    for attr in ("model_name", "model"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return getattr(model, "name", None) or type(model).__name__
+
+
+def calls_tools(model: BaseChatModel, tool: BaseTool) -> bool:
+    """Whether ``model`` supports tool calling (``bind_tools``), as the agent needs."""
+    try:
+        model.bind_tools([tool])
+    except NotImplementedError:
+        return False
+    return True
+
+
+def model_from_env(tool: BaseTool) -> tuple[BaseChatModel | None, str, str | None]:
+    """(model, its label, a note on why it is not used) from ``$FEEDBACK_PLUGIN_CHAT_MODEL``.
+
+    ``(None, OFFLINE_RESPONDER, None)`` when the variable is not set; a model
+    that cannot start or cannot call tools gives ``None`` and a note (logged).
+    """
+    name = os.environ.get(ENV_CHAT_MODEL, "").strip()
+    if not name:
+        return None, OFFLINE_RESPONDER, None
+    try:
+        init_chat_model = importlib.import_module("langchain.chat_models").init_chat_model
+    except (ImportError, AttributeError):
+        note = (
+            f"{ENV_CHAT_MODEL}={name!r} is set, but the 'langchain' package is not installed "
+            "(pip install langchain plus the provider's package); using the offline responder"
+        )
+        log.warning("feedback_plugin demo: %s", note)
+        return None, OFFLINE_RESPONDER, note
+    try:
+        model: BaseChatModel = init_chat_model(name)
+    except Exception as exc:
+        note = f"cannot start chat model {name!r} ({type(exc).__name__}: {exc}); "
+        note += "using the offline responder"
+        log.warning("feedback_plugin demo: %s", note)
+        return None, OFFLINE_RESPONDER, note
+    if not calls_tools(model, tool):
+        note = f"chat model {name!r} cannot call tools; using the offline responder"
+        log.warning("feedback_plugin demo: %s", note)
+        return None, OFFLINE_RESPONDER, note
+    return model, name, None
