@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feedback_plugin import PositiveMemoryRetriever, SessionQAEntry, SessionStore
-from feedback_plugin.backends.fts import MAX_TERMS, MemoryIndex, match_query
+from feedback_plugin.backends.fts import MemoryIndex
+from feedback_plugin.backends.fts_schema import MAX_TERMS, match_query
 
 NASTY_QUERIES = [
     "",

@@ -1,8 +1,11 @@
-"""The store's async methods, on diskcache and Redis."""
+"""The store's async methods: signatures, and how each backend waits (the behaviour
+itself is pinned on every backend by tests/contract/test_contract_async.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +13,7 @@ from pathlib import Path
 import pytest
 from _redis import REDIS_URL, require_redis
 
-from feedback_plugin import SessionStore, TurnNotFoundError
+from feedback_plugin import SessionStore, pool
 
 
 @pytest.fixture(params=["disk", "redis"])
@@ -40,23 +43,45 @@ def test_every_async_method_has_the_signature_of_its_sync_twin() -> None:
         ], name
 
 
-async def test_the_async_methods_do_what_their_twins_do(any_store: SessionStore) -> None:
+def _block_the_pool() -> threading.Event:
+    """Occupy every worker of the library's pool until the returned event is set."""
+    release = threading.Event()
+    for _ in range(pool.WORKERS):
+        pool._executor().submit(release.wait, 30)
+    return release
+
+
+async def test_redis_async_methods_wait_on_redis_asyncio_not_on_worker_threads(
+    any_store: SessionStore,
+) -> None:
     store = any_store
-    first = await store.arecord("s1", "How do I reset my password?", "Use the link.", user="al")
-    second = await store.arecord("s1", "q2", "a2", user="al", wait=True)
-    assert await store.aget_session("s1", user="al") == [first, second]
-    assert await store.aget_session("s1") == []  # another user's turns stay theirs
-    assert await store.aget_entry("s1", first.qa_id, user="al") == first
-    assert await store.aget_many([("s1", second.qa_id), ("s1", "no")], user="al") == [second, None]
-    assert await store.athumbs("s1", first.qa_id, True, user="al")
-    rated = await store.arate("s1", second.qa_id, "ok", 4, user="al")
-    assert rated.feedback_score == 4
-    with pytest.raises(TurnNotFoundError):
-        await store.arate("s1", "no-such-turn", feedback_score=4, user="al")
-    assert await store.aadd_feedback("s1", first.qa_id, "great", user="al")
-    assert (await store.aclear_rating("s1", second.qa_id, user="al")).feedback_score is None
-    assert await store.adelete_feedback("s1", "no-such-turn", user="al") is False
-    assert await store.alist_sessions(user="al") == ["s1"]
-    await store.aflush()
-    assert await store.adelete_session("s1", user="al") == 2
-    await store.aclose()
+    turn = await store.arecord("s1", "q", "a", wait=True)
+    release = _block_the_pool()
+    try:
+        calls = asyncio.gather(
+            store.aget_session("s1"),
+            store.aget_entry("s1", turn.qa_id),
+            store.aget_many([("s1", turn.qa_id)]),
+            store.arate("s1", turn.qa_id, feedback_score=5),
+            store.alist_sessions(),
+        )
+        if store.backend.__class__.__name__ == "RedisBackend":
+            read, entry, many, rated, names = await asyncio.wait_for(calls, 5)
+            assert read == [turn] and entry == turn and many == [turn]
+            assert rated.feedback_score == 5 and names == ["s1"]
+        else:  # diskcache has no async driver: its calls wait for a worker thread
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(calls), 0.5)
+            release.set()
+            await calls
+    finally:
+        release.set()
+
+
+def test_a_redis_store_serves_one_event_loop_after_another(any_store: SessionStore) -> None:
+    """Async connections belong to their loop: a new loop gets its own (asyncio.run twice)."""
+    store = any_store
+    first = asyncio.run(store.arecord("s1", "q1", "a1", wait=True))
+    second = asyncio.run(store.arecord("s1", "q2", "a2", wait=True))
+    assert asyncio.run(store.aget_session("s1")) == [first, second]
+    assert store.get_session("s1") == [first, second]

@@ -4,8 +4,8 @@ Design
 ------
 The :class:`~.base.MemorySearch` that diskcache, Redis and any backend with
 a :class:`~.base.ChangeFeed` supply: one SQLite database (``memory.sqlite3``
-beside a diskcache directory, shared by every process; in memory for a
-Redis process) holds every *rated or corrected* turn of every user: a
+beside a diskcache directory, shared by every process; a private temporary
+file for each Redis process) holds every *rated or corrected* turn of every user: a
 ``turns`` table with the fields retrieval filters on, and an
 external-content FTS5 table over question and answer (Porter stemming,
 Unicode folding), kept in step by triggers. Unrated turns never enter it,
@@ -38,14 +38,15 @@ it, never the reverse.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import re
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -53,202 +54,27 @@ from typing import Any, TypeVar
 from ..models import SessionQAEntry
 from ..ratings import MIN_SCORE, is_remembered
 from .base import ChangeFeed, Hit, SessionKey
+from .fts_schema import (
+    ANSWER_WEIGHT,
+    DROP,
+    QUESTION_WEIGHT,
+    SCHEMA,
+    SCHEMA_VERSION,
+    fts_text,
+    is_corrupt,
+    match_query,
+    owner_key,
+    owner_token,
+    rollback,
+    sql_id,
+    unsql_id,
+    use_wal,
+)
 
 __all__ = ["MemoryIndex", "match_query"]
 
 log = logging.getLogger("feedback_plugin")
 _T = TypeVar("_T")
-
-
-def _corrupt(exc: BaseException) -> bool:
-    """Whether SQLite says the file itself is damaged (not busy, full or read-only)."""
-    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
-        exc, (sqlite3.OperationalError, sqlite3.IntegrityError)
-    )
-
-
-_TERM = re.compile(r"\w+", re.UNICODE)
-MAX_TERMS = 64
-QUESTION_WEIGHT, ANSWER_WEIGHT = 1.0, 0.4
-
-SCHEMA_VERSION = 4
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS turns(
-    id INTEGER PRIMARY KEY,
-    owner TEXT NOT NULL,
-    tok TEXT NOT NULL,
-    session_id TEXT NOT NULL,
-    qa_id TEXT NOT NULL,
-    score INTEGER,
-    corrected INTEGER NOT NULL DEFAULT 0,
-    time REAL NOT NULL,
-    question TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    UNIQUE(owner, session_id, qa_id)
-);
-CREATE INDEX IF NOT EXISTS turns_recent ON turns(owner, time);
-CREATE VIRTUAL TABLE IF NOT EXISTS turns_fts USING fts5(
-    tok, question, answer, content='turns', content_rowid='id',
-    tokenize='porter unicode61 remove_diacritics 2'
-);
-CREATE TRIGGER IF NOT EXISTS turns_ai AFTER INSERT ON turns BEGIN
-    INSERT INTO turns_fts(rowid, tok, question, answer)
-        VALUES (new.id, new.tok, new.question, new.answer);
-END;
-CREATE TRIGGER IF NOT EXISTS turns_ad AFTER DELETE ON turns BEGIN
-    INSERT INTO turns_fts(turns_fts, rowid, tok, question, answer)
-        VALUES ('delete', old.id, old.tok, old.question, old.answer);
-    DELETE FROM vectors WHERE owner = old.owner AND session_id = old.session_id
-        AND qa_id = old.qa_id;
-END;
-CREATE TRIGGER IF NOT EXISTS turns_au AFTER UPDATE OF question, answer ON turns
-WHEN old.question IS NOT new.question OR old.answer IS NOT new.answer BEGIN
-    INSERT INTO turns_fts(turns_fts, rowid, tok, question, answer)
-        VALUES ('delete', old.id, old.tok, old.question, old.answer);
-    INSERT INTO turns_fts(rowid, tok, question, answer)
-        VALUES (new.id, new.tok, new.question, new.answer);
-    DELETE FROM vectors WHERE owner = old.owner AND session_id = old.session_id
-        AND qa_id = old.qa_id;
-END;
-CREATE TABLE IF NOT EXISTS vectors(
-    owner TEXT NOT NULL, session_id TEXT NOT NULL, qa_id TEXT NOT NULL, model TEXT NOT NULL,
-    vec TEXT NOT NULL, PRIMARY KEY(owner, session_id, qa_id, model)
-);
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
-_DROP = """
-DROP TRIGGER IF EXISTS turns_ai; DROP TRIGGER IF EXISTS turns_ad; DROP TRIGGER IF EXISTS turns_au;
-DROP TABLE IF EXISTS turns_fts; DROP TABLE IF EXISTS turns; DROP TABLE IF EXISTS vectors;
-DROP TABLE IF EXISTS meta;
-"""
-
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "but",
-        "by",
-        "can",
-        "could",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "how",
-        "i",
-        "if",
-        "in",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "of",
-        "on",
-        "or",
-        "our",
-        "should",
-        "so",
-        "than",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "to",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-    ]
-)
-"""English words too common to rank by: left out of a query unless it has nothing else."""
-
-
-def match_query(text: str) -> str | None:
-    """An FTS5 query that ORs the words of ``text``, each quoted; ``None`` if it has none.
-
-    Stop words are left out unless the text has no other word: BM25 gives
-    them next to no weight, yet each one makes the index visit most rows.
-
-    >>> match_query("How do I reset my password?")
-    '"reset" OR "password"'
-    >>> match_query("How do I?")
-    '"how" OR "do" OR "i"'
-    >>> match_query("?!") is None
-    True
-    """
-    seen: dict[str, None] = {}
-    for term in _TERM.findall(text.lower()):
-        seen.setdefault(term.replace("_", " "), None)
-        if len(seen) >= MAX_TERMS:
-            break
-    terms = [t for t in seen if t not in STOPWORDS] or list(seen)
-    return " OR ".join(f'"{t}"' for t in terms) or None
-
-
-def _wal(con: sqlite3.Connection) -> None:
-    """Switch to WAL once per file. The switch takes an exclusive lock and SQLite
-    reports a concurrent switch as "locked" at once (no busy wait), so retry."""
-    for attempt in range(100):
-        if con.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-            return
-        try:
-            con.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError:
-            if attempt == 99:
-                raise
-            time.sleep(0.02)
-
-
-def owner_token(owner: str) -> str:
-    """One FTS token per owner, so a query visits only that user's rows."""
-    return "o" + hashlib.blake2b(owner.encode(), digest_size=10).hexdigest()
-
-
-def _sql(text: str) -> str:
-    """Ids as SQLite can store them: JSON-escaped ASCII (lone surrogates included)."""
-    return json.dumps(text, ensure_ascii=True)
-
-
-def _unsql(text: str) -> str:
-    value: str = json.loads(text)
-    return value
-
-
-def _fts(text: str) -> str:
-    """Text for the full-text index: unencodable characters become U+FFFD."""
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
-def owner_key(namespace: str | None, user: str | None) -> str:
-    """The index's scope for one user of one store namespace."""
-    return json.dumps([namespace, user], ensure_ascii=True)
 
 
 class MemoryIndex:
@@ -270,13 +96,25 @@ class MemoryIndex:
         self.path = ":memory:" if path is None else os.fspath(path)
         self.namespace = namespace
         self.feed = feed
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the writer connection and every write
         self._con: sqlite3.Connection | None = None
         self._pid = 0
         self._inode: tuple[int, int] | None = None
+        self._generation = 0  # bumped when the file is reopened: readers reopen too
+        self._readers = threading.local()  # each thread's own read connection (WAL)
 
     def __repr__(self) -> str:
         return f"MemoryIndex({self.path!r})"
+
+    @classmethod
+    def private(cls, *, namespace: str | None, feed: ChangeFeed) -> MemoryIndex:
+        """An index in a temporary file of this process's own, removed when the index is
+        dropped or the process exits: a file, not ``:memory:``, so that searches in
+        several threads run at once (each on its own WAL read connection)."""
+        directory = tempfile.mkdtemp(prefix="feedback-plugin-memory-")
+        index = cls(os.path.join(directory, "memory.sqlite3"), namespace=namespace, feed=feed)
+        weakref.finalize(index, _remove, directory, os.getpid())
+        return index
 
     # -- connection --------------------------------------------------------
 
@@ -300,7 +138,7 @@ class MemoryIndex:
         try:
             return self._open()
         except sqlite3.DatabaseError as exc:
-            if not _corrupt(exc):
+            if not is_corrupt(exc):
                 raise
             self._quarantine(exc)
             return self._open()
@@ -310,21 +148,21 @@ class MemoryIndex:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         con = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         try:
-            _wal(con)
+            use_wal(con)
             con.execute("PRAGMA secure_delete = ON")  # deleted turns leave no text behind
             con.execute("PRAGMA synchronous=NORMAL")
             con.execute("BEGIN IMMEDIATE")
             try:
                 if con.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                     # An older layout: start over; the index is rebuilt from the store.
-                    for statement in filter(str.strip, _DROP.split(";")):
+                    for statement in filter(str.strip, DROP.split(";")):
                         con.execute(statement)
                     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 con.execute("COMMIT")
             except BaseException:
-                _rollback(con)
+                rollback(con)
                 raise
-            con.executescript(_SCHEMA)
+            con.executescript(SCHEMA)
         except BaseException:
             con.close()
             raise
@@ -336,6 +174,38 @@ class MemoryIndex:
             with contextlib.suppress(sqlite3.Error):
                 self._con.close()
         self._con, self._inode = None, None
+        self._generation += 1
+
+    def _reader(self) -> sqlite3.Connection | None:
+        """This thread's read connection to the file (``None`` for an in-memory index,
+        which has one connection only). Searches in several threads then run at
+        once: WAL readers never wait for each other, nor for the writer."""
+        if self.path == ":memory:":
+            return None
+        with self._lock:
+            self._connect()  # the file exists, with its schema; notices a replaced file
+            generation = self._generation
+        local = self._readers
+        con: sqlite3.Connection | None = getattr(local, "con", None)
+        if con is not None and local.key == (os.getpid(), generation):
+            return con
+        if con is not None and local.key[0] == os.getpid():
+            with contextlib.suppress(sqlite3.Error):
+                con.close()
+        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        local.con, local.key = con, (os.getpid(), generation)
+        return con
+
+    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run the read ``fn`` on this thread's connection; heal the file if corrupt."""
+        try:
+            con = self._reader()
+            if con is not None:
+                return fn(con)
+        except sqlite3.DatabaseError as exc:
+            if not is_corrupt(exc):
+                raise
+        return self._healing(fn)  # the in-memory index, or a damaged file: under the lock
 
     def _quarantine(self, exc: BaseException) -> None:
         """The file is damaged: move it (and its WAL) aside; the next open starts afresh."""
@@ -360,7 +230,7 @@ class MemoryIndex:
             try:
                 return fn(self._connect())
             except sqlite3.DatabaseError as exc:
-                if not _corrupt(exc):
+                if not is_corrupt(exc):
                     raise
                 self._quarantine(exc)
             con = self._connect()
@@ -395,15 +265,19 @@ class MemoryIndex:
         """
         if self.feed is None:
             return
+        key = self._position_key()
+        head = self.feed.feed_position()
+        row = self._read(
+            lambda con: con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        )
+        if row is not None and row[0] == head:
+            return  # nothing changed: no lock taken
         self._healing(self._sync)
 
     def _sync(self, con: sqlite3.Connection) -> None:
         feed = self.feed
         assert feed is not None
         key = self._position_key()
-        row = con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        if row is not None and row[0] == feed.feed_position():
-            return  # nothing changed: no write lock taken
         con.execute("BEGIN IMMEDIATE")  # one process catches up at a time
         try:
             row = con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -428,7 +302,7 @@ class MemoryIndex:
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, position))
             con.execute("COMMIT")
         except BaseException:
-            _rollback(con)
+            rollback(con)
             raise
 
     def rebuild(self) -> None:
@@ -462,7 +336,7 @@ class MemoryIndex:
                     self._apply(con, entry)
                 con.execute("COMMIT")
             except BaseException:
-                _rollback(con)
+                rollback(con)
                 raise
 
         self._healing(refresh)
@@ -480,13 +354,13 @@ class MemoryIndex:
             (
                 owner,
                 owner_token(owner),
-                _sql(entry.session_id),
-                _sql(entry.qa_id),
+                sql_id(entry.session_id),
+                sql_id(entry.qa_id),
                 entry.feedback_score,
                 int(entry.correction is not None),
                 entry.time.timestamp(),
-                _fts(entry.question),
-                _fts(entry.best_answer),
+                fts_text(entry.question),
+                fts_text(entry.best_answer),
             ),
         )
 
@@ -518,7 +392,7 @@ class MemoryIndex:
         def forget(con: sqlite3.Connection) -> None:
             con.execute(
                 "DELETE FROM turns WHERE owner=? AND session_id=?",
-                (owner_key(self.namespace, user), _sql(session_id)),
+                (owner_key(self.namespace, user), sql_id(session_id)),
             )
             if con.execute("SELECT changes()").fetchone()[0]:
                 con.execute("INSERT INTO turns_fts(turns_fts) VALUES ('optimize')")
@@ -531,7 +405,7 @@ class MemoryIndex:
     ) -> None:
         con.execute(
             "DELETE FROM turns WHERE owner=? AND session_id=? AND qa_id=?",
-            (owner_key(self.namespace, user), _sql(session_id), _sql(qa_id)),
+            (owner_key(self.namespace, user), sql_id(session_id), sql_id(qa_id)),
         )
 
     # -- queries -----------------------------------------------------------
@@ -558,7 +432,7 @@ class MemoryIndex:
         args: list[object] = [owner, min_score]
         if session_id is not None:
             where.append("t.session_id = ?")
-            args.append(_sql(session_id))
+            args.append(sql_id(session_id))
         if since is not None:
             where.append("t.time >= ?")
             args.append(since.timestamp())
@@ -583,8 +457,8 @@ class MemoryIndex:
                 (f'tok:"{owner_token(owner)}" AND {{question answer}}:({match})', *args, limit),
             ).fetchall()
 
-        rows = self._healing(select)
-        return [Hit((user, _unsql(r[0])), _unsql(r[1]), float(r[2])) for r in rows]
+        rows = self._read(select)
+        return [Hit((user, unsql_id(r[0])), unsql_id(r[1]), float(r[2])) for r in rows]
 
     def recent(self, *, user: str | None, limit: int, min_score: int) -> list[Hit]:
         """The most recently recorded remembered turns (candidates for semantic ranking)."""
@@ -603,7 +477,7 @@ class MemoryIndex:
                 row = con.execute(
                     "SELECT vec FROM vectors"
                     " WHERE owner=? AND session_id=? AND qa_id=? AND model=?",
-                    (owner_key(self.namespace, key[0]), _sql(key[1]), _sql(qa_id), model),
+                    (owner_key(self.namespace, key[0]), sql_id(key[1]), sql_id(qa_id), model),
                 ).fetchone()
                 if row is not None:
                     out[(key, qa_id)] = json.loads(row[0])
@@ -619,7 +493,7 @@ class MemoryIndex:
                 " SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM turns"
                 " WHERE owner = ?1 AND session_id = ?2 AND qa_id = ?3)",
                 (
-                    (owner_key(self.namespace, k[0]), _sql(k[1]), _sql(q), model, json.dumps(v))
+                    (owner_key(self.namespace, k[0]), sql_id(k[1]), sql_id(q), model, json.dumps(v))
                     for (k, q), v in vectors.items()
                 ),
             )
@@ -634,11 +508,17 @@ class MemoryIndex:
             for owner, session_id, qa_id in (
                 self._connect().execute("SELECT owner, session_id, qa_id FROM turns").fetchall()
             ):
-                yield owner, _unsql(session_id), _unsql(qa_id)
+                yield owner, unsql_id(session_id), unsql_id(qa_id)
 
     def close(self) -> None:
         with self._lock:
             self._drop_connection()
+
+
+def _remove(directory: str, owner: int) -> None:
+    """Delete a private index's directory (only in the process that made it)."""
+    if os.getpid() == owner:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _parse(payload: str) -> SessionQAEntry | None:
@@ -647,10 +527,3 @@ def _parse(payload: str) -> SessionQAEntry | None:
         return SessionQAEntry.from_json(payload)
     except (ValueError, TypeError):
         return None
-
-
-def _rollback(con: sqlite3.Connection) -> None:
-    """Roll back if a transaction is still open (SQLite ends one itself on some errors,
-    and a ROLLBACK then would hide the real error behind its own)."""
-    if con.in_transaction:
-        con.execute("ROLLBACK")

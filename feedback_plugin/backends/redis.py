@@ -18,14 +18,15 @@ optimistic read-modify-write: ``WATCH`` the entry, compute the new payload,
 there first, so concurrent writers on different machines lose nothing.
 
 Positive memory: plain Redis 7 has no full-text search, so each process
-keeps its own SQLite FTS5 index of rated turns in memory, built from a scan
-on first use and kept fresh from the ``changes`` stream, which every query
-reads first (one ``XREAD``, then one ``MGET`` of the changed entries'
-current payloads) -- so the next query in any process sees a feedback
-change made anywhere. A stream entry names the changed entry (``k``, ``q``)
-and holds none of its text, so deleting or expiring a turn leaves no copy
-behind, and the stream costs ~150 bytes per change. The stream keeps the
-last ``stream_maxlen`` changes; a process whose position was trimmed away
+keeps its own SQLite FTS5 index of rated turns (a private temporary file,
+removed at exit, so threads search it at once), built from a scan on first
+use and kept fresh from the ``changes`` stream, which every query reads
+first (one ``XREAD``, then one ``MGET`` of the changed entries' current
+payloads), so the next query in any process sees a feedback change made
+anywhere. A stream entry names the changed entry (``k``, ``q``) and holds
+none of its text, so deleting or expiring a turn leaves no copy behind, and
+the stream costs ~150 bytes per change. The stream keeps the last
+``stream_maxlen`` changes; a process whose position was trimmed away
 (checked with ``XINFO STREAM``) rebuilds from a scan.
 
 Retention: ``ttl`` applies per entry, as on diskcache; ``max_entries``
@@ -187,8 +188,17 @@ class RedisBackend:
         if client is None:
             from redis import asyncio as aioredis
 
+            # A bounded pool that makes a caller wait for a free connection: 200
+            # concurrent calls share a few sockets instead of opening 200 (or
+            # failing with "Too many connections" past the plain pool's limit).
+            connections = aioredis.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=ASYNC_CONNECTIONS,
+                timeout=_OPTIONS["socket_timeout"],
+                **_OPTIONS,
+            )
             client = self._aclients[loop] = _AsyncClient(
-                aioredis.Redis.from_url(self.url, **_OPTIONS)
+                aioredis.Redis(connection_pool=connections)
             )
         return client
 
@@ -409,10 +419,11 @@ class RedisBackend:
         return True
 
     def memory(self) -> MemoryIndex:
-        """Positive memory: an SQLite FTS5 index in this process's memory, kept up to date
-        from the ``changes`` stream before every query (plain Redis has no search)."""
+        """Positive memory: an SQLite FTS5 index private to this process (a temporary
+        file), kept up to date from the ``changes`` stream before every query (plain
+        Redis has no search)."""
         if self._memory is None:
-            self._memory = MemoryIndex(None, namespace=self.namespace, feed=self)
+            self._memory = MemoryIndex.private(namespace=self.namespace, feed=self)
         return self._memory
 
     def get_many(self, refs: Sequence[tuple[SessionKey, str]]) -> list[str | None]:
@@ -522,9 +533,12 @@ class RedisBackend:
         """Close this loop's async connections (other loops close theirs), then the rest."""
         aclient = self._aclients.pop(asyncio.get_running_loop(), None)
         if aclient is not None:
-            await aclient.redis.aclose()
+            await aclient.redis.aclose(close_connection_pool=True)
         self.close()  # no I/O: drops the sync pool's sockets
 
+
+ASYNC_CONNECTIONS = 16
+"""Connections an event loop opens to Redis at most; more concurrent calls wait for one."""
 
 _OPTIONS: dict[str, Any] = {
     "decode_responses": True,

@@ -81,7 +81,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from starlette.concurrency import run_in_threadpool
 
 from ..errors import (
     ArgumentTypeError,
@@ -91,7 +90,7 @@ from ..errors import (
     StoreError,
     TurnNotFoundError,
 )
-from ..memory.retriever import search_memory
+from ..memory.retriever import asearch_memory
 from ..models import (
     MAX_ID_LENGTH,
     MAX_SCORE,
@@ -505,9 +504,7 @@ def create_router(
         ] = None,
     ) -> list[MemoryHit]:
         with store_errors("search memory"):
-            # TODO(async memory): the retriever's async path is being rewritten; until
-            # then its sync search runs in Starlette's thread pool, off the event loop.
-            hits = await run_in_threadpool(search_memory, store, q, k=k or memory_k, user=user)
+            hits = await asearch_memory(store, q, k=k or memory_k, user=user)
         return [
             MemoryHit(
                 qa_id=entry.qa_id,

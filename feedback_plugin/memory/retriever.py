@@ -17,10 +17,10 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
 
-from ..pool import in_thread
 from ..calls import describe
 from ..errors import ArgumentTypeError, InvalidArgumentError, StoreError
 from ..models import SessionQAEntry, check_id, check_score, check_user
+from ..pool import in_thread
 from ..ratings import POSITIVE_MIN_SCORE, is_remembered
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def search_memory(
         semantic=embeddings is not None,
     )
     finish = _finish(embeddings, min_relevance, k)
-    memory = store.ready_memory()
+    memory, caught_up = store.memory, False
     reply: Any = None
     while True:
         try:
@@ -104,7 +104,8 @@ def search_memory(
             found: list[Found] = stop.value
             break
         if kind == "search":
-            reply = _search(memory, arg[0], limit=arg[1], **arg[2])
+            reply = _search(memory, arg[0], not caught_up, limit=arg[1], **arg[2])
+            caught_up = True
         elif kind == "read":
             reply = store.get_many(arg, user=user)
         else:  # "stale"
@@ -152,7 +153,7 @@ async def asearch_memory(
         semantic=embeddings is not None,
     )
     finish = _finish(embeddings, min_relevance, k)
-    memory = await in_thread(store.ready_memory)
+    memory, caught_up = store.memory, False
     reply: Any = None
     while True:
         try:
@@ -160,8 +161,9 @@ async def asearch_memory(
         except StopIteration as stop:
             found: list[Found] = stop.value
             break
-        if kind == "search":
-            reply = await in_thread(_search, memory, arg[0], limit=arg[1], **arg[2])
+        if kind == "search":  # one trip to a worker thread: catch up and search
+            reply = await in_thread(_search, memory, arg[0], not caught_up, limit=arg[1], **arg[2])
+            caught_up = True
         elif kind == "read":
             reply = await store.aget_many(arg, user=user)
         else:  # "stale"
@@ -259,9 +261,12 @@ def _steps(
     return found
 
 
-def _search(memory: MemorySearch, query: str, **options: Any) -> list[Hit]:
-    """``memory.search``, its failures raised as the store's (:class:`StoreError`)."""
+def _search(memory: MemorySearch, query: str, catch_up: bool, **options: Any) -> list[Hit]:
+    """``memory.search`` (after ``catch_up``: every change made in any process seen),
+    its failures raised as the store's (:class:`StoreError`)."""
     try:
+        if catch_up:
+            memory.catch_up()
         return memory.search(query, **options)
     except StoreError:
         raise

@@ -27,10 +27,9 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.runtime import Runtime
-from starlette.concurrency import run_in_threadpool
 
 from ...errors import FeedbackPluginError
-from ...memory.retriever import search_memory
+from ...memory.retriever import asearch_memory
 from ...middleware import FeedbackMiddleware, FeedbackState
 from ...models import SessionQAEntry
 from ...ratings import POSITIVE_MIN_SCORE
@@ -257,10 +256,7 @@ class ChatAgent:
         if qa_id is None or answer is None:
             raise ChatTurnError("the agent ended the turn without an answer or a qa_id")
         shown = parse_liked_answers(seen.memory)
-        # TODO(async memory): _read_back's memory search is sync, so it runs off the loop
-        memories, recorded = await run_in_threadpool(
-            self._read_back, session_id, qa_id, question, shown, user
-        )
+        memories, recorded = await self._read_back(session_id, qa_id, question, shown, user)
         reply = ChatResponse(
             qa_id=qa_id,
             session_id=session_id,
@@ -278,7 +274,7 @@ class ChatAgent:
         )
         return reply.model_dump(mode="json")
 
-    def _read_back(
+    async def _read_back(
         self,
         session_id: str,
         qa_id: str,
@@ -288,14 +284,14 @@ class ChatAgent:
     ) -> tuple[list[Memory], bool]:
         """(the memories the model was shown, in full; whether the turn is in the store)."""
         try:  # read-your-writes: the turn is rateable the moment the answer is shown
-            recorded = self.store.get_entry(session_id, qa_id, user=user) is not None
+            recorded = await self.store.aget_entry(session_id, qa_id, user=user) is not None
         except Exception:
             log.exception("feedback_plugin demo: cannot read back turn %s", qa_id)
             recorded = False
         details: dict[str, tuple[SessionQAEntry, float]] = {}
         if shown:  # the middleware's query again, for each memory's session, score, relevance
             try:
-                hits = search_memory(
+                hits = await asearch_memory(
                     self.store, question, k=MEMORY_K, user=user, min_score=MEMORY_MIN_SCORE
                 )
                 details = {entry.qa_id: (entry, relevance) for entry, relevance in hits}

@@ -20,10 +20,9 @@ from fastapi.routing import APIRouter
 from fastapi.staticfiles import StaticFiles
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
-from starlette.concurrency import run_in_threadpool
 
 from ...errors import ConfigurationError
-from ...memory.retriever import entry_document, search_memory
+from ...memory.retriever import asearch_memory, entry_document
 from ...models import MAX_ID_LENGTH, SessionQAEntry
 from ...ratings import thresholds
 from ...store import SessionStore
@@ -124,10 +123,7 @@ class _History:
     async def memory(self, text: str, question: str, answer: str) -> PastMemory:
         if text not in self.known:
             try:
-                # TODO(async memory): the retriever's sync search, off the event loop
-                hits = await run_in_threadpool(
-                    search_memory, self.store, question, k=10, user=self.user
-                )
+                hits = await asearch_memory(self.store, question, k=10, user=self.user)
                 for found, _relevance in hits:
                     self.known.setdefault(entry_document(found, 0.0).page_content, found)
             except Exception:  # memory is an aid: the history shows without it
