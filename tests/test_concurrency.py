@@ -164,3 +164,37 @@ def test_threads_rating_the_same_turns(store: SessionStore) -> None:
     for e in store.get_session("s1"):
         assert e.feedback_text in ("t0", "t1")
         assert e.feedback_score in (1, 5)
+
+
+def test_writers_in_one_process_take_turns_without_sqlite_busy_waits(tmp_path: Path) -> None:
+    """Concurrent ratings in one process queue on the backend's lock, never in SQLite's
+    busy handler (which sleeps up to 100 ms per try: a burst of ratings from an async
+    app's worker threads got a tail of a second). With a busy timeout of zero, a
+    writer that met another one inside SQLite would fail at once."""
+    from feedback_plugin.backends import DiskBackend
+
+    store = SessionStore(backend=DiskBackend(tmp_path / "store", timeout=0.0))
+    other = SessionStore(backend=DiskBackend(tmp_path / "store", timeout=0.0))  # same files
+    turns = [store.record("s", f"q{i}", f"a{i}", wait=True) for i in range(40)]
+    errors: list[BaseException] = []
+
+    def rate(who: SessionStore, score: int) -> None:
+        try:
+            for _ in range(5):
+                for turn in turns:
+                    who.rate("s", turn.qa_id, feedback_score=score)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=rate, args=(who, score))
+        for who, score in ((store, 4), (store, 4), (other, 4), (other, 4))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert {e.feedback_score for e in store.get_session("s")} == {4}
+    store.close()
+    other.close()

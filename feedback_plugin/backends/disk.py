@@ -50,6 +50,7 @@ them: to undo one, open once with the old value given explicitly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -129,6 +130,21 @@ class DiskBackend(ThreadedAsync):
         self._memory: MemoryIndex | None = None
         self._local = threading.local()
         self._open_lock = threading.Lock()
+        self._lock_key = os.path.abspath(self.directory)  # no I/O in the constructor
+
+    @contextlib.contextmanager
+    def _transact(self) -> Iterator[None]:
+        """The one way to write: this process's writers to the directory queue on a lock,
+        then ``Cache.transact()`` (SQLite ``BEGIN IMMEDIATE``) serialises processes.
+
+        The lock is fairness, not safety: two threads reaching ``BEGIN IMMEDIATE``
+        at once leave one in SQLite's busy handler, which sleeps in growing steps
+        (up to 100 ms each), and a burst of concurrent ratings gets a tail of
+        hundreds of milliseconds. Waiting on a lock wakes the next writer as soon
+        as the last one commits.
+        """
+        with _writer_lock(self._lock_key), self.cache.transact():
+            yield
 
     shared_across_processes = True
 
@@ -207,7 +223,7 @@ class DiskBackend(ThreadedAsync):
             return
         ttl = self.ttl
         windows: dict[SessionKey, list[int]] = {}
-        with cache.transact():
+        with self._transact():
             for key, qa_id, payload in items:
                 window = windows.get(key)
                 if window is None:
@@ -257,6 +273,10 @@ class DiskBackend(ThreadedAsync):
         """
         con = self._rows_con()
         now = time.time()
+        with _writer_lock(self._lock_key):
+            self._append_in(con, items, now)
+
+    def _append_in(self, con: sqlite3.Connection, items: Sequence[Item], now: float) -> None:
         con.execute("BEGIN IMMEDIATE")
         try:
             fetch = "SELECT value FROM Cache WHERE key = ? AND raw = 1"
@@ -383,7 +403,7 @@ class DiskBackend(ThreadedAsync):
 
     def update(self, key: SessionKey, qa_id: str, change: Callable[[str], str]) -> str | None:
         cache = self.cache
-        with cache.transact():
+        with self._transact():
             seq = cache.get(self._qa_key(key, qa_id))
             if seq is None:
                 return None
@@ -400,7 +420,7 @@ class DiskBackend(ThreadedAsync):
     def delete_session(self, key: SessionKey) -> int:
         cache = self.cache
         removed = 0
-        with cache.transact():
+        with self._transact():
             meta_key = self._meta_key(key)
             first, nxt, *_ = self._window(cache, meta_key) or [0, 0]
             for seq in range(first, nxt):
@@ -481,7 +501,7 @@ class DiskBackend(ThreadedAsync):
     def restart_feed(self) -> None:
         """Start the feed over: every reader rebuilds from a scan on its next read."""
         cache = self.cache
-        with cache.transact():
+        with self._transact():
             _, seq = self._head(cache)  # the next seq has no record: "rebuild" for everyone
             cache.set(self._feed_head_key(), f"{uuid.uuid4().hex} {seq + 1}")
 
@@ -546,6 +566,29 @@ def _qa_id_of(payload: str | None) -> str | None:
     except (ValueError, TypeError, KeyError):
         return None
     return qa_id if isinstance(qa_id, str) else None
+
+
+_writer_locks: dict[str, threading.Lock] = {}
+_writer_locks_lock = threading.Lock()
+
+
+def _writer_lock(directory: str) -> threading.Lock:
+    """One lock per store directory in this process, shared by every backend object on it."""
+    lock = _writer_locks.get(directory)
+    if lock is None:
+        with _writer_locks_lock:
+            lock = _writer_locks.setdefault(directory, threading.Lock())
+    return lock
+
+
+def _forget_writer_locks() -> None:
+    """In a forked child: a lock another thread of the parent held stays held; start over."""
+    global _writer_locks_lock
+    _writer_locks.clear()
+    _writer_locks_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_writer_locks)
 
 
 def _rollback(con: sqlite3.Connection) -> None:
