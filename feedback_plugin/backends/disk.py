@@ -51,8 +51,6 @@ them: to undo one, open once with the old value given explicitly.
 from __future__ import annotations
 
 import contextlib
-import functools
-import itertools
 import json
 import os
 import sqlite3
@@ -67,28 +65,13 @@ import diskcache
 
 from ..errors import ConfigurationError
 from .base import Item, SessionKey
+from .disk_rows import IN_FILE, RowConnections, read_rows, rollback, write_rows, writer_lock
 from .fts import MemoryIndex
 from .threaded import ThreadedAsync
 
 __all__ = ["DiskBackend"]
 
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
-
-
-_ROWS_PER_INSERT = 499  # 999 parameters, SQLite's lowest limit
-
-
-@functools.lru_cache(maxsize=8)
-def _insert_rows_sql(n: int) -> str:
-    """``INSERT OR REPLACE`` of ``n`` raw diskcache rows: ``?1`` the time, then key/value pairs."""
-    rows = ", ".join(
-        f"(?{i}, 1, ?1, NULL, ?1, 0, NULL, 0, {diskcache.core.MODE_RAW}, NULL, ?{i + 1})"
-        for i in range(2, 2 * n + 2, 2)
-    )
-    return (
-        "INSERT OR REPLACE INTO Cache(key, raw, store_time, expire_time, access_time,"
-        " access_count, tag, size, mode, filename, value) VALUES " + rows
-    )
 
 
 class DiskBackend(ThreadedAsync):
@@ -128,9 +111,9 @@ class DiskBackend(ThreadedAsync):
         self.feed_keep = feed_keep
         self._cache: diskcache.Cache | None = None
         self._memory: MemoryIndex | None = None
-        self._local = threading.local()
         self._open_lock = threading.Lock()
         self._lock_key = os.path.abspath(self.directory)  # no I/O in the constructor
+        self._rows = RowConnections(self.directory, timeout)
 
     @contextlib.contextmanager
     def _transact(self) -> Iterator[None]:
@@ -143,7 +126,7 @@ class DiskBackend(ThreadedAsync):
         hundreds of milliseconds. Waiting on a lock wakes the next writer as soon
         as the last one commits.
         """
-        with _writer_lock(self._lock_key), self.cache.transact():
+        with writer_lock(self._lock_key), self.cache.transact():
             yield
 
     shared_across_processes = True
@@ -172,8 +155,8 @@ class DiskBackend(ThreadedAsync):
     def cache(self) -> diskcache.Cache:
         """The underlying ``diskcache.Cache``, opened on first use."""
         cache = self._cache
-        if cache is None:
-            with self._open_lock:
+        if cache is None:  # opening writes diskcache's settings: a writer like the others
+            with writer_lock(self._lock_key), self._open_lock:  # that order, as in _transact
                 if self._cache is None:
                     self._cache = diskcache.Cache(
                         self.directory,
@@ -245,21 +228,8 @@ class DiskBackend(ThreadedAsync):
     # -- the bulk path -----------------------------------------------------
 
     def _rows_con(self) -> sqlite3.Connection:
-        """This thread's own connection to the cache database, for bulk appends."""
-        con: sqlite3.Connection | None = getattr(self._local, "con", None)
-        if con is None or self._local.pid != os.getpid():
-            path = os.path.join(self.directory, diskcache.core.DBNAME)
-            con = sqlite3.connect(path, timeout=self.timeout, isolation_level=None)
-            # The same pragmas diskcache applies to its own connections (its
-            # sqlite_* settings, e.g. synchronous, max_page_count, query_only).
-            # journal_mode and auto_vacuum live in the file and are set already.
-            for name, value in con.execute(
-                "SELECT key, value FROM Settings WHERE key LIKE 'sqlite_%'"
-                " AND key NOT IN ('sqlite_journal_mode', 'sqlite_auto_vacuum')"
-            ).fetchall():
-                con.execute(f"PRAGMA {name[len('sqlite_') :]} = {value!r}")
-            self._local.con, self._local.pid = con, os.getpid()
-        return con
+        """This thread's own connection to the cache database, for the SQL fast paths."""
+        return self._rows.get()
 
     def _append_rows(self, items: Sequence[Item]) -> None:
         """``append`` for the common case (no ttl, no cap, values that live in the row).
@@ -273,7 +243,7 @@ class DiskBackend(ThreadedAsync):
         """
         con = self._rows_con()
         now = time.time()
-        with _writer_lock(self._lock_key):
+        with writer_lock(self._lock_key):
             self._append_in(con, items, now)
 
     def _append_in(self, con: sqlite3.Connection, items: Sequence[Item], now: float) -> None:
@@ -317,15 +287,10 @@ class DiskBackend(ThreadedAsync):
                 rows[f"{prefixes[key][1]}{int(seq)}]"] = payload
             for key, window in windows.items():
                 rows[self._meta_key(key)] = _format_window(window)
-            # A few multi-row INSERTs, not executemany: that steps once per row,
-            # taking the GIL back from the (maybe busy) caller thread each time.
-            pairs = list(rows.items())
-            for start in range(0, len(pairs), _ROWS_PER_INSERT):
-                part = pairs[start : start + _ROWS_PER_INSERT]
-                con.execute(_insert_rows_sql(len(part)), [now, *itertools.chain(*part)])
+            write_rows(con, rows, now)
             con.execute("COMMIT")
         except BaseException:
-            _rollback(con)
+            rollback(con)
             raise
 
     def sessions(self, user: str | None) -> list[str]:
@@ -391,17 +356,38 @@ class DiskBackend(ThreadedAsync):
         return out
 
     def get(self, key: SessionKey, qa_id: str) -> str | None:
-        cache = self.cache
-        seq = cache.get(self._qa_key(key, qa_id))
-        if seq is None:
-            return None
-        payload: str | None = cache.get(self._entry_key(key, seq))
-        return payload
+        return self.get_many([(key, qa_id)])[0]
 
     def get_many(self, refs: Sequence[tuple[SessionKey, str]]) -> list[str | None]:
-        return [self.get(key, qa_id) for key, qa_id in refs]
+        """Two queries (the turns' positions, then their payloads) in one read snapshot."""
+        if not refs:
+            return []
+        cache, now = self.cache, time.time()
+        con = self._rows_con()
+        qa_keys = [self._qa_key(key, qa_id) for key, qa_id in refs]
+        con.execute("BEGIN")
+        try:
+            seqs = read_rows(con, qa_keys, now)
+            entry_keys = [
+                None if (seq := seqs.get(qa_key)) is None else self._entry_key(key, int(seq))  # type: ignore[call-overload]
+                for (key, _), qa_key in zip(refs, qa_keys, strict=True)
+            ]
+            payloads = read_rows(con, filter(None, entry_keys), now)
+        finally:
+            rollback(con)
+        out: list[str | None] = []
+        for entry_key in entry_keys:
+            payload = None if entry_key is None else payloads.get(entry_key)
+            if payload is IN_FILE:  # a large entry, kept in a file
+                payload = cache.get(entry_key)
+            out.append(payload if isinstance(payload, str) else None)
+        return out
 
     def update(self, key: SessionKey, qa_id: str, change: Callable[[str], str]) -> str | None:
+        if self.ttl is None:
+            done, new = self._update_rows(key, qa_id, change)
+            if done:
+                return new
         cache = self.cache
         with self._transact():
             seq = cache.get(self._qa_key(key, qa_id))
@@ -416,6 +402,56 @@ class DiskBackend(ThreadedAsync):
             cache.set(entry_key, new, expire=expire)
             self._feed(cache, key, qa_id)
             return new
+
+    def _update_rows(
+        self, key: SessionKey, qa_id: str, change: Callable[[str], str]
+    ) -> tuple[bool, str | None]:
+        """``update`` in one SQL transaction of a few statements (the diskcache API
+        takes about ten calls): ``(True, new payload or None)``, or ``(False, None)``
+        for an entry diskcache keeps in a file (then its API does it)."""
+        with writer_lock(self._lock_key):
+            limit = self.cache.disk.min_file_size
+            con, now = self._rows_con(), time.time()
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                qa_key = self._qa_key(key, qa_id)
+                seq = read_rows(con, [qa_key], now).get(qa_key)
+                if not isinstance(seq, int):
+                    return True, None
+                entry_key, head_key = self._entry_key(key, seq), self._feed_head_key()
+                found = read_rows(con, [entry_key, head_key], now)
+                payload = found.get(entry_key)
+                if payload is None:
+                    return True, None
+                if not isinstance(payload, str):
+                    return False, None
+                new = change(payload)
+                if len(new) >= limit:
+                    return False, None
+                con.execute(
+                    "UPDATE Cache SET value = ?, store_time = ?, access_time = ?"
+                    " WHERE key = ? AND raw = 1",
+                    (new, now, now, entry_key),
+                )
+                epoch, _, last = str(found.get(head_key) or " 0").partition(" ")
+                seq_no = int(last) + 1
+                write_rows(
+                    con,
+                    {
+                        self._feed_key(seq_no): _dumps([key[0], key[1], qa_id]),
+                        head_key: f"{epoch or uuid.uuid4().hex} {seq_no}",
+                    },
+                    now,
+                )
+                if seq_no > self.feed_keep:
+                    con.execute(
+                        "DELETE FROM Cache WHERE key = ? AND raw = 1",
+                        (self._feed_key(seq_no - self.feed_keep),),
+                    )
+                con.execute("COMMIT")
+                return True, new
+            finally:
+                rollback(con)  # nothing to roll back after the COMMIT
 
     def delete_session(self, key: SessionKey) -> int:
         cache = self.cache
@@ -536,10 +572,7 @@ class DiskBackend(ThreadedAsync):
             con.close()
 
     def close(self) -> None:
-        con = getattr(self._local, "con", None)
-        if con is not None:
-            con.close()
-            self._local.con = None
+        self._rows.close()
         with self._open_lock:
             if self._memory is not None:
                 self._memory.close()
@@ -566,33 +599,3 @@ def _qa_id_of(payload: str | None) -> str | None:
     except (ValueError, TypeError, KeyError):
         return None
     return qa_id if isinstance(qa_id, str) else None
-
-
-_writer_locks: dict[str, threading.Lock] = {}
-_writer_locks_lock = threading.Lock()
-
-
-def _writer_lock(directory: str) -> threading.Lock:
-    """One lock per store directory in this process, shared by every backend object on it."""
-    lock = _writer_locks.get(directory)
-    if lock is None:
-        with _writer_locks_lock:
-            lock = _writer_locks.setdefault(directory, threading.Lock())
-    return lock
-
-
-def _forget_writer_locks() -> None:
-    """In a forked child: a lock another thread of the parent held stays held; start over."""
-    global _writer_locks_lock
-    _writer_locks.clear()
-    _writer_locks_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_writer_locks)
-
-
-def _rollback(con: sqlite3.Connection) -> None:
-    """Roll back if a transaction is still open: SQLite ends one itself on some errors
-    (a full disk), and a ROLLBACK then would hide the real error behind its own."""
-    if con.in_transaction:
-        con.execute("ROLLBACK")

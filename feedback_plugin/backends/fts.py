@@ -102,6 +102,7 @@ class MemoryIndex:
         self._inode: tuple[int, int] | None = None
         self._generation = 0  # bumped when the file is reopened: readers reopen too
         self._readers = threading.local()  # each thread's own read connection (WAL)
+        self._reader_list: list[tuple[int, sqlite3.Connection]] = []  # to close them all
 
     def __repr__(self) -> str:
         return f"MemoryIndex({self.path!r})"
@@ -190,11 +191,18 @@ class MemoryIndex:
         if con is not None and local.key == (os.getpid(), generation):
             return con
         if con is not None and local.key[0] == os.getpid():
-            with contextlib.suppress(sqlite3.Error):
-                con.close()
-        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self._forget_reader(con)
+        con = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        with self._lock:
+            self._reader_list.append((os.getpid(), con))
         local.con, local.key = con, (os.getpid(), generation)
         return con
+
+    def _forget_reader(self, con: sqlite3.Connection) -> None:
+        with self._lock:
+            self._reader_list = [(p, c) for p, c in self._reader_list if c is not con]
+        with contextlib.suppress(sqlite3.Error):
+            con.close()
 
     def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run the read ``fn`` on this thread's connection; heal the file if corrupt."""
@@ -511,8 +519,14 @@ class MemoryIndex:
                 yield owner, unsql_id(session_id), unsql_id(qa_id)
 
     def close(self) -> None:
+        """Close the writer and every thread's reader (the store is closing)."""
         with self._lock:
             self._drop_connection()
+            readers, self._reader_list = self._reader_list, []
+        for pid, con in readers:
+            if pid == os.getpid():  # never a connection inherited through fork
+                with contextlib.suppress(sqlite3.Error):
+                    con.close()
 
 
 def _remove(directory: str, owner: int) -> None:

@@ -395,6 +395,13 @@ def test_one_megabyte_answer(stores: Stores, write_behind: bool) -> None:
     assert got[0].answer == big and got[0].context == [big[:1000], big]
     assert got[0].feedback_score == 4
     assert stores().get_session("s1")[0].answer == big
+    assert store.get_entry("s1", e.qa_id) == got[0]
+    # a small turn that a long correction makes big (diskcache: from a row to a file)
+    small = store.record("s1", "small?", "a", wait=True)
+    assert store.rate("s1", small.qa_id, correction=big).correction == big
+    both = store.get_many([("s1", small.qa_id), ("s1", e.qa_id)])
+    assert [b.correction if b else None for b in both] == [big, None]
+    assert store.rate("s1", small.qa_id, feedback_score=5).correction == big  # stays whole
 
 
 def test_nul_and_emoji_round_trip(stores: Stores) -> None:
