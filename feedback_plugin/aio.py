@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import calls
 from .errors import StoreError, TurnNotFoundError
-from .pool import in_thread
+from .pool import in_writer_thread
 
 if TYPE_CHECKING:
     from .backends.base import Backend, Item, SessionKey
@@ -96,7 +96,7 @@ async def _guard(store: _Store, what: str, work: Awaitable[_T]) -> _T:
 async def _written(store: _Store, scope: tuple[str | None, str | None] | None = None) -> None:
     """Read-your-writes: write what this process queued, off the loop, unless idle."""
     if not store._writer.idle():
-        await in_thread(store._flush_quietly, scope)
+        await in_writer_thread(store._flush_quietly, scope)
 
 
 async def _answered(work: Awaitable[SessionQAEntry]) -> bool:
@@ -246,7 +246,7 @@ class AsyncMethods:
             await _written(self, key)  # a turn queued for it would bring the session back
             removed = await self.backend.adelete_session(key)
             if removed:
-                await in_thread(self._scrub, key)
+                await in_writer_thread(self._scrub, key)
             return removed
 
         return await _guard(self, "delete_session", delete())
@@ -254,19 +254,19 @@ class AsyncMethods:
     async def aflush(self: _Store) -> None:
         """:meth:`flush`, awaited."""
         if not self._writer.idle():
-            await _guard(self, "flush", in_thread(self._writer.flush))
+            await _guard(self, "flush", in_writer_thread(self._writer.flush))
 
     async def aclose(self: _Store) -> None:
         """:meth:`close`, awaited."""
         try:
-            await _guard(self, "close", in_thread(self._writer.close))
+            await _guard(self, "close", in_writer_thread(self._writer.close))
         finally:
             await self.backend.aclose()
 
 
 async def _write_now(store: _Store, items: Sequence[Item]) -> None:
     if not store._writer.idle():
-        await in_thread(store._writer.flush)  # keep the order of turns already queued
+        await in_writer_thread(store._writer.flush)  # keep the order of turns already queued
     await store.backend.aappend(items)
 
 

@@ -44,10 +44,11 @@ def test_every_async_method_has_the_signature_of_its_sync_twin() -> None:
 
 
 def _block_the_pool() -> threading.Event:
-    """Occupy every worker of the library's pool until the returned event is set."""
+    """Occupy every worker thread of the library (both lanes) until the event is set."""
     release = threading.Event()
     for _ in range(pool.WORKERS):
-        pool._executor().submit(release.wait, 30)
+        pool._executor("read").submit(release.wait, 30)
+    pool._executor("write").submit(release.wait, 30)
     return release
 
 

@@ -2,9 +2,10 @@
 
 SQLite (diskcache) has no async driver: its calls are short and release the
 GIL while SQLite works, so each ``a*`` method runs its sync twin in the
-library's small worker pool (:mod:`feedback_plugin.pool`), and the
-event loop keeps ticking. A backend with an async client (Redis) implements
-the ``a*`` methods itself instead of inheriting these.
+library's worker threads (:mod:`feedback_plugin.pool`: reads in its read
+threads, writes in its one write thread), and the event loop keeps ticking.
+A backend with an async client (Redis) implements the ``a*`` methods itself
+instead of inheriting these.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ..pool import in_thread
+from ..pool import in_thread, in_writer_thread
 from .base import Item, SessionKey
 
 __all__ = ["ThreadedAsync"]
@@ -35,7 +36,7 @@ class ThreadedAsync:
     """Mixin: ``aread`` is ``read`` in a worker thread, and so on for every ``a*`` method."""
 
     async def aappend(self: _SyncIO, items: Sequence[Item]) -> None:
-        await in_thread(self.append, items)
+        await in_writer_thread(self.append, items)
 
     async def aread(self: _SyncIO, key: SessionKey, last_n: int | None = None) -> list[str]:
         return await in_thread(self.read, key, last_n)
@@ -49,13 +50,13 @@ class ThreadedAsync:
     async def aupdate(
         self: _SyncIO, key: SessionKey, qa_id: str, change: Callable[[str], str]
     ) -> str | None:
-        return await in_thread(self.update, key, qa_id, change)
+        return await in_writer_thread(self.update, key, qa_id, change)
 
     async def asessions(self: _SyncIO, user: str | None) -> list[str]:
         return await in_thread(self.sessions, user)
 
     async def adelete_session(self: _SyncIO, key: SessionKey) -> int:
-        return await in_thread(self.delete_session, key)
+        return await in_writer_thread(self.delete_session, key)
 
     async def aclose(self: _SyncIO) -> None:
-        await in_thread(self.close)
+        await in_writer_thread(self.close)
