@@ -258,10 +258,11 @@ def guarded_route(
     PATCH, POST, DELETE, else ``read``), the rate limit of that key (429),
     then, on routes that take a body, its content type (415) and its size
     (413, ``max_body_bytes``, default 1 MiB). The caller's user is left in
-    ``request.state.user``. FastAPI parses a JSON body before it runs any
-    dependency, so without this a caller with no key would get a 422 for a
-    malformed body instead of a 401. The dependencies still check the key too
-    (and put it in the OpenAPI schema).
+    ``request.state.user`` (the :class:`Principal` in ``request.state.principal``,
+    which the dependencies then take instead of checking the key again).
+    FastAPI parses a JSON body before it runs any dependency, so without this a
+    caller with no key would get a 422 for a malformed body instead of a 401.
+    The dependencies still declare the key (it is in the OpenAPI schema).
     """
     body_limit = body_limit_setting(max_body_bytes, {})
 
@@ -275,7 +276,7 @@ def guarded_route(
             async def guarded(request: Request) -> Response:
                 who = OPEN if keys is None else authenticate(keys, request)
                 check_scope(who, scope)
-                request.state.user = who.user
+                request.state.user, request.state.principal = who.user, who
                 if rate_limit is not None:
                     client = request.client.host if request.client else "unknown"
                     rate_limit.hit(f"key:{who.key_id}" if who.key_id else f"client:{client}")

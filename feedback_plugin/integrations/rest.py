@@ -69,7 +69,7 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -334,11 +334,13 @@ def create_router(
 
     if auth is None:
         _warn_open()
-
-        async def principal() -> Principal:
-            return OPEN
-
         auth_codes: tuple[int, ...] = ()
+
+        def scoped(scope: str) -> Callable[..., Awaitable[str | None]]:
+            async def user() -> str | None:
+                return OPEN.user
+
+            return user
     else:
         keys = auth
         bearer = HTTPBearer(
@@ -346,27 +348,28 @@ def create_router(
             scheme_name="ApiKey",
             description="an API key mapped to one user: `Authorization: Bearer <key>`",
         )
-
-        async def principal(  # type: ignore[misc]
-            request: Request,
-            _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-        ) -> Principal:
-            return authenticate(keys, request)
-
         auth_codes = (401, 403)
+
+        # The route class has checked the key and its scope before the body was read,
+        # and left the Principal on the request; the dependency takes it from there
+        # (and declares the key for the OpenAPI schema).
+        def scoped(scope: str) -> Callable[..., Awaitable[str | None]]:
+            async def user(
+                request: Request,
+                _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+            ) -> str | None:
+                who = getattr(request.state, "principal", None)
+                if not isinstance(who, Principal):
+                    who = authenticate(keys, request)
+                check_scope(who, scope)
+                return who.user
+
+            return user
+
     limiter = rate_limit_setting(rate_limit, {})
     if limiter is not None:
         auth_codes = (*auth_codes, 429)
     route_class = guarded_route(auth, max_body_bytes=max_body_bytes, rate_limit=limiter)
-
-    # The dependencies and routes are coroutines: they run on the event loop, and
-    # the store's work goes to its own worker threads through its async methods.
-    def scoped(scope: str) -> Callable[[Principal], Awaitable[str | None]]:
-        async def user(who: Annotated[Principal, Depends(principal)]) -> str | None:
-            check_scope(who, scope)
-            return who.user
-
-        return user
 
     Reader = Annotated[str | None, Depends(scoped("read"))]
     Writer = Annotated[str | None, Depends(scoped("feedback"))]
@@ -447,9 +450,10 @@ def create_router(
         user: Reader,
         session_id: SessionId,
         last_n: Annotated[int | None, Query(ge=0, description="only the newest n turns")] = None,
-    ) -> list[SessionQAEntry]:
+    ) -> Response:
         with store_errors("get session"):
-            return await store.aget_session(session_id, user=user, last_n=last_n)
+            turns = await store.aget_session(session_id, user=user, last_n=last_n)
+        return _turns_json(turns)
 
     @router.get(
         "/turns/{qa_id:path}",
@@ -457,9 +461,9 @@ def create_router(
         summary="One turn",
         responses=_responses(*auth_codes, 404, 503),
     )
-    async def get_turn(user: Reader, qa_id: QaId, session_id: SessionId) -> SessionQAEntry:
+    async def get_turn(user: Reader, qa_id: QaId, session_id: SessionId) -> Response:
         with store_errors("get turn"):
-            return await existing(session_id, qa_id, user)
+            return _turn_json(await existing(session_id, qa_id, user))
 
     @router.put(
         "/turns/{qa_id:path}/feedback",
@@ -469,9 +473,9 @@ def create_router(
     )
     async def put_feedback(
         user: Writer, qa_id: QaId, session_id: SessionId, feedback: FeedbackRequest
-    ) -> SessionQAEntry:
+    ) -> Response:
         with store_errors("add feedback"):  # one write: 404 and 503 come from it
-            return await store.arate(
+            entry = await store.arate(
                 session_id,
                 qa_id,
                 feedback.text,
@@ -479,6 +483,7 @@ def create_router(
                 user=user,
                 correction=feedback.correction,
             )
+        return _turn_json(entry)
 
     @router.delete(
         "/turns/{qa_id:path}/feedback",
@@ -486,9 +491,9 @@ def create_router(
         summary="Clear a turn's feedback (the turn stays); returns the turn",
         responses=_responses(*auth_codes, 404, 503),
     )
-    async def delete_feedback(user: Writer, qa_id: QaId, session_id: SessionId) -> SessionQAEntry:
+    async def delete_feedback(user: Writer, qa_id: QaId, session_id: SessionId) -> Response:
         with store_errors("delete feedback"):
-            return await store.aclear_rating(session_id, qa_id, user=user)
+            return _turn_json(await store.aclear_rating(session_id, qa_id, user=user))
 
     @router.get(
         "/memory",
@@ -518,6 +523,18 @@ def create_router(
         ]
 
     return router
+
+
+def _turn_json(entry: SessionQAEntry) -> Response:
+    """A turn as its JSON, written by the model's own encoder (the stored layout, which
+    is the response schema): FastAPI's validation and encoding of a returned model
+    cost a rating request about a tenth of its time."""
+    return Response(entry.to_json(), media_type="application/json")
+
+
+def _turns_json(entries: list[SessionQAEntry]) -> Response:
+    body = "[" + ",".join(entry.to_json() for entry in entries) + "]"
+    return Response(body, media_type="application/json")
 
 
 def closing_store(store: SessionStore | None) -> Callable[[FastAPI], Any]:
