@@ -183,7 +183,7 @@ def test_writers_in_one_process_take_turns_without_sqlite_busy_waits(tmp_path: P
             for _ in range(5):
                 for turn in turns:
                     who.rate("s", turn.qa_id, feedback_score=score)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [

@@ -47,9 +47,10 @@ class CountingStore(SessionStore):
 
     memory_queries = 0
 
-    def ready_memory(self) -> MemorySearch:
+    @property
+    def memory(self) -> MemorySearch:  # each memory query takes the store's memory once
         self.memory_queries += 1
-        return super().ready_memory()
+        return super().memory
 
 
 @pytest.fixture(params=["disk", "redis"])

@@ -369,7 +369,7 @@ class DiskBackend(ThreadedAsync):
         try:
             seqs = read_rows(con, qa_keys, now)
             entry_keys = [
-                None if (seq := seqs.get(qa_key)) is None else self._entry_key(key, int(seq))  # type: ignore[call-overload]
+                self._entry_key(key, seq) if isinstance(seq := seqs.get(qa_key), int) else None
                 for (key, _), qa_key in zip(refs, qa_keys, strict=True)
             ]
             payloads = read_rows(con, filter(None, entry_keys), now)

@@ -66,21 +66,12 @@ import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
 
 from ..errors import (
     ArgumentTypeError,
@@ -93,21 +84,11 @@ from ..errors import (
 from ..memory.retriever import asearch_memory
 from ..models import (
     MAX_ID_LENGTH,
-    MAX_SCORE,
-    MAX_TEXT_LENGTH,
-    MIN_SCORE,
     SessionQAEntry,
-    check_feedback,
-    check_score,
 )
 from ..ratings import (
     NEGATIVE_MAX_SCORE,
-    NEGATIVE_SCORE,
     POSITIVE_MIN_SCORE,
-    POSITIVE_SCORE,
-    is_negative,
-    is_positive,
-    is_rated,
     thresholds,
 )
 from ..store import SessionStore
@@ -132,99 +113,22 @@ from .guards import (
     install_json_errors,
     rate_limit_setting,
 )
+from .rest_models import (
+    KEEP,
+    ErrorResponse,
+    FeedbackFilter,
+    FeedbackRequest,
+    MemoryHit,
+    Ratings,
+    SessionSummary,
+    summary,
+)
 
 __all__ = ["ApiKeyAuth", "authorize", "create_app", "create_router", "guarded_route"]
 
 log = logging.getLogger("feedback_plugin")
 
 MAX_MEMORY_K = 50
-
-
-# -- request and response models ---------------------------------------------
-
-
-class ErrorResponse(BaseModel):
-    """Every error except a 422: ``{"detail": "what went wrong"}``."""
-
-    detail: str
-
-
-_Text = Annotated[str, WithJsonSchema({"type": "string", "maxLength": MAX_TEXT_LENGTH})]
-"""A text field. Its length is checked by ``check_feedback`` (the store's own rule),
-not by pydantic: a length constraint makes pydantic refuse lone surrogates."""
-
-
-class FeedbackRequest(BaseModel):
-    """Feedback on one turn: a score *or* thumbs, and/or a comment and a correction.
-
-    Only the fields given change; at least one must carry something.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    score: int | None = Field(
-        default=None, ge=MIN_SCORE, le=MAX_SCORE, description="rating 1–5 (an integer)"
-    )
-    thumbs: Literal["up", "down"] | None = Field(
-        default=None, description="thumbs up stores score 5, thumbs down score 1"
-    )
-    text: _Text | None = Field(default=None, description="free-form comment")
-    correction: _Text | None = Field(default=None, description="the right answer, if it was wrong")
-
-    @field_validator("score", mode="before")  # before: no lax coercion of True, 3.0, "4"
-    @classmethod
-    def _score(cls, value: object) -> int | None:
-        return check_score(value)
-
-    @model_validator(mode="after")
-    def _one_rating(self) -> "FeedbackRequest":
-        if self.score is not None and self.thumbs is not None:
-            raise InvalidFeedbackError("give score or thumbs, not both")
-        check_feedback(self.text, self.effective_score, self.correction)
-        return self
-
-    @property
-    def effective_score(self) -> int | None:
-        """The score to store: ``score``, or what the thumbs stand for."""
-        if self.thumbs is not None:
-            return POSITIVE_SCORE if self.thumbs == "up" else NEGATIVE_SCORE
-        return self.score
-
-
-class SessionSummary(BaseModel):
-    """One session of the caller and how its turns were rated."""
-
-    session_id: str
-    turns: int = Field(description="number of turns")
-    positive: int = Field(description=f"turns with score >= {POSITIVE_MIN_SCORE}")
-    negative: int = Field(description=f"turns with score <= {NEGATIVE_MAX_SCORE}")
-    unrated: int = Field(description="turns without a score")
-    last_time: datetime | None = Field(description="when the newest turn was recorded")
-
-
-class Ratings(BaseModel):
-    """The score scale and what counts as positive and negative (``feedback_plugin.ratings``)."""
-
-    min_score: int = Field(description="the lowest score")
-    max_score: int = Field(description="the highest score")
-    positive_score: int = Field(description="what thumbs up stores")
-    negative_score: int = Field(description="what thumbs down stores")
-    positive_min_score: int = Field(description="a score at least this is positive (liked)")
-    negative_max_score: int = Field(description="a score at most this is negative")
-
-
-class MemoryHit(BaseModel):
-    """A remembered (positively rated or corrected) turn and its relevance to the query."""
-
-    qa_id: str
-    session_id: str
-    question: str
-    answer: str = Field(description="the corrected answer when one was given, else the answer")
-    feedback_score: int | None
-    relevance: float
-
-
-FeedbackFilter = Literal["any", "positive", "negative", "unrated"]
 
 
 # -- the router ----------------------------------------------------------------
@@ -284,26 +188,6 @@ def store_errors(where: str) -> Iterator[None]:
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("query",), "msg": str(exc), "input": None}]
         ) from exc
-
-
-def _summary(session_id: str, entries: list[SessionQAEntry]) -> SessionSummary:
-    scores = [e.feedback_score for e in entries]
-    return SessionSummary(
-        session_id=session_id,
-        turns=len(entries),
-        positive=sum(1 for s in scores if is_positive(s)),
-        negative=sum(1 for s in scores if is_negative(s)),
-        unrated=sum(1 for s in scores if not is_rated(s)),
-        last_time=max((e.time for e in entries), default=None),
-    )
-
-
-_KEEP: dict[str, Callable[[SessionSummary], bool]] = {
-    "any": lambda s: True,
-    "positive": lambda s: s.positive > 0,
-    "negative": lambda s: s.negative > 0,
-    "unrated": lambda s: s.unrated > 0,
-}
 
 
 def create_router(
@@ -431,13 +315,13 @@ def create_router(
             ),
         ] = "any",
     ) -> list[SessionSummary]:
-        keep = _KEEP[feedback]
+        keep = KEEP[feedback]
         out = []
         with store_errors("list sessions"):
             for session_id in await store.alist_sessions(user=user):
-                summary = _summary(session_id, await store.aget_session(session_id, user=user))
-                if summary.turns and keep(summary):
-                    out.append(summary)
+                found = summary(session_id, await store.aget_session(session_id, user=user))
+                if found.turns and keep(found):
+                    out.append(found)
         return out
 
     @router.get(

@@ -38,7 +38,8 @@ from ..guards import (
     rate_limit_setting,
 )
 from ..offline_model import OFFLINE_RESPONDER, OfflineChatModel
-from ..rest import Ratings, closing_store, create_router, store_errors
+from ..rest import closing_store, create_router, store_errors
+from ..rest_models import Ratings
 from .agent import CHAT_FAILED, ChatAgent, event_lines
 from .content import (
     SUGGESTIONS,

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 from ...errors import InvalidArgumentError, InvalidIdError
 from ...models import MAX_ID_LENGTH
 from ..offline_model import OFFLINE_RESPONDER
-from ..rest import Ratings
+from ..rest_models import Ratings
 
 __all__ = [
     "MAX_QUESTION",
