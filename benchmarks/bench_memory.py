@@ -10,6 +10,8 @@ Run from the repository root (inside the project's venv)::
     python benchmarks/bench_memory.py --profile /tmp/prof   # + cProfile of (a) and (d)
     python benchmarks/bench_memory.py --backend redis       # the same on Redis (30,000 positive)
     python benchmarks/bench_memory.py --backend redis --redis redis://host:6379/15
+    python benchmarks/bench_memory.py --only recall        # (e) alone: recall by meaning
+    python benchmarks/bench_memory.py --only recall --embeddings fake   # code path only
 
 It prints one markdown table and a PASS/FAIL line per target, and always
 exits 0: a failed target is a finding to report, not a crash. The header
@@ -58,6 +60,32 @@ What is measured
     builds the index from a full scan. Target <= 30 s. Checks: the rebuilt
     index holds every rated turn, and 50 queries return the same top 5 as
     before the rebuild.
+(e) Recall by meaning, on stores of its own (diskcache, temp dirs, one user, every
+    turn liked with score 5), three ways side by side: BM25 only
+    (``search_memory(store, q, k=5)``), hybrid (``embeddings=emb``) and vectors only
+    (``embeddings=emb, lexical=False``; "n/a" while ``search_memory`` has no
+    ``lexical``), each with its recall@5 and p50/p95 query latency (query embedding
+    included; ``emb.embed_query`` alone is timed too).
+
+    - Paraphrases: ``benchmarks/data/paraphrases.json``, 66+ help-centre questions
+      with answers, each with a query that asks the same in other words and shares
+      no content word or stem with the question (``tests/test_paraphrase_set.py``
+      checks that), stored first, then 1,000 liked distractors from
+      :func:`distractors` (other questions of the same app, many naming what the
+      queries name). Target: hybrid recall@5 >= 0.90 with the local model.
+    - Reworded: 1,500 liked turns of the (c) kind and 200 reworded queries of them
+      (``--quick``: 500 and 50). Target: hybrid recall@5 >= 0.98 and no lower than
+      BM25 only.
+
+    The model is ``feedback_plugin.embeddings.local()`` when it imports; otherwise
+    ``DeterministicFakeEmbedding`` only exercises the code and the rows say "fake
+    embeddings: not a recall figure" (targets shown for information). Before the
+    queries are timed every turn gets its vector, and that "index build" is
+    reported: with a library that embeds remembered turns in the background
+    (``store.memory.wait_embedded``), the wait after the first hybrid query; without
+    one, a first pass of every query (vectors are made for each query's
+    candidates) and ``embed_documents`` of every turn, timed on its own.
+    ``--only recall`` runs (e) alone; every run ends with it.
 
 On Redis (``--backend redis``)
 ------------------------------
@@ -84,6 +112,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import inspect
 import io
 import json
 import multiprocessing as mp
@@ -138,6 +167,9 @@ class Settings:
     cross_process_trials: int = 50
     recall_queries: int = 500
     same_results_queries: int = 50
+    distractors: int = 1_000  # (e): liked distractor turns beside the paraphrase pairs
+    reworded_turns: int = 1_500  # (e): liked turns of the (c) kind, one user
+    reworded_queries: int = 200  # (e): reworded queries of them
     seed: int = 20240601
 
 
@@ -150,6 +182,8 @@ def quick_settings() -> Settings:
         cross_process_trials=10,
         recall_queries=200,
         same_results_queries=20,
+        reworded_turns=500,
+        reworded_queries=50,
     )
 
 
@@ -1048,18 +1082,608 @@ def bench_build(
     return store
 
 
+# -- (e) recall by meaning ------------------------------------------------------------------
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+PARAPHRASES = DATA_DIR / "paraphrases.json"
+PARAPHRASE_RECALL_MIN = 0.90  # hybrid, with the local model
+REWORDED_RECALL_MIN = 0.98  # hybrid, and no lower than BM25 alone
+RECALL_USER = "reader"  # every turn of the (e) stores belongs to this one user
+EMBED_WAIT_S = 1_800.0  # longest wait for the background embedding of a store
+MODES = ("bm25", "hybrid", "vectors")
+MODE_NAMES = {"bm25": "BM25 only", "hybrid": "hybrid", "vectors": "vectors only"}
+NO_LEXICAL = "n/a (search_memory has no lexical= yet)"
+
+# Distractors: other help-centre questions of the same app, many of them naming things
+# the paraphrase queries name (login, inbox, pages, receipts, session, PIN...), so that
+# word matching is tempted away from the stored pair the query means.
+D_ACTIONS = [
+    "rename",
+    "pin",
+    "hide",
+    "reorder",
+    "customise",
+    "colour-code",
+    "filter",
+    "sort",
+    "preview",
+    "resize",
+    "star",
+    "duplicate",
+    "archive",
+    "comment on",
+    "highlight",
+    "translate",
+    "bookmark",
+    "collapse",
+    "search",
+    "mention someone in",
+]
+D_OBJECTS = [
+    "the login screen background",
+    "a credentials hint",
+    "the inbox digest",
+    "the premium tier badge",
+    "a bank statement attachment",
+    "the mobile widget",
+    "the computer name in the device list",
+    "a coworker's cursor colour",
+    "a binder cover image",
+    "the pages list",
+    "a guest's display name",
+    "the URL of a page",
+    "a printable document layout",
+    "a plain-text snippet",
+    "the formatting toolbar",
+    "the template gallery",
+    "the alerts sound",
+    "the pings badge",
+    "the information panel",
+    "the 2FA prompt",
+    "a phone in my device list",
+    "an iPad keyboard shortcut",
+    "a PC keyboard shortcut",
+    "the Samsung home-screen widget",
+    "the Gmail add-on",
+    "a to-do item",
+    "the team chat channel list",
+    "a secret key label",
+    "the scripts console",
+    "a workflow",
+    "the checkout page",
+    "the Visa card nickname",
+    "the tax ID field",
+    "the sidebar menu",
+    "the black theme accent colour",
+    "the text colour of a heading",
+    "paragraph spacing",
+    "a tick box",
+    "a voice memo title",
+    "a lecture notes template",
+    "a blog post cover image",
+    "the activity log",
+    "a collaborator's avatar",
+    "an external client's folder",
+    "a page title",
+    "a folder icon",
+    "a label",
+    "the trash bin view",
+    "the history panel",
+    "the session list",
+    "my profile photo",
+    "the space allowance meter",
+    "the upload queue",
+    "the help widget",
+    "the status badge",
+    "the organisation logo",
+    "the employee directory",
+    "the membership card",
+    "the receipts list in the billing tab",
+    "the PIN pad",
+]
+D_CONTEXTS = [
+    "in the web app",
+    "on Android",
+    "on an iPhone",
+    "in the desktop app",
+    "for the whole workspace",
+    "for a single notebook",
+    "in a shared notebook",
+    "from the keyboard",
+    "in the weekly digest",
+    "on a tablet",
+    "in compact view",
+    "in the sidebar",
+    "for new members",
+    "in a template",
+    "while presenting",
+    "in split view",
+    "for guests",
+    "on a Chromebook",
+]
+D_ACTION_STEMS = [
+    "How do I {v} {o} {c}?",
+    "Can I {v} {o} {c}?",
+    "Is it possible to {v} {o} {c}?",
+    "Where is the option to {v} {o} {c}?",
+    "What's the quickest way to {v} {o} {c}?",
+    "Why can't I {v} {o} {c}?",
+]
+D_PROBLEMS = [
+    "greyed out",
+    "missing",
+    "out of date",
+    "showing twice",
+    "slow to load",
+    "in the wrong language",
+    "blank",
+    "cut off",
+]
+D_FIXES = [
+    "sign out and back in",
+    "update to the latest version",
+    "ask a workspace admin to check your role",
+    "turn it off and on again under Settings > Labs",
+    "clear the filter at the top of the list",
+    "wait for the next sync (a few seconds) and reload",
+]
+D_PLANS = ["on every plan", "on Pro and Team plans", "on Team plans only", "in the beta channel"]
+
+
+def _cap(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
+def distractors(count: int, seed: int) -> list[tuple[str, str]]:
+    """``count`` distinct help-centre (question, answer) pairs, deterministic for ``seed``.
+
+    Three kinds: how-to questions (an action on a thing of the app, somewhere), "why is
+    it ..." problems, and "does it work ..." questions; many name what the paraphrase
+    queries name, none asks what a stored pair asks.
+    """
+    rng = random.Random(seed)
+    out: dict[str, str] = {}
+    while len(out) < count:
+        o, c = rng.choice(D_OBJECTS), rng.choice(D_CONTEXTS)
+        menu, sub, tip = rng.choice(MENUS), rng.choice(SUBMENUS), rng.choice(TIPS)
+        kind = rng.random()
+        if kind < 0.6:
+            v = rng.choice(D_ACTIONS)
+            q = rng.choice(D_ACTION_STEMS).format(v=v, o=o, c=c)
+            a = f'To {v} {o} {c}, open {menu} > {sub} and choose "{_cap(v)}". {tip}'
+        elif kind < 0.8:
+            p = rng.choice(D_PROBLEMS)
+            q = f"Why is {o} {p} {c}?"
+            a = f"When {o} is {p} {c}, {rng.choice(D_FIXES)}. {tip}"
+        else:
+            q = rng.choice(("Does {o} work {c}?", "Is {o} available {c}?")).format(o=o, c=c)
+            a = (
+                f"{_cap(o)} is available {c} {rng.choice(D_PLANS)}; "
+                f"find it under {menu} > {sub}. {tip}"
+            )
+        out.setdefault(q, a)
+    return list(out.items())
+
+
+def load_paraphrases() -> list[dict[str, str]]:
+    pairs: list[dict[str, str]] = json.loads(PARAPHRASES.read_text(encoding="utf-8"))["pairs"]
+    return pairs
+
+
+@dataclass
+class Embedder:
+    """The embedding model of (e): the local model, or a fake one that only exercises code."""
+
+    model: Any
+    real: bool
+    name: str
+    load_s: float
+    note: str = ""
+
+
+def load_embeddings(choice: str) -> Embedder:
+    """``feedback_plugin.embeddings.local()`` when it imports (``choice`` "auto" or "local"),
+    else ``DeterministicFakeEmbedding(size=384)``: vectors of hashes, no meaning."""
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    note = ""
+    if choice != "fake":
+        start = time.perf_counter()
+        try:
+            from feedback_plugin.embeddings import local  # type: ignore[import-not-found]
+
+            model = local()
+            model.embed_query("warm-up")  # the first embedding imports and loads the model
+        except Exception as exc:  # ImportError, or the model cannot be loaded
+            note = f"the local model is not installed ({type(exc).__name__}: {exc})"
+            if choice == "local":
+                raise SystemExit(f"--embeddings local: {note}") from exc
+            log(f"(e) {note}: fake embeddings, to exercise the code only")
+        else:
+            load_s = time.perf_counter() - start
+            name = next(
+                (
+                    str(getattr(model, attr))
+                    for attr in ("model_name", "model", "name")
+                    if isinstance(getattr(model, attr, None), str)
+                ),
+                "",
+            )
+            return Embedder(model, True, f"{type(model).__name__}({name})", load_s)
+    else:
+        note = "--embeddings fake"
+    model = DeterministicFakeEmbedding(size=384)
+    return Embedder(model, False, "DeterministicFakeEmbedding(size=384)", 0.0, note)
+
+
+def has_lexical_switch() -> bool:
+    from feedback_plugin.memory import search_memory
+
+    return "lexical" in inspect.signature(search_memory).parameters
+
+
+def memory_store(where: Where, turns: list[tuple[str, str]], prefix: str) -> list[str]:
+    """Record ``turns`` (question, answer) for :data:`RECALL_USER`, rate each 5; their qa_ids.
+
+    Recorded in order, so the first turns are the oldest (the paraphrase pairs go first:
+    none of them is among the most recent turns a semantic search may also consider).
+    """
+    store = where.open()
+    try:
+        ids = []
+        for i, (question, answer) in enumerate(turns):
+            sid = f"{prefix}{i // TURNS_PER_SESSION:04d}"
+            ids.append(store.record(sid, question, answer, user=RECALL_USER).qa_id)
+        store.flush()
+        for i, qa_id in enumerate(ids):
+            sid = f"{prefix}{i // TURNS_PER_SESSION:04d}"
+            store.add_feedback(sid, qa_id, "helpful", 5, user=RECALL_USER)
+        store.ready_memory()
+    finally:
+        store.close()
+    return ids
+
+
+@dataclass
+class ModeResult:
+    recall: float | None = None  # None: the mode is not available
+    hits: int = 0
+    times: list[float] = field(default_factory=list)
+    misses: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        if self.recall is None:
+            return {"available": False}
+        return {
+            "recall_at_5": self.recall,
+            "hits": self.hits,
+            "p50_ms": ms(statistics.median(self.times)),
+            "p95_ms": ms(pct(self.times, 0.95)),
+            "sample_misses": self.misses[:5],
+        }
+
+
+def recall_modes(
+    store: SessionStore, emb: Any, queries: list[tuple[str, str]], lexical: bool
+) -> dict[str, ModeResult]:
+    """recall@5 and per-query latency of each mode over ``queries`` ((query, expected qa_id))."""
+    from feedback_plugin.memory import search_memory
+
+    calls: dict[str, Callable[[str], Any] | None] = {
+        "bm25": lambda q: search_memory(store, q, k=5, user=RECALL_USER),
+        "hybrid": lambda q: search_memory(store, q, k=5, user=RECALL_USER, embeddings=emb),
+        "vectors": (
+            (
+                lambda q: search_memory(
+                    store, q, k=5, user=RECALL_USER, embeddings=emb, lexical=False
+                )
+            )
+            if lexical
+            else None
+        ),
+    }
+    out: dict[str, ModeResult] = {}
+    clock = time.perf_counter
+    for mode, call in calls.items():
+        res = out[mode] = ModeResult()
+        if call is None:
+            continue
+        for query, expected in queries:
+            start = clock()
+            found = call(query)
+            res.times.append(clock() - start)
+            hit = expected in [entry.qa_id for entry, _ in found]
+            res.hits += hit
+            if not hit:
+                res.misses.append(query)
+        res.recall = res.hits / len(queries)
+    return out
+
+
+def embed_vectors(
+    store: SessionStore, emb: Embedder, queries: list[str], texts: list[str], lexical: bool
+) -> dict[str, Any]:
+    """Get every turn of ``store`` a vector before queries are timed ("index build").
+
+    With a library that embeds remembered turns in the background
+    (``store.memory.wait_embedded``), the first hybrid query hands it the model and the
+    wait is timed. Without one, vectors are computed on the query path for each query's
+    candidates: one untimed pass of every query (hybrid, then vectors only) caches them,
+    and embedding every turn's text at once is timed on its own as the cost of a full
+    vector index.
+    """
+    from feedback_plugin.memory import search_memory
+
+    memory = store.memory
+    wait = getattr(memory, "wait_embedded", None)
+    start = time.perf_counter()
+    search_memory(store, queries[0], k=5, user=RECALL_USER, embeddings=emb.model)
+    first_s = time.perf_counter() - start
+    if callable(wait):
+        w0 = time.perf_counter()
+        done = bool(wait(EMBED_WAIT_S))
+        wait_s = time.perf_counter() - w0
+        return {
+            "how": "background",
+            "first_query_s": first_s,
+            "wait_s": wait_s,
+            "total_s": first_s + wait_s,
+            "complete": done,
+            "turns": len(texts),
+        }
+    w0 = time.perf_counter()
+    for q in queries[1:]:
+        search_memory(store, q, k=5, user=RECALL_USER, embeddings=emb.model)
+    if lexical:
+        for q in queries:
+            search_memory(store, q, k=5, user=RECALL_USER, embeddings=emb.model, lexical=False)
+    warm_s = time.perf_counter() - w0 + first_s
+    d0 = time.perf_counter()
+    for i in range(0, len(texts), 64):
+        emb.model.embed_documents(texts[i : i + 64])
+    direct_s = time.perf_counter() - d0
+    return {
+        "how": "on the query path",
+        "first_query_s": first_s,
+        "warm_pass_s": warm_s,
+        "embed_all_s": direct_s,
+        "turns": len(texts),
+    }
+
+
+def describe_build(b: dict[str, Any]) -> str:
+    n = b["turns"]
+    if b["how"] == "background":
+        return (
+            f"background embedding of {n:,} turns: {b['total_s']:.1f} s "
+            f"({n / max(b['total_s'], 1e-9):,.0f} turns/s; first hybrid query "
+            f"{b['first_query_s']:.2f} s, then wait_embedded() {b['wait_s']:.1f} s"
+            + ("" if b["complete"] else f", TIMED OUT after {EMBED_WAIT_S:g} s")
+            + ")"
+        )
+    return (
+        f"no background embedding (store.memory has no wait_embedded): vectors made on "
+        f"the query path, a first pass of every query {b['warm_pass_s']:.1f} s "
+        f"(first query {b['first_query_s']:.2f} s); embed_documents of all {n:,} turns "
+        f"directly: {b['embed_all_s']:.1f} s ({n / max(b['embed_all_s'], 1e-9):,.0f} turns/s)"
+    )
+
+
+def run_recall_set(
+    label: str,
+    where: Where,
+    turns: list[tuple[str, str]],
+    queries: list[tuple[str, int]],
+    emb: Embedder,
+    lexical: bool,
+    rep: Report,
+) -> dict[str, Any]:
+    """One (e) store: record and rate ``turns``, give them vectors, then every mode."""
+    from feedback_plugin.memory.retriever import entry_document
+
+    log(f"(e) {label}: recording and rating {len(turns):,} turns")
+    start = time.perf_counter()
+    ids = memory_store(where, turns, prefix=f"{label[:4]}-")
+    setup_s = time.perf_counter() - start
+    store = where.open()
+    try:
+        texts = [
+            entry_document(e, 0.0).page_content
+            for e in store.iter_entries()
+            if e.user_id == RECALL_USER
+        ]
+        timed = [(q, ids[i]) for q, i in queries]
+        log(f"(e) {label}: vectors for {len(turns):,} turns ({emb.name})")
+        build = embed_vectors(store, emb, [q for q, _ in timed], texts, lexical)
+        rep.mark_load(f"(e) {label}")
+        log(f"(e) {label}: {len(timed)} queries x {len(MODES)} modes")
+        modes = recall_modes(store, emb.model, timed, lexical)
+    finally:
+        store.close()
+    return {"setup_s": setup_s, "build": build, "modes": modes, "queries": len(timed)}
+
+
+def bench_meaning(s: Settings, rep: Report, base: Path, choice: str) -> None:
+    """(e) recall@5 by meaning: BM25 only, hybrid and vectors only, side by side."""
+    rep.mark_load("(e)")
+    emb = load_embeddings(choice)
+    lexical = has_lexical_switch()
+    fake = "" if emb.real else " (fake embeddings: not a recall figure)"
+    log(f"(e) embeddings: {emb.name}" + (f" (loaded in {emb.load_s:.1f} s)" if emb.real else ""))
+
+    pairs = load_paraphrases()
+    extra = distractors(s.distractors, s.seed + 5)
+    stored = [(p["stored_question"], p["stored_answer"]) for p in pairs]
+    para = run_recall_set(
+        "paraphrases",
+        Where("disk", str(base / "recall-paraphrases")),
+        stored + extra,
+        [(p["query"], i) for i, p in enumerate(pairs)],
+        emb,
+        lexical,
+        rep,
+    )
+
+    rng = random.Random(s.seed + 6)
+    rew_turns = [make_turn(c, RECALL_USER, "", rng) for c in contents(rng, s.reworded_turns)]
+    picks = rng.sample(range(len(rew_turns)), min(s.reworded_queries, len(rew_turns)))
+    rew = run_recall_set(
+        "reworded",
+        Where("disk", str(base / "recall-reworded")),
+        [(t.question, t.answer) for t in rew_turns],
+        [(reword(rew_turns[i].content, rng)[0], i) for i in picks],
+        emb,
+        lexical,
+        rep,
+    )
+
+    # The query's own embedding, alone (part of every hybrid and vectors-only query).
+    qtimes = []
+    for p in pairs:
+        start = time.perf_counter()
+        emb.model.embed_query(p["query"])
+        qtimes.append(time.perf_counter() - start)
+
+    def recall_cell(r: ModeResult) -> str:
+        return NO_LEXICAL if r.recall is None else f"{r.recall:.3f} ({r.hits})"
+
+    def latency_cell(r: ModeResult) -> str:
+        if r.recall is None:
+            return "n/a"
+        return f"{ms(statistics.median(r.times)):.1f} / {ms(pct(r.times, 0.95)):.1f} ms"
+
+    def cells(res: dict[str, Any], fn: Callable[[ModeResult], str]) -> str:
+        return "; ".join(f"{MODE_NAMES[m]} {fn(res['modes'][m])}" for m in MODES)
+
+    n_pairs, n_extra = len(pairs), len(extra)
+    rep.add(
+        f"(e) embedding model{fake}",
+        emb.name
+        + (f", loaded in {emb.load_s:.1f} s" if emb.real else "")
+        + (f"; {emb.note}" if emb.note else ""),
+    )
+    rep.add(
+        f"(e) paraphrases: {n_pairs} stored pairs + {n_extra:,} distractors, liked (5), "
+        "one user: record + rate",
+        f"{para['setup_s']:.1f} s",
+    )
+    rep.add("(e) ... vectors, index build", describe_build(para["build"]))
+    hybrid = para["modes"]["hybrid"].recall or 0.0
+    rep.add(
+        f"(e) paraphrase recall@5 ({para['queries']} queries; no word shared with the "
+        f"stored question){fake}",
+        cells(para, recall_cell),
+        f">= {PARAPHRASE_RECALL_MIN} (hybrid)" + (" (info)" if fake else ""),
+        hybrid >= PARAPHRASE_RECALL_MIN,
+        info=bool(fake),
+    )
+    rep.add(
+        "(e) ... paraphrase query latency p50 / p95 (query embedding included)",
+        cells(para, latency_cell),
+    )
+    rep.add(
+        f"(e) ... embed_query alone ({len(qtimes)} paraphrase queries), p50 / p95",
+        f"{ms(statistics.median(qtimes)):.1f} / {ms(pct(qtimes, 0.95)):.1f} ms",
+    )
+    rep.add(
+        f"(e) reworded: {s.reworded_turns:,} liked turns of the (c) kind, one user: record + rate",
+        f"{rew['setup_s']:.1f} s",
+    )
+    rep.add("(e) ... vectors, index build", describe_build(rew["build"]))
+    r_bm25 = rew["modes"]["bm25"].recall or 0.0
+    r_hybrid = rew["modes"]["hybrid"].recall or 0.0
+    rep.add(
+        f"(e) reworded recall@5 ({rew['queries']} queries, as in (c)){fake}",
+        cells(rew, recall_cell),
+        f">= {REWORDED_RECALL_MIN} (hybrid), hybrid >= BM25" + (" (info)" if fake else ""),
+        r_hybrid >= REWORDED_RECALL_MIN and r_hybrid >= r_bm25,
+        info=bool(fake),
+    )
+    rep.add(
+        "(e) ... reworded query latency p50 / p95 (query embedding included)",
+        cells(rew, latency_cell),
+    )
+    rep.data["meaning"] = {
+        "model": emb.name,
+        "real_model": emb.real,
+        "model_load_s": emb.load_s,
+        "note": emb.note,
+        "lexical_switch": lexical,
+        "embed_query_p50_ms": ms(statistics.median(qtimes)),
+        "embed_query_p95_ms": ms(pct(qtimes, 0.95)),
+        "side_by_side": side_by_side(para, rew, qtimes, fake),
+    }
+    for name, res in (("paraphrases", para), ("reworded", rew)):
+        rep.data["meaning"][name] = {
+            "setup_s": res["setup_s"],
+            "build": res["build"],
+            "queries": res["queries"],
+            "modes": {m: res["modes"][m].summary() for m in MODES},
+        }
+    for m in para["modes"]["hybrid"].misses[:5]:
+        log(f"  (e) hybrid paraphrase miss: {m!r}")
+
+
+def side_by_side(
+    para: dict[str, Any], rew: dict[str, Any], qtimes: list[float], fake: str
+) -> list[list[str]]:
+    """(e) as a table: a row per measure, a column per mode."""
+
+    def row(name: str, res: dict[str, Any], fn: Callable[[ModeResult], str]) -> list[str]:
+        return [name, *(fn(res["modes"][m]) for m in MODES)]
+
+    def rec(r: ModeResult) -> str:
+        return "n/a" if r.recall is None else f"{r.recall:.3f}"
+
+    def lat(r: ModeResult) -> str:
+        if r.recall is None:
+            return "n/a"
+        return f"{ms(statistics.median(r.times)):.1f} / {ms(pct(r.times, 0.95)):.1f}"
+
+    q = f"{ms(statistics.median(qtimes)):.1f} / {ms(pct(qtimes, 0.95)):.1f}"
+    return [
+        [f"(e) recall by meaning{fake}", *(MODE_NAMES[m] for m in MODES)],
+        row(f"paraphrases: recall@5 ({para['queries']} queries)", para, rec),
+        row("paraphrases: latency p50 / p95, ms", para, lat),
+        row(f"reworded: recall@5 ({rew['queries']} queries)", rew, rec),
+        row("reworded: latency p50 / p95, ms", rew, lat),
+        ["embed_query alone, p50 / p95, ms", "-", q, q],
+    ]
+
+
+def print_side_by_side(table: list[list[str]], lexical: bool) -> None:
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    print()
+    print(line(table[0]))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in table[1:]:
+        print(line(r))
+    if not lexical:
+        print(f"\nvectors only: {NO_LEXICAL}")
+
+
 # -- main -------------------------------------------------------------------------------------
 
 
-def print_table(rep: Report, s: Settings, quick: bool, where: Where) -> None:
+def print_table(rep: Report, s: Settings, quick: bool, where: Where, only: str | None) -> None:
     import diskcache
     import langchain_core
     import pydantic
 
-    print(
-        f"\n## feedback_plugin positive-memory benchmark ({s.n:,} turns"
-        f"{', Redis backend' if where.redis else ''}{', --quick' if quick else ''})\n"
-    )
+    if only == "recall":
+        print(
+            "\n## feedback_plugin positive-memory benchmark, (e) recall by meaning only"
+            f"{' (--quick)' if quick else ''}\n"
+        )
+    else:
+        print(
+            f"\n## feedback_plugin positive-memory benchmark ({s.n:,} turns"
+            f"{', Redis backend' if where.redis else ''}{', --quick' if quick else ''})\n"
+        )
     if where.redis:
         redis_info = rep.data.get("redis", {})
         print(
@@ -1073,8 +1697,13 @@ def print_table(rep: Report, s: Settings, quick: bool, where: Where) -> None:
         f"Python {platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}, "
         f"langchain-core {langchain_core.__version__}, pydantic {pydantic.VERSION}, "
         f"diskcache {diskcache.__version__}, {os.cpu_count()} CPUs, "
-        f"{platform.system()} {platform.machine()}; {s.n // TURNS_PER_SESSION:,} sessions, "
-        f"{USERS} users, {POSITIVE_SHARE:.0%} rated positive, {NEGATIVE_SHARE:.0%} negative.\n"
+        f"{platform.system()} {platform.machine()}; "
+        + (
+            "(e) stores: diskcache, one user, every turn liked (5).\n"
+            if only == "recall"
+            else f"{s.n // TURNS_PER_SESSION:,} sessions, {USERS} users, "
+            f"{POSITIVE_SHARE:.0%} rated positive, {NEGATIVE_SHARE:.0%} negative.\n"
+        )
     )
     if rep.load:
         cpus = os.cpu_count() or 1
@@ -1087,6 +1716,9 @@ def print_table(rep: Report, s: Settings, quick: bool, where: Where) -> None:
             + "\n"
         )
     print_rows(rep.rows)
+    meaning = rep.data.get("meaning")
+    if meaning:
+        print_side_by_side(meaning["side_by_side"], meaning["lexical_switch"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1113,6 +1745,18 @@ def main(argv: list[str] | None = None) -> int:
         default=REDIS_URL,
         help=f"the Redis server for --backend redis (default {REDIS_URL})",
     )
+    parser.add_argument(
+        "--only",
+        choices=("recall",),
+        help="run one section alone: recall = (e) recall by meaning (its own small stores)",
+    )
+    parser.add_argument(
+        "--embeddings",
+        choices=("auto", "local", "fake"),
+        default="auto",
+        help="(e): the local model if installed (auto, default), the local model or fail "
+        "(local), or fake vectors that only exercise the code (fake)",
+    )
     args = parser.parse_args(argv)
     s = quick_settings() if args.quick else Settings()
     if args.n is not None:
@@ -1135,15 +1779,17 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter()
     try:
         rep.mark_load("start")
-        store, data = build(s, where, rep)
-        rep.mark_load("(a)")
-        bench_latency(s, store, data, rep, args.profile)
-        rep.mark_load("(b)")
-        bench_freshness(s, store, data, rep)
-        compare = bench_recall(s, store, data, rep)
-        rep.mark_load("(d)")
-        store = bench_build(s, store, data, rep, compare, args.profile)
-        store.close()
+        if args.only != "recall":
+            store, data = build(s, where, rep)
+            rep.mark_load("(a)")
+            bench_latency(s, store, data, rep, args.profile)
+            rep.mark_load("(b)")
+            bench_freshness(s, store, data, rep)
+            compare = bench_recall(s, store, data, rep)
+            rep.mark_load("(d)")
+            store = bench_build(s, store, data, rep, compare, args.profile)
+            store.close()
+        bench_meaning(s, rep, base, args.embeddings)
         rep.mark_load("end")
     finally:
         if args.keep:
@@ -1156,7 +1802,7 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:
                     log(f"could not delete the Redis keys of {where.describe()}: {exc}")
     log(f"done in {time.perf_counter() - wall:.0f} s")
-    print_table(rep, s, args.quick, where)
+    print_table(rep, s, args.quick, where, args.only)
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
