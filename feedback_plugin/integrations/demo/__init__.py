@@ -14,6 +14,8 @@ The package's modules:
   tool, the chat model from the environment (``langchain-core`` only, no FastAPI;
   ``examples/chat_loop.py`` uses it too);
 * :mod:`.agent`: the LangChain agent and how a chat turn streams as events;
+* :mod:`.memory`: how liked turns are found, by words or (the ``semantic``
+  extra) by words and meaning with the local embedding model;
 * :mod:`.models`: the chat routes' request and response bodies;
 * :mod:`.app`: :func:`~.app.create_demo_app`, the FastAPI app and its routes.
 
@@ -39,7 +41,8 @@ What it serves:
 * ``GET /api/chat/history?session_id=...``: the session's turns in that same
   shape (sources and memories rebuilt from each turn's recorded context), plus
   their ratings: what the page shows after a reload.
-* ``GET /api/info``: which responder answers, whether an API key is needed.
+* ``GET /api/info``: which responder answers, whether an API key is needed, how
+  memory is searched (``memory_search``: by meaning with the local model, or by words).
 * Everything of :func:`~feedback_plugin.integrations.rest.create_router`
   (turns, feedback, sessions, memory search) under ``/api``.
 

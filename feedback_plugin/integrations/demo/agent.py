@@ -1,7 +1,9 @@
 """The demo chat's agent, and how one chat turn runs on it as a stream of events.
 
 ``create_agent(model, tools=[search_help_centre], middleware=[FeedbackMiddleware(store,
-k=3), MemoriesAsContext()], checkpointer=InMemorySaver())``; :meth:`ChatAgent.turn`
+k=3), MemoriesAsContext()], checkpointer=InMemorySaver())`` (with embeddings, the
+middleware is :class:`~.memory.SemanticMemoryMiddleware`: memory found by meaning too);
+:meth:`ChatAgent.turn`
 streams a turn as events (``qa_id`` first, then ``token`` / ``reset``, last
 ``answer``), which :func:`event_lines` writes as NDJSON for ``POST
 /api/chat/stream``. Needs the agents extra (``langchain``, ``langgraph``); no FastAPI
@@ -21,6 +23,7 @@ from typing import Any
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.runnables import RunnableConfig
@@ -29,13 +32,13 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.runtime import Runtime
 
 from ...errors import FeedbackPluginError
-from ...memory.retriever import asearch_memory
 from ...middleware import FeedbackMiddleware, FeedbackState
 from ...models import SessionQAEntry
 from ...ratings import POSITIVE_MIN_SCORE
 from ...store import SessionStore
 from ..offline_model import HELP_TOOL, LikedAnswer, parse_liked_answers
 from .content import memory_text
+from .memory import SemanticMemoryMiddleware, asearch_by_meaning
 from .models import ChatResponse, ContextDoc, Memory
 
 __all__ = [
@@ -152,10 +155,13 @@ class ChatAgent:
         docs: list[Document],
         responder: str,
         offline: bool,
+        embeddings: Embeddings | None = None,
     ) -> None:
         self.store = store
         self.responder = responder
         self.offline = offline
+        self.embeddings = embeddings
+        """Memory is found by words and by these embeddings' meaning (``None``: by words)."""
         self.docs = {d.page_content: d for d in docs}
         checkpointer = InMemorySaver()
         self.threads = _Threads(checkpointer)
@@ -165,7 +171,11 @@ class ChatAgent:
             tools=[tool],
             system_prompt=SYSTEM_PROMPT,
             middleware=[
-                FeedbackMiddleware(store, k=MEMORY_K, min_score=MEMORY_MIN_SCORE),
+                FeedbackMiddleware(store, k=MEMORY_K, min_score=MEMORY_MIN_SCORE)
+                if embeddings is None
+                else SemanticMemoryMiddleware(
+                    store, embeddings=embeddings, k=MEMORY_K, min_score=MEMORY_MIN_SCORE
+                ),
                 MemoriesAsContext(),
             ],
             checkpointer=checkpointer,
@@ -291,8 +301,13 @@ class ChatAgent:
         details: dict[str, tuple[SessionQAEntry, float]] = {}
         if shown:  # the middleware's query again, for each memory's session, score, relevance
             try:
-                hits = await asearch_memory(
-                    self.store, question, k=MEMORY_K, user=user, min_score=MEMORY_MIN_SCORE
+                hits = await asearch_by_meaning(
+                    self.store,
+                    question,
+                    self.embeddings,
+                    k=MEMORY_K,
+                    user=user,
+                    min_score=MEMORY_MIN_SCORE,
                 )
                 details = {entry.qa_id: (entry, relevance) for entry, relevance in hits}
             except Exception:

@@ -5,24 +5,35 @@ routes over :class:`~feedback_plugin.integrations.demo.agent.ChatAgent`,
 ``GET /api/chat/history`` (a session's turns rebuilt as the page shows them),
 ``GET /api/info``, and the REST router of :mod:`~feedback_plugin.integrations.rest`
 under ``/api``. ``feedback-plugin serve`` runs it with uvicorn.
+
+Memory is found by words and by meaning when the ``semantic`` extra is installed
+(the local model of :func:`feedback_plugin.embeddings.local`, loaded in a thread
+as the app starts; by words until it is loaded), unless
+``$FEEDBACK_PLUGIN_EMBEDDINGS=off``; by words (BM25) otherwise (:mod:`.memory`).
+``GET /api/info`` says which (``memory_search``), and the page shows it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.routing import APIRouter
 from fastapi.staticfiles import StaticFiles
 from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 
-from ...errors import ConfigurationError
-from ...memory.retriever import asearch_memory, entry_document
+from ...embeddings import LocalEmbeddings
+from ...errors import ArgumentTypeError, ConfigurationError, InvalidArgumentError
+from ...memory.retriever import entry_document, search_memory
 from ...models import MAX_ID_LENGTH, SessionQAEntry
 from ...ratings import thresholds
 from ...store import SessionStore
@@ -44,13 +55,24 @@ from .agent import CHAT_FAILED, ChatAgent, event_lines
 from .content import (
     SUGGESTIONS,
     calls_tools,
+    describe_memory_search,
     describe_model,
+    embeddings_from_env,
     help_centre_tool,
     load_documents,
     model_from_env,
     split_memory_text,
 )
-from .models import ChatRequest, ChatResponse, ChatTurn, ContextDoc, Info, PastMemory
+from .memory import asearch_by_meaning
+from .models import (
+    ChatRequest,
+    ChatResponse,
+    ChatTurn,
+    ContextDoc,
+    Info,
+    MemorySearchInfo,
+    PastMemory,
+)
 
 __all__ = ["STATIC_DIR", "create_demo_app"]
 
@@ -86,9 +108,11 @@ class _History:
         docs: list[Document],
         user: str | None,
         entries: list[SessionQAEntry],
+        embeddings: Embeddings | None = None,
     ) -> None:
         self.store = store
         self.user = user
+        self.embeddings = embeddings
         self.docs = {d.page_content: d for d in docs}
         # a memory's text is entry_document(...).page_content of the remembered turn
         self.known: dict[str, SessionQAEntry | None] = {
@@ -124,7 +148,9 @@ class _History:
     async def memory(self, text: str, question: str, answer: str) -> PastMemory:
         if text not in self.known:
             try:
-                hits = await asearch_memory(self.store, question, k=10, user=self.user)
+                hits = await asearch_by_meaning(
+                    self.store, question, self.embeddings, k=10, user=self.user
+                )
                 for found, _relevance in hits:
                     self.known.setdefault(entry_document(found, 0.0).page_content, found)
             except Exception:  # memory is an aid: the history shows without it
@@ -143,6 +169,52 @@ class _History:
 
 
 # -- the app ----------------------------------------------------------------------------
+
+
+def _lifespan(
+    store: SessionStore, embeddings: Embeddings | None, *, close: bool
+) -> Callable[[FastAPI], Any]:
+    """Closes ``store`` when the app stops if ``close``; starts loading the local embedding
+    model as it starts, in a thread of its own, so the first question does not wait for it
+    (memory is found by words until it is loaded). The thread is not a daemon: the
+    process waits for the load to end before it exits, rather than stop it mid-import."""
+    closing = closing_store(store if close else None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if isinstance(embeddings, LocalEmbeddings) and not embeddings.loaded:
+            threading.Thread(
+                target=_load, args=(embeddings, store), name="feedback_plugin demo: local model"
+            ).start()
+        async with closing(app):
+            yield
+
+    return lifespan
+
+
+def _load(embeddings: LocalEmbeddings, store: SessionStore) -> None:
+    """Load the model, then run one memory query with it: the store's memory starts
+    embedding the liked turns in the background (else the first query by meaning would)."""
+    started = time.monotonic()
+    try:
+        embeddings.load()
+    except Exception:  # memory stays by words (memory.py: a model not loaded is not used)
+        log.warning(
+            "feedback_plugin demo: the local embedding model did not load; memory is found "
+            "by words",
+            exc_info=True,
+        )
+        return
+    log.info(
+        "feedback_plugin demo: memory found by meaning from now on (%s loaded in %.1f s)",
+        embeddings.model,
+        time.monotonic() - started,
+    )
+    try:
+        search_memory(store, "", k=1, embeddings=embeddings)
+    except Exception:  # the store may be closed already; the first query does it then
+        log.debug("feedback_plugin demo: memory not primed with the model", exc_info=True)
+
 
 _CHAT_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or unknown API key"},
@@ -175,6 +247,7 @@ def create_demo_app(
     max_body_bytes: int | None = None,
     rate_limit: str | RateLimit | None = None,
     allow_open: bool = False,
+    embeddings: Embeddings | Literal["auto"] | None = "auto",
 ) -> FastAPI:
     """The demo chat app: the chat page, ``POST /api/chat[/stream]`` and the REST router.
 
@@ -192,9 +265,15 @@ def create_demo_app(
             ``"30/minute"``; ``None``: no limit. Shared by every ``/api`` route.
         allow_open: without ``auth`` the app refuses (:class:`ConfigurationError`)
             to answer non-loopback hosts unless this is true.
+        embeddings: how the memories shown to the model are found: ``"auto"``, by
+            words and by meaning with the local model
+            (:func:`feedback_plugin.embeddings.local`) when the ``semantic`` extra
+            is installed and ``$FEEDBACK_PLUGIN_EMBEDDINGS`` is not ``off``, else by
+            words; ``None``, by words (BM25); or these LangChain embeddings.
 
     Raises:
         ConfigurationError: ``chat_model`` cannot call tools, or the open mode is refused.
+        ArgumentTypeError, InvalidArgumentError: ``embeddings`` is none of the above.
     """
     hosts = allowed_hosts_setting(allowed_hosts, environ={})
     if auth is None:
@@ -214,6 +293,19 @@ def create_demo_app(
             )
         responder = describe_model(chat_model)
     offline = chat_model is None
+    memory_note: str | None = None
+    if isinstance(embeddings, str):
+        if embeddings != "auto":
+            raise InvalidArgumentError(f"embeddings must be 'auto' as a string, got {embeddings!r}")
+        embeddings, memory_note = embeddings_from_env()
+    elif embeddings is not None and not isinstance(embeddings, Embeddings):
+        raise ArgumentTypeError(
+            f"embeddings must be LangChain Embeddings, None or 'auto', "
+            f"got {type(embeddings).__name__}"
+        )
+    memory_search = MemorySearchInfo(
+        **describe_memory_search(embeddings)._asdict(), note=memory_note
+    )
     own_store = store is None
     the_store = SessionStore() if store is None else store
     agent = ChatAgent(
@@ -223,6 +315,7 @@ def create_demo_app(
         docs,
         responder,
         offline,
+        embeddings,
     )
 
     from ... import __version__
@@ -231,7 +324,7 @@ def create_demo_app(
         title="feedback_plugin demo chat",
         version=__version__,
         description="A LangChain agent whose answers you rate; the REST API under /api.",
-        lifespan=closing_store(the_store if own_store else None),
+        lifespan=_lifespan(the_store, embeddings, close=own_store),
         default_response_class=SafeJSONResponse,
     )
     install_json_errors(app)
@@ -307,7 +400,7 @@ def create_demo_app(
         user: str | None = request.state.user
         with store_errors("chat history"):
             entries = await the_store.aget_session(session_id, user=user)
-            rebuild = _History(the_store, docs, user, entries)
+            rebuild = _History(the_store, docs, user, entries, embeddings)
             return [await rebuild.turn(e) for e in entries]
 
     @app.get("/api/info", response_model=Info, tags=["chat"], summary="Who answers (no auth)")
@@ -319,6 +412,7 @@ def create_demo_app(
             auth=auth is not None,
             suggestions=SUGGESTIONS,
             ratings=Ratings(**thresholds()),
+            memory_search=memory_search,
         )
 
     app.include_router(chat)

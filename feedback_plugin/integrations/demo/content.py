@@ -8,7 +8,11 @@
 * the chat model: the one named by ``$FEEDBACK_PLUGIN_CHAT_MODEL``
   (:func:`model_from_env`), else the built-in offline responder;
 * how a liked turn the model was shown is written into a turn's recorded
-  context (:func:`memory_text`, :func:`split_memory_text`).
+  context (:func:`memory_text`, :func:`split_memory_text`);
+* how memory is searched: by meaning too with the local embedding model
+  (:func:`feedback_plugin.embeddings.local`) when the ``semantic`` extra is
+  installed, unless ``$FEEDBACK_PLUGIN_EMBEDDINGS=off``; else by words (BM25)
+  (:func:`embeddings_from_env`, :func:`describe_memory_search`).
 
 Needs ``langchain-core`` only, so ``examples/chat_loop.py`` uses the same
 articles and ranking as the web demo.
@@ -22,15 +26,17 @@ import logging
 import os
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.prompts import PromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import BaseTool, create_retriever_tool
 
+from ...embeddings import EXTRA_HINT, LocalEmbeddings, is_available, local
 from ..offline_model import (
     HELP_TOOL,
     NO_ANSWER,
@@ -43,12 +49,16 @@ from ..offline_model import (
 __all__ = [
     "DOCS_K",
     "ENV_CHAT_MODEL",
+    "ENV_EMBEDDINGS",
     "NO_ANSWER",
     "OFFLINE_RESPONDER",
     "SUGGESTIONS",
     "HelpCentreRetriever",
+    "MemoryMode",
     "content_words",
+    "describe_memory_search",
     "describe_model",
+    "embeddings_from_env",
     "help_centre_tool",
     "load_documents",
     "memory_text",
@@ -60,6 +70,8 @@ __all__ = [
 log = logging.getLogger("feedback_plugin")
 
 ENV_CHAT_MODEL = "FEEDBACK_PLUGIN_CHAT_MODEL"
+ENV_EMBEDDINGS = "FEEDBACK_PLUGIN_EMBEDDINGS"
+"""``off``: memory is searched by words only, even with the local model installed."""
 DOCS_K = 2
 """Articles the help-centre tool returns at most."""
 
@@ -206,3 +218,57 @@ def model_from_env(tool: BaseTool) -> tuple[BaseChatModel | None, str, str | Non
         log.warning("feedback_plugin demo: %s", note)
         return None, OFFLINE_RESPONDER, note
     return model, name, None
+
+
+# -- how memory is searched ------------------------------------------------------------
+
+_OFF = frozenset({"off", "0", "false", "no", "none", "bm25", "words"})
+_ON = frozenset({"", "auto", "on", "1", "true", "yes", "local"})
+
+
+def embeddings_from_env() -> tuple[Embeddings | None, str | None]:
+    """(the memory's embeddings, a note on why there are none) from the environment.
+
+    The local model (:func:`feedback_plugin.embeddings.local`) when the
+    ``semantic`` extra is installed, unless ``$FEEDBACK_PLUGIN_EMBEDDINGS`` is
+    ``off``; ``None`` (memory by words) otherwise. Nothing is loaded here:
+    checking the extra imports neither PyTorch nor sentence-transformers.
+    """
+    setting = os.environ.get(ENV_EMBEDDINGS, "").strip().lower()
+    if setting in _OFF:
+        return None, f"{ENV_EMBEDDINGS}={setting} is set: memory is searched by words only"
+    note = None
+    if setting not in _ON:
+        note = f"{ENV_EMBEDDINGS}={setting!r} is neither 'off' nor 'local'; taken as 'local'"
+        log.warning("feedback_plugin demo: %s", note)
+    if not is_available():
+        missing = (
+            f"the local embedding model is not installed ({EXTRA_HINT}): "
+            "memory is searched by words only"
+        )
+        return None, f"{note}; {missing}" if note else missing
+    return local(), note
+
+
+class MemoryMode(NamedTuple):
+    """How memory is searched, as the page tells it (``GET /api/info`` → ``memory_search``)."""
+
+    mode: Literal["meaning", "words"]
+    """``"meaning"`` (by words and by meaning, fused) or ``"words"`` (BM25 only)."""
+    model: str | None
+    """The embedding model's name (``None`` by words)."""
+    local: bool
+    """Whether that model runs in this process (nothing sent elsewhere)."""
+    label: str
+    """What the page says."""
+
+
+def describe_memory_search(found: Embeddings | None) -> MemoryMode:
+    """How memory searched with ``found`` embeddings (``None``: by words) is described."""
+    if found is None:
+        return MemoryMode("words", None, False, "memory found by words (BM25)")
+    if isinstance(found, LocalEmbeddings):
+        label = f"memory found by meaning: {found.model}, on this machine"
+        return MemoryMode("meaning", found.model, True, label)
+    name = describe_model(found)
+    return MemoryMode("meaning", name, False, f"memory found by meaning: {name}")

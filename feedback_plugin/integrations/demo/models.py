@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
@@ -19,6 +19,7 @@ __all__ = [
     "ContextDoc",
     "Info",
     "Memory",
+    "MemorySearchInfo",
     "PastMemory",
 ]
 
@@ -133,6 +134,21 @@ class ChatTurn(BaseModel):
     correction: str | None
 
 
+class MemorySearchInfo(BaseModel):
+    """How the memories shown to the model are found."""
+
+    mode: Literal["meaning", "words"] = Field(
+        description="'meaning': by words and by meaning (an embedding model), fused; "
+        "'words': by words only (BM25)"
+    )
+    model: str | None = Field(description="the embedding model's name (null by words)")
+    local: bool = Field(description="whether the embedding model runs on the server itself")
+    label: str = Field(description="what the page shows, e.g. 'memory found by words (BM25)'")
+    note: str | None = Field(
+        default=None, description="why memory is searched by words only, if it could be otherwise"
+    )
+
+
 class Info(BaseModel):
     responder: str
     offline: bool
@@ -140,3 +156,4 @@ class Info(BaseModel):
     auth: bool = Field(description="whether the API wants `Authorization: Bearer <key>`")
     suggestions: list[str]
     ratings: Ratings = Field(description="the score scale and thresholds the page shows")
+    memory_search: MemorySearchInfo = Field(description="how liked turns are found")

@@ -456,6 +456,20 @@
     $("#session-id").title = state.sessionId;
   }
 
+  // how liked answers are found (GET /api/info → memory_search): by meaning, or by words
+  function showMemorySearch(search) {
+    const line = $("#memory-search");
+    if (!search) {
+      line.textContent = "";
+      return;
+    }
+    line.textContent = search.label;
+    line.dataset.mode = search.mode;
+    line.title = search.mode === "meaning"
+      ? `Liked answers are found by the words they share with the question and by their meaning (the embedding model ${search.model}${search.local ? ", running on this server: no text leaves it" : ""}).`
+      : search.note || "Liked answers are found by the words they share with the question.";
+  }
+
   async function start() {
     loadSession();
     showSession();
@@ -467,8 +481,10 @@
       badge.title = state.info.offline
         ? state.info.note || "No chat model configured (FEEDBACK_PLUGIN_CHAT_MODEL): answers come from the bundled help-centre articles."
         : `Answers by the chat model ${state.info.responder}`;
+      showMemorySearch(state.info.memory_search);
     } catch (error) {
       $("#responder").textContent = "server unreachable";
+      $("#memory-search").textContent = "";
     }
     try {
       await loadTurns();
