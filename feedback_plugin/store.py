@@ -290,20 +290,35 @@ class SessionStore(AsyncMethods):
         ``batch_size``: a bad entry raises before its batch is written, but
         earlier batches stay. Raises :class:`StoreError` if the backend fails.
 
-        Positive memory: imported ratings bypass the change feed, so after an
-        import that brought any rated or corrected turn the feed restarts and
-        every process's index rebuilds from a scan on its next query.
+        Positive memory: after each batch is written, the memory takes it
+        (:class:`~.backends.feed.TakesImports`): the SQLite index applies it
+        and writes a change-feed record per rated or corrected turn, so every
+        process's next query finds them without a rebuild. A memory or feed
+        that cannot take them (a third-party backend, or more records than
+        the feed keeps) restarts the feed at the end instead: every process's
+        index then rebuilds from a scan on its next query.
         """
+        from .backends.feed import takes_imports
+
         if type(batch_size) is not int or batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self.flush()
+        memory: MemorySearch = self._io("import_entries", self.backend.memory)
+        takes = takes_imports(memory)
         written = 0
-        remembered = False  # a turn the memory index holds: rebuild it at the end
+        rebuild = False  # memory missed an imported rating: restart the feed at the end
         batch: list[SessionQAEntry] = []
 
         def write() -> None:
+            nonlocal rebuild
             items = [((e.user_id, e.session_id), e.qa_id, e.to_json()) for e in batch]
+            remembered = any(is_remembered(e, MIN_SCORE) for e in batch)
             self.backend.append(items)
+            if takes is None or rebuild:
+                rebuild = rebuild or remembered
+                return
+            rebuild = remembered  # until the memory has taken the batch
+            rebuild = not takes.on_import(batch) and remembered
 
         try:
             for entry in entries:
@@ -311,7 +326,6 @@ class SessionStore(AsyncMethods):
                 check_id(entry.qa_id, "qa_id")
                 check_user(entry.user_id)
                 check_score(entry.feedback_score)
-                remembered = remembered or is_remembered(entry, MIN_SCORE)
                 batch.append(entry)
                 if len(batch) >= batch_size:
                     self._io("import_entries", write)
@@ -321,8 +335,8 @@ class SessionStore(AsyncMethods):
                 self._io("import_entries", write)
                 written += len(batch)
         finally:
-            if remembered and written:
-                self._io("import_entries", self.backend.memory().reset)
+            if rebuild:
+                self._io("import_entries", memory.reset)
         return written
 
     def flush(self) -> None:

@@ -26,14 +26,15 @@ the last ``n`` turns reads ``m`` and ``n`` ``e`` keys. Every write runs inside
 across threads and processes, so concurrent writers lose nothing. diskcache's
 own eviction is off: nothing is dropped to save space.
 
-The change feed (positive memory): every ``update`` also writes a ``c``
-record naming the changed entry, in the same transaction, and keeps the
-last ``feed_keep`` records. The memory index records the feed position it
-has applied and reads the records after it (:meth:`DiskBackend.changes_since`)
-before each query, so a rating committed here reaches every process's next
-query even if the process that made it dies right after its commit. A
-feed ``epoch`` changes when the feed restarts (an import); readers that
-hold another epoch, or a position older than the records kept, rebuild.
+The change feed (positive memory, :mod:`.disk_feed`): every ``update`` also
+writes a ``c`` record naming the changed entry, in the same transaction,
+and keeps the last ``feed_keep`` records; an import writes one record per
+rated turn it brought (``add_changes``). The memory index records the feed
+position it has applied and reads the records after it
+(``changes_since``) before each query, so a rating committed here reaches
+every process's next query even if the process that made it dies right
+after its commit. A feed ``epoch`` changes when the feed restarts; readers
+that hold another epoch, or a position older than the records kept, rebuild.
 
 Retention: ``ttl`` gives every key an expiry (feedback keeps the entry's
 original expiry); ``max_entries`` evicts a session's oldest entries as new
@@ -56,7 +57,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ import diskcache
 
 from ..errors import ConfigurationError
 from .base import Item, SessionKey
+from .disk_feed import DiskFeed, feed_records
 from .disk_rows import IN_FILE, RowConnections, read_rows, rollback, write_rows, writer_lock
 from .fts import MemoryIndex
 from .threaded import ThreadedAsync
@@ -74,7 +75,7 @@ __all__ = ["DiskBackend"]
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
-class DiskBackend(ThreadedAsync):
+class DiskBackend(ThreadedAsync, DiskFeed):
     """Session entries in a diskcache directory.
 
     The constructor does no I/O; the directory is created on first use.
@@ -433,21 +434,9 @@ class DiskBackend(ThreadedAsync):
                     " WHERE key = ? AND raw = 1",
                     (new, now, now, entry_key),
                 )
-                epoch, _, last = str(found.get(head_key) or " 0").partition(" ")
-                seq_no = int(last) + 1
-                write_rows(
-                    con,
-                    {
-                        self._feed_key(seq_no): _dumps([key[0], key[1], qa_id]),
-                        head_key: f"{epoch or uuid.uuid4().hex} {seq_no}",
-                    },
-                    now,
+                feed_records(
+                    con, self.namespace, self.feed_keep, [(key, qa_id)], found.get(head_key), now
                 )
-                if seq_no > self.feed_keep:
-                    con.execute(
-                        "DELETE FROM Cache WHERE key = ? AND raw = 1",
-                        (self._feed_key(seq_no - self.feed_keep),),
-                    )
                 con.execute("COMMIT")
                 return True, new
             finally:
@@ -472,74 +461,6 @@ class DiskBackend(ThreadedAsync):
     def is_transient(self, exc: BaseException) -> bool:
         """Disk errors, a busy or full database and diskcache's lock timeout may pass."""
         return isinstance(exc, (OSError, sqlite3.OperationalError, diskcache.Timeout))
-
-    # -- change feed (positive memory) ---------------------------------------
-
-    def _feed_head_key(self) -> str:
-        return _dumps([self.namespace, "c"])
-
-    def _feed_key(self, seq: int) -> str:
-        return _dumps([self.namespace, "c", seq])
-
-    def _head(self, cache: diskcache.Cache) -> tuple[str, int]:
-        head = cache.get(self._feed_head_key())
-        if head is None:
-            return "", 0
-        epoch, _, seq = str(head).partition(" ")
-        return epoch, int(seq)
-
-    def _feed(self, cache: diskcache.Cache, key: SessionKey, qa_id: str) -> None:
-        """Record a change (inside the caller's transaction); forget the oldest kept one."""
-        epoch, seq = self._head(cache)
-        seq += 1
-        cache.set(self._feed_key(seq), _dumps([key[0], key[1], qa_id]))
-        cache.set(self._feed_head_key(), f"{epoch or uuid.uuid4().hex} {seq}")
-        if seq > self.feed_keep:
-            cache.delete(self._feed_key(seq - self.feed_keep))
-
-    def feed_position(self) -> str:
-        """The position of the newest change, to read the changes after it later."""
-        epoch, seq = self._head(self.cache)
-        return f"{epoch}:{seq}"
-
-    def changes_since(self, position: str) -> tuple[str, list[str]] | None:
-        """Current payloads of the entries changed after ``position``, and the new position.
-
-        ``None`` when the changes after ``position`` cannot all be read (the
-        feed restarted, or they are older than the ``feed_keep`` records
-        kept): the reader must rebuild from a scan. Entries deleted since
-        their change are left out.
-        """
-        cache = self.cache
-        epoch, head = self._head(cache)
-        seen_epoch, _, seen_text = position.rpartition(":")
-        if not seen_text.isdigit():
-            return None
-        seen = int(seen_text)
-        if seen_epoch != epoch and (seen_epoch or seen):  # another feed (restarted)
-            return None
-        if seen > head or head - seen > self.feed_keep:
-            return None
-        changed: dict[tuple[str | None, str, str], None] = {}
-        for seq in range(int(seen) + 1, head + 1):
-            record = cache.get(self._feed_key(seq))
-            if record is None:  # trimmed meanwhile
-                return None
-            user, session_id, qa_id = json.loads(record)
-            changed[(user, session_id, qa_id)] = None
-        out = []
-        for user, session_id, qa_id in changed:
-            payload = self.get((user, session_id), qa_id)
-            if payload is not None:
-                out.append(payload)
-        return f"{epoch}:{head}", out
-
-    def restart_feed(self) -> None:
-        """Start the feed over: every reader rebuilds from a scan on its next read."""
-        cache = self.cache
-        with self._transact():
-            _, seq = self._head(cache)  # the next seq has no record: "rebuild" for everyone
-            cache.set(self._feed_head_key(), f"{uuid.uuid4().hex} {seq + 1}")
 
     def scan(self) -> Iterator[tuple[SessionKey, str]]:
         """Stream every entry of this namespace with one range query.

@@ -28,11 +28,19 @@ deleted or replaced while a process has it open is noticed by its inode
 and reopened. The retriever still re-reads every hit and drops hits the
 store no longer backs (turns evicted by TTL or ``max_entries``).
 
-Queries become an FTS5 ``OR`` of quoted terms (never raw FTS syntax), ranked
-by ``bm25()`` with the question weighted over the answer. A store that
-predates the index is indexed from a full scan on first use. This module
-imports no store and no LangChain: the store and the retriever depend on
-it, never the reverse.
+An import (entries written without ``update``) reaches every process's index
+without a rebuild: :meth:`MemoryIndex.on_import` applies each batch here and
+writes a feed record per rated turn through the feed (see :mod:`.feed`).
+
+Queries become an FTS5 ``OR`` of quoted words (never raw FTS syntax), ranked
+by ``bm25()`` with the question weighted over the answer. On an index of
+thousands of rows a query looks for its rarest words only (at most 6, each
+in at most 20% of the rows; when all are that common, the 2 rarest, ranked
+over the last 2,000 rows that match), filling up with the words it dropped
+when that finds fewer hits than asked for: see :mod:`.fts_terms`. A store
+that predates the index is indexed from a full scan on first use. This
+module imports no store and no LangChain: the store and the retriever
+depend on it, never the reverse.
 """
 
 from __future__ import annotations
@@ -54,10 +62,9 @@ from typing import Any, TypeVar
 from ..models import SessionQAEntry
 from ..ratings import MIN_SCORE, is_remembered
 from .base import ChangeFeed, Hit, SessionKey
+from .feed import feed_writer
 from .fts_schema import (
-    ANSWER_WEIGHT,
     DROP,
-    QUESTION_WEIGHT,
     SCHEMA,
     SCHEMA_VERSION,
     fts_text,
@@ -65,11 +72,13 @@ from .fts_schema import (
     match_query,
     owner_key,
     owner_token,
+    query_words,
     rollback,
     sql_id,
     unsql_id,
     use_wal,
 )
+from .fts_terms import TermPicker, select_turns
 
 __all__ = ["MemoryIndex", "match_query"]
 
@@ -103,6 +112,7 @@ class MemoryIndex:
         self._generation = 0  # bumped when the file is reopened: readers reopen too
         self._readers = threading.local()  # each thread's own read connection (WAL)
         self._reader_list: list[tuple[int, sqlite3.Connection]] = []  # to close them all
+        self._terms = TermPicker()  # which words of a query to search for
 
     def __repr__(self) -> str:
         return f"MemoryIndex({self.path!r})"
@@ -313,6 +323,42 @@ class MemoryIndex:
             rollback(con)
             raise
 
+    _every_word = False  # True: search for every word of a query (benchmarks compare)
+
+    def on_import(self, entries: Sequence[SessionQAEntry]) -> bool:
+        """Imported entries (written by ``append``): apply them here and commit a feed record
+        per remembered one (see :mod:`.feed`); ``False``, changing nothing, when the feed
+        cannot take the records: the caller then restarts it with :meth:`reset`."""
+        feed, key = self.feed, self._position_key()
+        refs = [
+            ((e.user_id, e.session_id), e.qa_id) for e in entries if is_remembered(e, MIN_SCORE)
+        ]
+        writer = feed_writer(feed)
+        if refs and feed is not None and writer is None:
+            return False
+
+        def take(con: sqlite3.Connection) -> bool:
+            con.execute("BEGIN IMMEDIATE")  # no catch-up in between: none re-applies old data
+            try:
+                span = writer.add_changes(refs) if writer is not None and refs else None
+                if span is None and refs and writer is not None:
+                    rollback(con)
+                    return False  # more records than the feed keeps
+                row = con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+                if row is not None or feed is None:  # else the next query rebuilds anyway
+                    for entry in entries:
+                        self._apply(con, entry)
+                if span is not None and row is not None and row[0] == span[0]:
+                    # this index was at the head: its own records need no re-reading
+                    con.execute("UPDATE meta SET value=? WHERE key=?", (span[1], key))
+                con.execute("COMMIT")
+                return True
+            except BaseException:
+                rollback(con)
+                raise
+
+        return self._healing(take)
+
     def rebuild(self) -> None:
         """Forget this namespace's position: this process's next query rebuilds."""
         with self._lock:
@@ -447,25 +493,9 @@ class MemoryIndex:
         if until is not None:
             where.append("t.time <= ?")
             args.append(until.timestamp())
-        match = match_query(query)
-
-        def select(con: sqlite3.Connection) -> list[tuple[str, str, float, int]]:
-            if match is None:
-                return con.execute(
-                    f"SELECT t.session_id, t.qa_id, 0.0, t.id FROM turns t"
-                    f" WHERE {' AND '.join(where)} ORDER BY t.time DESC, t.id DESC LIMIT ?",
-                    (*args, limit),
-                ).fetchall()
-            return con.execute(
-                "SELECT t.session_id, t.qa_id,"
-                f" -bm25(turns_fts, 0.0, {QUESTION_WEIGHT}, {ANSWER_WEIGHT}) AS rel, t.id"
-                " FROM turns_fts JOIN turns t ON t.id = turns_fts.rowid"
-                f" WHERE turns_fts MATCH ? AND {' AND '.join(where)}"
-                " ORDER BY rel DESC, t.time DESC, t.id DESC LIMIT ?",
-                (f'tok:"{owner_token(owner)}" AND {{question answer}}:({match})', *args, limit),
-            ).fetchall()
-
-        rows = self._read(select)
+        words, tok = query_words(query), owner_token(owner)
+        picker = None if self._every_word else self._terms
+        rows = self._read(lambda con: select_turns(con, picker, words, tok, where, args, limit))
         return [Hit((user, unsql_id(r[0])), unsql_id(r[1]), float(r[2])) for r in rows]
 
     def recent(self, *, user: str | None, limit: int, min_score: int) -> list[Hit]:
@@ -520,6 +550,7 @@ class MemoryIndex:
 
     def close(self) -> None:
         """Close the writer and every thread's reader (the store is closing)."""
+        self._terms.close()
         with self._lock:
             self._drop_connection()
             readers, self._reader_list = self._reader_list, []

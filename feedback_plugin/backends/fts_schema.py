@@ -1,11 +1,13 @@
 """The memory index file: its layout, and how ids, text and queries go into it.
 
 The SQLite schema (a ``turns`` table, an external-content FTS5 table kept in
-step by triggers, cached ``vectors``, and ``meta`` for feed positions), its
-version (an older layout is dropped and rebuilt from the store), and the
-encodings the index relies on: ids as JSON-escaped ASCII, one FTS token per
-owner so a query visits only that user's rows, and a query as an FTS5 ``OR``
-of quoted words without stop words (never raw FTS syntax).
+step by triggers, an ``fts5vocab`` view of its terms' document counts,
+cached ``vectors``, and ``meta`` for feed positions), its version (an older
+layout is dropped and rebuilt from the store), and the encodings the index
+relies on: ids as JSON-escaped ASCII, one FTS token per owner so a query
+visits only that user's rows, and a query as an FTS5 ``OR`` of quoted words
+without stop words (never raw FTS syntax). Which of a query's words go into
+the ``OR`` is :mod:`.fts_terms`'s choice.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ __all__ = [
     "fts_text",
     "is_corrupt",
     "match_query",
+    "or_query",
     "owner_key",
     "owner_token",
+    "query_words",
     "rollback",
     "sql_id",
     "unsql_id",
@@ -92,12 +96,13 @@ CREATE TABLE IF NOT EXISTS vectors(
     vec TEXT NOT NULL, PRIMARY KEY(owner, session_id, qa_id, model)
 );
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE VIRTUAL TABLE IF NOT EXISTS turns_vocab USING fts5vocab(turns_fts, row);
 """
 
 DROP = """
 DROP TRIGGER IF EXISTS turns_ai; DROP TRIGGER IF EXISTS turns_ad; DROP TRIGGER IF EXISTS turns_au;
 DROP TABLE IF EXISTS turns_fts; DROP TABLE IF EXISTS turns; DROP TABLE IF EXISTS vectors;
-DROP TABLE IF EXISTS meta;
+DROP TABLE IF EXISTS meta; DROP TABLE IF EXISTS turns_vocab;
 """
 
 STOPWORDS = frozenset(
@@ -110,11 +115,34 @@ STOPWORDS = frozenset(
 """English words too common to rank by: left out of a query unless it has nothing else."""
 
 
-def match_query(text: str) -> str | None:
-    """An FTS5 query that ORs the words of ``text``, each quoted; ``None`` if it has none.
+def query_words(text: str) -> list[str]:
+    """The words of ``text`` a query searches for, lowercased, each once, in order.
 
     Stop words are left out unless the text has no other word: BM25 gives
-    them next to no weight, yet each one makes the index visit most rows.
+    them next to no weight, yet each one makes the index visit most rows. An
+    underscore separates words within one (``a_b`` is the phrase ``a b``).
+
+    >>> query_words("How do I reset my password?")
+    ['reset', 'password']
+    >>> query_words("How do I?")
+    ['how', 'do', 'i']
+    """
+    seen: dict[str, None] = {}
+    for term in _TERM.findall(text.lower()):
+        seen.setdefault(term.replace("_", " "), None)
+        if len(seen) >= MAX_TERMS:
+            break
+    return [t for t in seen if t not in STOPWORDS] or list(seen)
+
+
+def or_query(words: list[str]) -> str | None:
+    """An FTS5 query that ORs ``words``, each quoted; ``None`` if there are none."""
+    return " OR ".join(f'"{t}"' for t in words) or None
+
+
+def match_query(text: str) -> str | None:
+    """An FTS5 query that ORs every word of ``text`` (:func:`query_words`), each quoted;
+    ``None`` if it has none.
 
     >>> match_query("How do I reset my password?")
     '"reset" OR "password"'
@@ -123,13 +151,7 @@ def match_query(text: str) -> str | None:
     >>> match_query("?!") is None
     True
     """
-    seen: dict[str, None] = {}
-    for term in _TERM.findall(text.lower()):
-        seen.setdefault(term.replace("_", " "), None)
-        if len(seen) >= MAX_TERMS:
-            break
-    terms = [t for t in seen if t not in STOPWORDS] or list(seen)
-    return " OR ".join(f'"{t}"' for t in terms) or None
+    return or_query(query_words(text))
 
 
 def use_wal(con: sqlite3.Connection) -> None:

@@ -8,6 +8,7 @@ so no session id can reach another key or act as a glob pattern::
     fp:{ns}:l:{sk}          LIST of encoded qa ids: the session's order
     fp:{ns}:e:{sk}:{qa}     STRING: one entry's payload (its own TTL)
     fp:{ns}:u:{user}        ZSET of the user's encoded session keys, by start time
+    fp:{ns}:users           SET of encoded users with sessions, and "*" once complete
     fp:{ns}:changes         STREAM of feedback changes: which entry, not its text
 
 where ``{ns}`` encodes the namespace, ``{sk}`` the ``(user, session_id)`` key
@@ -29,16 +30,27 @@ the stream costs ~150 bytes per change. The stream keeps the last
 ``stream_maxlen`` changes; a process whose position was trimmed away
 (checked with ``XINFO STREAM``) rebuilds from a scan.
 
+Scans (a memory rebuild, an export) read the namespace's own keys only:
+``SSCAN`` of the ``users`` set (kept by the append and delete scripts),
+then pipelined batches of ``ZRANGE`` (sessions), ``LRANGE`` (turns) and
+``MGET``. A namespace without the set's ``"*"`` mark (written before the
+set existed, or never scanned) is walked once with ``SCAN MATCH
+fp:{ns}:e:*``, which costs as much as the whole database; that walk adds
+the users it saw and the mark. Every writer must run this version by then.
+
+Imports (``add_changes``): one ``XADD`` per rated turn, in ``MULTI`` blocks
+that start with the stream's last id, so the importer can skip its own.
+
 Retention: ``ttl`` applies per entry, as on diskcache; ``max_entries``
 trims the oldest entries of a session on append. With a ``ttl`` the
-session list and the user's session index expire too, and a new session
-drops the user's expired ones from the index, so nothing outlives its turns.
+session list, the user's session index and the ``users`` set expire too,
+a new session drops the user's expired ones from the index, and a scan
+drops users whose index expired from the set: nothing outlives its turns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 import weakref
@@ -47,82 +59,9 @@ from typing import Any
 
 from .base import Item, SessionKey
 from .fts import MemoryIndex
+from .redis_lua import APPEND, COMPLETE, DELETE, PRUNE, READ, dec, enc
 
 __all__ = ["RedisBackend"]
-
-_APPEND = """
--- KEYS[1] list, KEYS[2] entry, KEYS[3] user's sessions
--- ARGV: qa, payload, ttl_ms, max_entries, entry_prefix, session key, now, list_prefix
-local ttl = tonumber(ARGV[3])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  if ttl > 0 then
-    -- sessions expire: forget the user's expired ones (this one too, if it expired:
-    -- it starts again at the end), else the index grows with every session ever
-    for _, sk in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-      if redis.call('EXISTS', ARGV[8] .. sk) == 0 then redis.call('ZREM', KEYS[3], sk) end
-    end
-  end
-  redis.call('ZADD', KEYS[3], 'NX', tonumber(ARGV[7]), ARGV[6])
-end
-local is_new = redis.call('EXISTS', KEYS[2]) == 0
-if ttl > 0 then
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl)
-else
-  redis.call('SET', KEYS[2], ARGV[2])
-end
-if is_new then redis.call('RPUSH', KEYS[1], ARGV[1]) end
-local cap = tonumber(ARGV[4])
-if cap > 0 then
-  while redis.call('LLEN', KEYS[1]) > cap do
-    redis.call('DEL', ARGV[5] .. redis.call('LPOP', KEYS[1]))
-  end
-end
-if ttl > 0 then
-  for _ = 1, 8 do
-    local head = redis.call('LINDEX', KEYS[1], 0)
-    if not head or redis.call('EXISTS', ARGV[5] .. head) == 1 then break end
-    redis.call('LPOP', KEYS[1])
-  end
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[3], ttl)  -- outlives every list it names: they expire earlier
-end
-return 1
-"""
-
-_READ = """
--- KEYS[1] list; ARGV: start, entry_prefix
-local ids = redis.call('LRANGE', KEYS[1], tonumber(ARGV[1]), -1)
-if #ids == 0 then return {} end
-local out = {}
--- MGET in chunks: unpack() of ~8,000 values or more overflows Lua's C stack
-for first = 1, #ids, 1000 do
-  local keys = {}
-  for i = first, math.min(first + 999, #ids) do keys[#keys + 1] = ARGV[2] .. ids[i] end
-  for _, v in ipairs(redis.call('MGET', unpack(keys))) do
-    if v then out[#out + 1] = v end
-  end
-end
-return out
-"""
-
-_DELETE = """
--- KEYS[1] list, KEYS[2] user's sessions; ARGV: entry_prefix, session key
-local ids = redis.call('LRANGE', KEYS[1], 0, -1)
-local n = 0
-for _, id in ipairs(ids) do n = n + redis.call('DEL', ARGV[1] .. id) end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[2])
-return n
-"""
-
-
-def _enc(value: object) -> str:
-    raw = json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _dec(text: str) -> Any:
-    return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
 
 
 class RedisBackend:
@@ -156,8 +95,9 @@ class RedisBackend:
         self.stream_maxlen = stream_maxlen
         self._redis = redis
         self._client = client
-        self._prefix = f"fp:{_enc(namespace)}:"
+        self._prefix = f"fp:{enc(namespace)}:"
         self.changes_key = self._prefix + "changes"
+        self._users_key = self._prefix + "users"
         self._scripts: dict[str, Any] = {}
         self._memory: MemoryIndex | None = None
         # redis.asyncio connections belong to the event loop that opened them: one
@@ -205,13 +145,13 @@ class RedisBackend:
     # -- keys -------------------------------------------------------------
 
     def _list_key(self, key: SessionKey) -> str:
-        return f"{self._prefix}l:{_enc(list(key))}"
+        return f"{self._prefix}l:{enc(list(key))}"
 
     def _entry_prefix(self, key: SessionKey) -> str:
-        return f"{self._prefix}e:{_enc(list(key))}:"
+        return f"{self._prefix}e:{enc(list(key))}:"
 
     def _user_key(self, user: str | None) -> str:
-        return f"{self._prefix}u:{_enc(user)}"
+        return f"{self._prefix}u:{enc(user)}"
 
     @property
     def _ttl_ms(self) -> int:
@@ -220,7 +160,7 @@ class RedisBackend:
     # -- protocol ---------------------------------------------------------
 
     def append(self, items: Sequence[Item]) -> None:
-        script = self._script("append", _APPEND)
+        script = self._script("append", APPEND)
         calls = self._append_calls(items)
         if len(calls) == 1:
             # One EVALSHA (atomic by itself): one round trip. A pipeline would add a
@@ -235,7 +175,7 @@ class RedisBackend:
 
     async def aappend(self, items: Sequence[Item]) -> None:
         aclient = self._async()
-        script = aclient.script("append", _APPEND)
+        script = aclient.script("append", APPEND)
         calls = self._append_calls(items)
         if len(calls) == 1:
             await script(keys=calls[0][0], args=calls[0][1])
@@ -250,19 +190,20 @@ class RedisBackend:
         now = time.time()
         calls = []
         for i, (key, qa_id, payload) in enumerate(items):
-            prefix, qa = self._entry_prefix(key), _enc(qa_id)
+            prefix, qa = self._entry_prefix(key), enc(qa_id)
             calls.append(
                 (
-                    [self._list_key(key), prefix + qa, self._user_key(key[0])],
+                    [self._list_key(key), prefix + qa, self._user_key(key[0]), self._users_key],
                     [
                         qa,
                         payload,
                         self._ttl_ms,
                         self.max_entries or 0,
                         prefix,
-                        _enc(list(key)),
+                        enc(list(key)),
                         now + i * 1e-6,
                         f"{self._prefix}l:",
+                        enc(key[0]),
                     ],
                 )
             )
@@ -270,12 +211,12 @@ class RedisBackend:
 
     def read(self, key: SessionKey, last_n: int | None = None) -> list[str]:
         keys, args = self._read_call(key, last_n)
-        result: list[str] = self._script("read", _READ)(keys=keys, args=args)
+        result: list[str] = self._script("read", READ)(keys=keys, args=args)
         return result
 
     async def aread(self, key: SessionKey, last_n: int | None = None) -> list[str]:
         keys, args = self._read_call(key, last_n)
-        result: list[str] = await self._async().script("read", _READ)(keys=keys, args=args)
+        result: list[str] = await self._async().script("read", READ)(keys=keys, args=args)
         return result
 
     def _read_call(self, key: SessionKey, last_n: int | None) -> tuple[list[str], list[Any]]:
@@ -291,7 +232,7 @@ class RedisBackend:
         return payload
 
     def _entry_key(self, key: SessionKey, qa_id: str) -> str:
-        return self._entry_prefix(key) + _enc(qa_id)
+        return self._entry_prefix(key) + enc(qa_id)
 
     def update(self, key: SessionKey, qa_id: str, change: Callable[[str], str]) -> str | None:
         entry_key = self._entry_key(key, qa_id)
@@ -337,25 +278,26 @@ class RedisBackend:
         """The ``XADD`` that commits with a feedback change (the memory's change feed)."""
         return {
             "name": self.changes_key,
-            "fields": {"k": _enc(list(key)), "q": _enc(qa_id)},
+            "fields": {"k": enc(list(key)), "q": enc(qa_id)},
             "maxlen": self.stream_maxlen,
             "approximate": True,
         }
 
     def delete_session(self, key: SessionKey) -> int:
         keys, args = self._delete_call(key)
-        removed: int = self._script("delete", _DELETE)(keys=keys, args=args)
+        removed: int = self._script("delete", DELETE)(keys=keys, args=args)
         return removed
 
     async def adelete_session(self, key: SessionKey) -> int:
         keys, args = self._delete_call(key)
-        removed: int = await self._async().script("delete", _DELETE)(keys=keys, args=args)
+        removed: int = await self._async().script("delete", DELETE)(keys=keys, args=args)
         return removed
 
     def _delete_call(self, key: SessionKey) -> tuple[list[str], list[Any]]:
-        return [self._list_key(key), self._user_key(key[0])], [
+        return [self._list_key(key), self._user_key(key[0]), self._users_key], [
             self._entry_prefix(key),
-            _enc(list(key)),
+            enc(list(key)),
+            enc(key[0]),
         ]
 
     def sessions(self, user: str | None) -> list[str]:
@@ -379,25 +321,83 @@ class RedisBackend:
             return self._alive(encoded, await pipe.execute())
 
     def _alive(self, encoded: list[str], alive: list[int]) -> list[str]:
-        return [_dec(sk)[1] for sk, live in zip(encoded, alive, strict=True) if live]
+        return [dec(sk)[1] for sk, live in zip(encoded, alive, strict=True) if live]
 
     def scan(self) -> Iterator[tuple[SessionKey, str]]:
+        """Every entry of this namespace, read through its ``users`` set (see the module
+        docstring); a namespace whose set is not marked complete walks the database."""
+        client = self.client
+        if not client.sismember(self._users_key, COMPLETE):
+            yield from self._walk()
+            return
+        users: list[str] = []
+        for user in client.sscan_iter(self._users_key, count=1000):
+            if user != COMPLETE:
+                users.append(user)
+            if len(users) >= 200:
+                yield from self._scan_users(users)
+                users = []
+        if users:
+            yield from self._scan_users(users)
+
+    def _scan_users(self, users: list[str]) -> Iterator[tuple[SessionKey, str]]:
+        client, prefix = self.client, self._prefix
+        pipe = client.pipeline(transaction=False)
+        for user in users:
+            pipe.zrange(f"{prefix}u:{user}", 0, -1)
+        listed: list[list[str]] = pipe.execute()
+        gone = [user for user, keys in zip(users, listed, strict=True) if not keys]
+        if gone:  # their session index expired: drop them, unless one came back meanwhile
+            self._script("prune", PRUNE)(keys=[self._users_key], args=[f"{prefix}u:", *gone])
+        sessions = [sk for keys in listed for sk in keys]
+        for start in range(0, len(sessions), 200):
+            chunk = sessions[start : start + 200]
+            pipe = client.pipeline(transaction=False)
+            for sk in chunk:
+                pipe.lrange(f"{prefix}l:{sk}", 0, -1)
+            names: list[str] = []
+            owners: list[SessionKey] = []
+            for sk, qa_ids in zip(chunk, pipe.execute(), strict=True):
+                user, session_id = dec(sk)
+                names.extend(f"{prefix}e:{sk}:{qa}" for qa in qa_ids)
+                owners.extend([(user, session_id)] * len(qa_ids))
+            pipe = client.pipeline(transaction=False)
+            for i in range(0, len(names), 1000):
+                pipe.mget(names[i : i + 1000])
+            payloads = [p for reply in pipe.execute() for p in reply]
+            for key, payload in zip(owners, payloads, strict=True):
+                if payload is not None:
+                    yield key, payload
+
+    def _walk(self) -> Iterator[tuple[SessionKey, str]]:
+        """``SCAN MATCH`` over the whole database (a namespace without a complete ``users``
+        set); once it has seen everything, adds the users found and the mark."""
         client = self.client
         pattern = f"{self._prefix}e:*"  # the prefix is base64url: no glob characters
+        users: set[str | None] = set()
         batch: list[str] = []
         for name in client.scan_iter(match=pattern, count=1000):
             batch.append(name)
             if len(batch) >= 500:
-                yield from self._fetch(batch)
+                for key, payload in self._fetch(batch):
+                    users.add(key[0])
+                    yield key, payload
                 batch = []
-        if batch:
-            yield from self._fetch(batch)
+        for key, payload in self._fetch(batch):
+            users.add(key[0])
+            yield key, payload
+        found = [enc(user) for user in users]
+        for i in range(0, len(found), 1000):
+            client.sadd(self._users_key, *found[i : i + 1000])
+        client.sadd(self._users_key, COMPLETE)
 
     def _fetch(self, names: list[str]) -> Iterator[tuple[SessionKey, str]]:
+        if not names:
+            return
         start = len(self._prefix) + 2
         for name, payload in zip(names, self.client.mget(names), strict=True):
             if payload is not None:
-                user, session_id = _dec(name[start:].partition(":")[0])
+                user, session_id = dec(name[start:].partition(":")[0])
                 yield (user, session_id), payload
 
     # -- change feed (positive memory) -------------------------------------
@@ -481,14 +481,39 @@ class RedisBackend:
             self.changes_key, {"restart": "1"}, maxlen=self.stream_maxlen, approximate=True
         )
 
+    def add_changes(self, refs: Sequence[tuple[SessionKey, str]]) -> tuple[str | None, str] | None:
+        """Stream records naming entries written by ``append`` (an import): every reader
+        re-reads them (a :class:`~.feed.FeedWriter`). ``None``, writing nothing, when
+        they are more than the stream keeps (``stream_maxlen``).
+
+        Each ``MULTI`` of up to 10,000 records starts with the stream's last id,
+        so the span is contiguous (``before`` not ``None``) unless another
+        writer's record came between two of them.
+        """
+        if len(refs) > self.stream_maxlen:
+            return None
+        if not refs:
+            head = self.feed_position()
+            return head, head
+        before: str | None = None
+        after = ""
+        for start in range(0, len(refs), 10_000):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xrevrange(self.changes_key, count=1)
+            for key, qa_id in refs[start : start + 10_000]:
+                pipe.xadd(**self._change_record(key, qa_id))
+            replies = pipe.execute()
+            last = str(replies[0][0][0]) if replies[0] else "0-0"
+            before = last if start == 0 else (before if last == after else None)
+            after = str(replies[-1])
+        return before, after
+
     def _changed_entry(self, fields: dict[str, str]) -> str:
         if "q" in fields:
             return f"{self._prefix}e:{fields['k']}:{fields['q']}"
         # a change written before stream entries stopped carrying the payload ("p")
         entry = json.loads(fields["p"])
-        return self._entry_prefix((entry.get("user_id"), entry["session_id"])) + _enc(
-            entry["qa_id"]
-        )
+        return self._entry_prefix((entry.get("user_id"), entry["session_id"])) + enc(entry["qa_id"])
 
     def _trimmed_after(self, position: str) -> bool:
         """Whether the stream may have lost (trimmed) a change newer than ``position``."""

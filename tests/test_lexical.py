@@ -1,0 +1,249 @@
+"""A memory query looks for its rarest words (fts_terms): stemmed exactly as the index
+stems, chosen by document frequency, never finding fewer hits than every word would."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from feedback_plugin import SessionQAEntry
+from feedback_plugin.backends import fts_terms
+from feedback_plugin.backends.fts import MemoryIndex
+from feedback_plugin.backends.fts_schema import query_words
+from feedback_plugin.backends.fts_terms import Plan, TermPicker
+
+
+def entry(
+    i: int, question: str, answer: str = "See the help page.", **kw: object
+) -> SessionQAEntry:
+    return SessionQAEntry(
+        qa_id=f"q{i}",
+        session_id=str(kw.pop("session_id", "s1")),
+        question=question,
+        answer=answer,
+        feedback_score=5,
+        user_id=kw.pop("user", None),  # type: ignore[arg-type]
+    )
+
+
+def ids(hits: list) -> list[str]:
+    return [h.qa_id for h in hits]
+
+
+def search(index: MemoryIndex, query: str, *, every_word: bool = False, **kw: object) -> list:
+    options: dict[str, object] = {"user": None, "limit": 10, "min_score": 4, **kw}
+    index._every_word = every_word
+    try:
+        return index.search(query, **options)  # type: ignore[arg-type]
+    finally:
+        index._every_word = False
+
+
+@pytest.fixture
+def index() -> Iterator[MemoryIndex]:
+    """An index that picks terms however small it is (the default waits for 5,000 rows)."""
+    idx = MemoryIndex(None)
+    idx._terms = TermPicker(min_rows=0)
+    yield idx
+    idx.close()
+
+
+# -- words as the index tokenizes them ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("word", "terms"),
+    [
+        ("resetting", ("reset",)),
+        ("reset", ("reset",)),
+        ("accounts", ("account",)),
+        ("naïve", ("naiv",)),
+        ("café", ("cafe",)),
+        ("a b", ("a", "b")),  # a_b: one word, a phrase of two terms
+        ("日本語", ("日本語",)),
+        ("\u0301", ()),
+    ],
+)
+def test_a_word_becomes_the_terms_the_index_holds(word: str, terms: tuple[str, ...]) -> None:
+    picker = TermPicker()
+    try:
+        assert picker.terms(word) == terms
+    finally:
+        picker.close()
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.text(min_size=1, max_size=60))
+def test_a_words_frequency_agrees_with_what_matching_it_finds(text: str) -> None:
+    """The frequency of a query word is read under the very terms FTS5 searches for
+    when the word is matched (both go through the index's tokenizer)."""
+    idx = MemoryIndex(None)
+    picker = TermPicker()
+    try:
+        idx.apply(entry(1, text, "-"))
+        con = idx._connect()
+        for word in query_words(text):
+            found = con.execute(
+                "SELECT count(*) FROM turns_fts WHERE turns_fts MATCH ?",
+                (f'{{question answer}}:"{word}"',),
+            ).fetchone()[0]
+            frequency = picker.frequency(con, word)
+            if len(picker.terms(word)) == 1:
+                assert frequency == found, word
+            else:  # a phrase: no more frequent than its rarest term
+                assert frequency >= found, word
+    finally:
+        picker.close()
+        idx.close()
+
+
+# -- the rule -------------------------------------------------------------------------------
+
+
+def test_common_words_are_dropped_when_rarer_ones_exist() -> None:
+    picker = TermPicker(min_rows=0)
+    words = ["account", "change", "xylophone", "set"]
+    assert picker.choose(words, [900, 700, 3, 800], rows=1000) == Plan(
+        ["xylophone"], ["account", "change", "set"]
+    )
+    # at most 20% of the rows: kept, rarest first, up to six
+    many = [f"w{i}" for i in range(9)]
+    plan = picker.choose(many, [10, 20, 30, 40, 50, 60, 70, 80, 90], rows=1000)
+    assert plan == Plan(["w0", "w1", "w2", "w3", "w4", "w5"], ["w6", "w7", "w8"])
+
+
+def test_when_every_word_is_common_the_two_rarest_stay() -> None:
+    picker = TermPicker(min_rows=0)
+    plan = picker.choose(["how", "change", "account"], [950, 600, 700], rows=1000)
+    assert plan == Plan(["change", "account"], ["how"], common=True)
+
+
+def test_words_no_row_holds_stay_and_do_not_count() -> None:
+    picker = TermPicker(min_rows=0)
+    words = ["typo", "account", "rare"] + [f"r{i}" for i in range(6)]
+    freqs = [0, 900, 5] + [10] * 6
+    plan = picker.choose(words, freqs, rows=1000)
+    assert "typo" in plan.kept and "rare" in plan.kept and plan.dropped == ["account", "r5"]
+    assert len(plan.kept) == 1 + 6 and not plan.common
+    assert picker.choose(["typo", "xq"], [0, 0], rows=1000) == Plan(["typo", "xq"], [])
+
+
+def test_small_indexes_search_every_word(tmp_path: Path) -> None:
+    idx = MemoryIndex(None)  # the default picker: 5,000 rows at least
+    try:
+        idx.apply(entry(1, "change account settings"))
+        con = idx._connect()
+        assert idx._terms.plan(con, ["change", "account"]) == Plan(["change", "account"], [])
+    finally:
+        idx.close()
+
+
+# -- searches ------------------------------------------------------------------------------
+
+
+def _help_desk(index: MemoryIndex, n: int = 60) -> None:
+    for i in range(n):
+        index.apply(entry(i, f"How do I change my account setting number {i}?"))
+    for i in range(n, n + 12):
+        index.apply(entry(i, f"Why does the xylophone plugin crash on account {i}?"))
+    for i in range(n + 12, n + 14):
+        index.apply(entry(i, "Where is the zither manual?"))
+
+
+def test_a_rare_word_with_enough_hits_is_searched_alone(index: MemoryIndex) -> None:
+    _help_desk(index)
+    con = index._connect()
+    assert index._terms.plan(con, ["account", "xylophone"]) == Plan(["xylophone"], ["account"])
+    hits = search(index, "account xylophone")
+    assert len(hits) == 10
+    assert all(int(h.qa_id[1:]) >= 60 for h in hits)  # xylophone turns only
+    # the exhaustive ranking agrees: the rare word weighs most
+    assert set(ids(search(index, "account xylophone", every_word=True))) == set(ids(hits))
+
+
+def test_too_few_hits_for_the_rare_words_fill_up_with_the_dropped(index: MemoryIndex) -> None:
+    _help_desk(index)
+    hits = search(index, "account zither")
+    assert len(hits) == 10  # the two zither turns, then account turns
+    assert ids(hits)[:2] == ids(search(index, "account zither", every_word=True))[:2]
+    assert {"q72", "q73"} <= set(ids(hits))
+    assert hits[1].relevance > 0 and all(h.relevance == 0.0 for h in hits[2:])  # not ranked
+
+
+def test_common_words_alone_rank_the_last_rows_indexed(
+    index: MemoryIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fts_terms, "WINDOW", 0)  # the window: 20 x limit rows
+    for i in range(100):  # the first rows say "account" most: BM25's favourites
+        text = "account account account" if i < 50 else "my account"
+        index.apply(entry(i, f"{text} change number {i}"))
+    con = index._connect()
+    assert index._terms.plan(con, ["account", "change"]).common
+    hits = search(index, "account change", limit=2)
+    assert len(hits) == 2 and all(int(h.qa_id[1:]) >= 60 for h in hits)  # the last 40
+    every = search(index, "account change", limit=2, every_word=True)
+    assert all(int(h.qa_id[1:]) < 50 for h in every)
+
+
+def test_a_user_without_the_rare_word_still_finds_the_common_one(index: MemoryIndex) -> None:
+    _help_desk(index)
+    index.apply(entry(500, "How do I change my account email?", user="alice"))
+    assert ids(search(index, "account xylophone", user="alice")) == ["q500"]
+    assert search(index, "account xylophone", user="bob") == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "account",
+        "change account",
+        "how do I change my account setting",
+        "xylophone account change",
+        "zither account",
+        "zither xylophone",
+        "unknownword account",
+        "setting 17",
+        "crash plugin 65",
+    ],
+)
+@pytest.mark.parametrize("limit", [1, 5, 10, 40])
+def test_never_fewer_hits_than_searching_every_word(
+    index: MemoryIndex, query: str, limit: int
+) -> None:
+    _help_desk(index)
+    picked = search(index, query, limit=limit)
+    every = search(index, query, limit=limit, every_word=True)
+    assert len(picked) == len(every)
+
+
+def test_a_word_counted_absent_a_minute_ago_is_still_found(index: MemoryIndex) -> None:
+    _help_desk(index)
+    assert search(index, "account ocarina") != []  # "ocarina": no row, cached as 0
+    index.apply(entry(900, "The ocarina app needs an account"))
+    assert ids(search(index, "account ocarina"))[0] == "q900"
+
+
+def test_an_index_file_without_the_vocabulary_table_gets_one(tmp_path: Path) -> None:
+    path = tmp_path / "memory.sqlite3"
+    idx = MemoryIndex(path)
+    idx.apply(entry(1, "reset password"))
+    idx.close()
+    con = sqlite3.connect(path)
+    con.execute("DROP TABLE turns_vocab")  # a file of the same layout, older release
+    con.commit()
+    con.close()
+    idx = MemoryIndex(path)
+    idx._terms = TermPicker(min_rows=0)
+    try:
+        assert ids(search(idx, "password reset")) == ["q1"]
+    finally:
+        idx.close()
