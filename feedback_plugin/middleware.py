@@ -63,6 +63,7 @@ from langchain.agents.middleware.types import (
 )
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 from langchain_core.messages import AIMessage, SystemMessage, ToolMessage
 from langchain_core.tracers.context import register_configure_hook
 from langgraph.config import get_config
@@ -184,6 +185,8 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         session_id: the session when the run has no thread id and no
             ``session_id`` metadata (otherwise such a turn is not recorded).
         user: the user when the run names none.
+        embeddings: find liked turns by meaning too (any LangChain ``Embeddings``;
+            see :func:`~feedback_plugin.memory.search_memory`).
     """
 
     state_schema = FeedbackState
@@ -198,6 +201,7 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         record: bool = True,
         session_id: str | None = None,
         user: str | None = None,
+        embeddings: Embeddings | None = None,
     ) -> None:
         if not isinstance(store, SessionStore):
             raise ArgumentTypeError(f"store must be a SessionStore, got {type(store).__name__}")
@@ -216,6 +220,11 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         self.record = record
         self.session_id = session_id
         self.user = check_user(user)
+        if embeddings is not None and not isinstance(embeddings, Embeddings):
+            raise ArgumentTypeError(
+                f"embeddings must be a LangChain Embeddings, got {type(embeddings).__name__}"
+            )
+        self.embeddings = embeddings
         self.tools = []
 
     def __repr__(self) -> str:
@@ -281,7 +290,12 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         _, user, _ = self._where(request.runtime)
         try:
             hits = search_memory(
-                self.store, question, k=self.k, user=user, min_score=self.min_score
+                self.store,
+                question,
+                k=self.k,
+                user=user,
+                min_score=self.min_score,
+                embeddings=self.embeddings,
             )
         except StoreError:
             log.exception("feedback_plugin: memory unavailable; the agent answers without it")

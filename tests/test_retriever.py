@@ -436,12 +436,15 @@ def test_semantic_ranking_with_fake_embeddings_returns_only_positives(
     unrated = store.record("s1", "reset password quickly", "Hmm.", wait=True).qa_id
 
     r = retriever(store, embeddings=emb)
+    r.invoke("warm up")  # the memory starts embedding its liked turns (in the background)
+    assert store.memory.wait_embedded(10)
     for query in ["reset password", "", "capital", "?!"]:
         docs = r.invoke(query)
         got = set(qa_ids(docs))
         assert got <= liked
         assert not got & {down, unrated}
-    assert set(qa_ids(r.invoke("reset password"))) == liked  # k=10 covers them all
+    # random vectors mean nothing: the word match comes first
+    assert r.invoke("reset password")[0].metadata["question"] == "How do I reset my password?"
     # the exact text of a stored turn embeds identically: it ranks first
     exact = "Question: Who wrote Hamlet?\nAnswer: Shakespeare."
     assert retriever(store, embeddings=emb, k=1).invoke(exact)[0].metadata["answer"] == (

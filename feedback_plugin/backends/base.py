@@ -79,11 +79,28 @@ class MemorySearch(Protocol):
         """Rebuild from the backend before the next search, in every process
         (entries were written without ``update``: an import)."""
 
-    def vectors(self, model: str, refs: Sequence[tuple[SessionKey, str]]) -> dict[Any, Any]:
-        """Cached embeddings of these turns for ``model``: ``{(key, qa_id): vector}``."""
+    def use_embeddings(self, model: str, embeddings: Any) -> None:
+        """Keep every remembered turn embedded with ``embeddings`` (whose id is ``model``),
+        off the query path (a background thread); a new model re-embeds everything.
+        ``embeddings`` has ``embed_documents(texts)`` (a LangChain ``Embeddings``)."""
 
-    def save_vectors(self, model: str, vectors: Mapping[tuple[SessionKey, str], Any]) -> None:
-        """Cache embeddings (dropped with their turn when it leaves memory)."""
+    def search_by_vector(
+        self,
+        vector: Sequence[float],
+        *,
+        model: str,
+        user: str | None,
+        limit: int,
+        min_score: int,
+        session_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Hit]:
+        """Nearest-first candidates by meaning (relevance: cosine similarity) among the
+        turns already embedded with ``model``; the same filters as :meth:`search`."""
+
+    def wait_embedded(self, timeout: float) -> bool:
+        """Block until every remembered turn has its vector (``False`` on timeout)."""
 
     def close(self) -> None:
         """Release connections; the memory may be used again afterwards."""

@@ -46,7 +46,6 @@ depend on it, never the reverse.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -79,6 +78,7 @@ from .fts_schema import (
     use_wal,
 )
 from .fts_terms import TermPicker, select_turns
+from .vectors import VectorStore
 
 __all__ = ["MemoryIndex", "match_query"]
 
@@ -113,6 +113,7 @@ class MemoryIndex:
         self._readers = threading.local()  # each thread's own read connection (WAL)
         self._reader_list: list[tuple[int, sqlite3.Connection]] = []  # to close them all
         self._terms = TermPicker()  # which words of a query to search for
+        self._vectors: VectorStore | None = None
 
     def __repr__(self) -> str:
         return f"MemoryIndex({self.path!r})"
@@ -502,39 +503,58 @@ class MemoryIndex:
         """The most recently recorded remembered turns (candidates for semantic ranking)."""
         return self.search("", user=user, limit=limit, min_score=min_score)
 
-    # -- vectors (semantic ranking cache) ----------------------------------
+    # -- by meaning: the vectors live in this file too (backends/vectors.py) ------
 
-    def vectors(
-        self, model: str, refs: Sequence[tuple[SessionKey, str]]
-    ) -> dict[tuple[SessionKey, str], list[float]]:
-        """Cached embeddings of these turns for ``model``."""
-        out: dict[tuple[SessionKey, str], list[float]] = {}
+    def _vector_store(self) -> VectorStore:
         with self._lock:
-            con = self._connect()
-            for key, qa_id in refs:
-                row = con.execute(
-                    "SELECT vec FROM vectors"
-                    " WHERE owner=? AND session_id=? AND qa_id=? AND model=?",
-                    (owner_key(self.namespace, key[0]), sql_id(key[1]), sql_id(qa_id), model),
-                ).fetchone()
-                if row is not None:
-                    out[(key, qa_id)] = json.loads(row[0])
-        return out
+            if self._vectors is None:
+                self._vectors = VectorStore(self)
+            return self._vectors
 
-    def save_vectors(
-        self, model: str, vectors: Mapping[tuple[SessionKey, str], list[float]]
-    ) -> None:
-        """Cache embeddings of turns in the index (a turn that left it gets none)."""
-        with self._lock:
-            self._connect().executemany(
-                "INSERT OR REPLACE INTO vectors(owner, session_id, qa_id, model, vec)"
-                " SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM turns"
-                " WHERE owner = ?1 AND session_id = ?2 AND qa_id = ?3)",
-                (
-                    (owner_key(self.namespace, k[0]), sql_id(k[1]), sql_id(q), model, json.dumps(v))
-                    for (k, q), v in vectors.items()
-                ),
-            )
+    def use_embeddings(self, model: str, embeddings: Any) -> None:
+        """Keep every remembered turn embedded with ``model`` (a background thread)."""
+        self._vector_store().use(model, embeddings)
+
+    def search_by_vector(
+        self,
+        vector: Sequence[float],
+        *,
+        model: str,
+        user: str | None,
+        limit: int,
+        min_score: int,
+        session_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Hit]:
+        """Nearest-first remembered turns of ``user`` by meaning (see :mod:`.vectors`)."""
+        return self._vector_store().search(
+            vector,
+            model=model,
+            user=user,
+            limit=limit,
+            min_score=min_score,
+            session_id=session_id,
+            since=since,
+            until=until,
+        )
+
+    def wait_embedded(self, timeout: float) -> bool:
+        """Block until every remembered turn has its vector (``False`` on timeout)."""
+        return self._vector_store().wait(timeout)
+
+    # what the vector store needs of this file
+    def reading(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return self._read(fn)
+
+    def writing(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return self._healing(fn)
+
+    def owner_of(self, user: str | None) -> str:
+        return owner_key(self.namespace, user)
+
+    def hit(self, user: str | None, session_id: str, qa_id: str, relevance: float) -> Hit:
+        return Hit((user, unsql_id(session_id)), unsql_id(qa_id), relevance)
 
     def count(self) -> int:
         with self._lock:
@@ -550,6 +570,8 @@ class MemoryIndex:
 
     def close(self) -> None:
         """Close the writer and every thread's reader (the store is closing)."""
+        if self._vectors is not None:
+            self._vectors.close()
         self._terms.close()
         with self._lock:
             self._drop_connection()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Generator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
 
+from ..backends.base import Hit
 from ..calls import describe
 from ..errors import ArgumentTypeError, InvalidArgumentError, StoreError
 from ..models import SessionQAEntry, check_id, check_score, check_user
@@ -24,15 +24,12 @@ from ..pool import in_thread
 from ..ratings import POSITIVE_MIN_SCORE, is_remembered
 
 if TYPE_CHECKING:
-    from ..backends.base import Hit, MemorySearch, SessionKey
+    from ..backends.base import MemorySearch, SessionKey
     from ..store import SessionStore
 
 log = logging.getLogger("feedback_plugin")
 
 __all__ = ["PositiveMemoryRetriever", "asearch_memory", "entry_document", "search_memory"]
-
-SEMANTIC_POOL = 50
-"""Candidates a semantic ranking considers: the best lexical ones plus the most recent."""
 
 
 def entry_document(entry: SessionQAEntry, relevance: float) -> Document:
@@ -57,10 +54,14 @@ def entry_document(entry: SessionQAEntry, relevance: float) -> Document:
     )
 
 
-def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=False))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return dot / norm if norm else 0.0
+MIN_SIMILARITY = 0.3
+"""A turn found by meaning counts only at this cosine similarity or more: the nearest
+vectors of a question about something else are still the nearest. 0.3 suits
+all-MiniLM-L6-v2 (a paraphrase scores about 0.5-0.7, an unrelated question about
+0.0-0.2); another model may need another floor (``min_similarity=``)."""
+
+RRF_K = 60
+"""Reciprocal rank fusion's constant: a hit at rank r in one list scores 1 / (RRF_K + r)."""
 
 
 def search_memory(
@@ -76,26 +77,31 @@ def search_memory(
     until: datetime | None = None,
     min_relevance: float | None = None,
     embeddings: Embeddings | None = None,
+    lexical: bool = True,
+    min_similarity: float = MIN_SIMILARITY,
 ) -> list[tuple[SessionQAEntry, float]]:
     """The ``k`` remembered turns most relevant to ``query``, with their relevance.
+
+    By words (BM25) alone, or with ``embeddings`` also by meaning: the
+    nearest vectors of the user's liked turns, fused with the word matches by
+    reciprocal rank fusion, so a paraphrase finds its turn and an exact
+    keyword (an error code, a product name) still wins. ``lexical=False``
+    searches by meaning only. A turn found by meaning counts at cosine similarity
+    ``min_similarity`` or more. Turns are embedded in the background when they
+    become memory (see :mod:`feedback_plugin.backends.vectors`); a query
+    embeds only itself.
 
     Every hit is re-read from the store, so a rating lowered or cleared a
     moment ago (in any process) never comes back. Raises :class:`StoreError`
     when memory or the store cannot be read.
     """
-    steps = _steps(
-        query,
-        k,
-        user,
-        session_id,
-        min_score,
-        metadata_filter,
-        since,
-        until,
-        semantic=embeddings is not None,
+    plan = _Plan(
+        query, k, user, session_id, min_score, metadata_filter, since, until, min_similarity
     )
-    finish = _finish(embeddings, min_relevance, k)
+    steps = plan.steps(embeddings, lexical)
     memory, caught_up = store.memory, False
+    if embeddings is not None:
+        _use(memory, embeddings)
     reply: Any = None
     while True:
         try:
@@ -104,24 +110,21 @@ def search_memory(
             found: list[Found] = stop.value
             break
         if kind == "search":
-            reply = _search(memory, arg[0], not caught_up, limit=arg[1], **arg[2])
+            reply = _search(memory, not caught_up, *arg)
             caught_up = True
+        elif kind == "embed":
+            assert embeddings is not None
+            try:
+                reply = embeddings.embed_query(arg)
+            except Exception as exc:
+                _unembedded_query(exc, lexical)
+                reply = None
         elif kind == "read":
             reply = store.get_many(arg, user=user)
         else:  # "stale"
             _refresh(store, arg, user)
             reply = None
-    if embeddings is None or not found:
-        return finish(found, {}, None)
-    model, refs = _model(embeddings), [ref for _, _, ref in found]
-    cached = memory.vectors(model, refs)
-    texts = _unembedded(found, cached)
-    if texts:
-        new = dict(zip(texts, embeddings.embed_documents(list(texts.values())), strict=True))
-        memory.save_vectors(model, new)
-        cached.update(new)
-    qvec = embeddings.embed_query(steps_query(query)) if query.strip() else None
-    return finish(found, cached, qvec)
+    return plan.finish(found, min_relevance)
 
 
 async def asearch_memory(
@@ -137,23 +140,19 @@ async def asearch_memory(
     until: datetime | None = None,
     min_relevance: float | None = None,
     embeddings: Embeddings | None = None,
+    lexical: bool = True,
+    min_similarity: float = MIN_SIMILARITY,
 ) -> list[tuple[SessionQAEntry, float]]:
     """:func:`search_memory`, awaited: the memory index (SQLite) is read in the
-    library's worker pool, hits are re-read with ``aget_many`` and embedded with
-    ``aembed_*``, so the event loop never waits on I/O."""
-    steps = _steps(
-        query,
-        k,
-        user,
-        session_id,
-        min_score,
-        metadata_filter,
-        since,
-        until,
-        semantic=embeddings is not None,
+    library's worker threads, hits are re-read with ``aget_many`` and the query
+    embedded with ``aembed_query``, so the event loop never waits on I/O."""
+    plan = _Plan(
+        query, k, user, session_id, min_score, metadata_filter, since, until, min_similarity
     )
-    finish = _finish(embeddings, min_relevance, k)
+    steps = plan.steps(embeddings, lexical)
     memory, caught_up = store.memory, False
+    if embeddings is not None:
+        await in_thread(_use, memory, embeddings)
     reply: Any = None
     while True:
         try:
@@ -162,25 +161,21 @@ async def asearch_memory(
             found: list[Found] = stop.value
             break
         if kind == "search":  # one trip to a worker thread: catch up and search
-            reply = await in_thread(_search, memory, arg[0], not caught_up, limit=arg[1], **arg[2])
+            reply = await in_thread(_search, memory, not caught_up, *arg)
             caught_up = True
+        elif kind == "embed":
+            assert embeddings is not None
+            try:
+                reply = await embeddings.aembed_query(arg)
+            except Exception as exc:
+                _unembedded_query(exc, lexical)
+                reply = None
         elif kind == "read":
             reply = await store.aget_many(arg, user=user)
         else:  # "stale"
             await in_thread(_refresh, store, arg, user)
             reply = None
-    if embeddings is None or not found:
-        return finish(found, {}, None)
-    model, refs = _model(embeddings), [ref for _, _, ref in found]
-    cached = await in_thread(memory.vectors, model, refs)
-    texts = _unembedded(found, cached)
-    if texts:
-        vectors = await embeddings.aembed_documents(list(texts.values()))
-        new = dict(zip(texts, vectors, strict=True))
-        await in_thread(memory.save_vectors, model, new)
-        cached.update(new)
-    qvec = await embeddings.aembed_query(steps_query(query)) if query.strip() else None
-    return finish(found, cached, qvec)
+    return plan.finish(found, min_relevance)
 
 
 _MISSING = object()
@@ -190,8 +185,9 @@ Found = tuple[SessionQAEntry, float, Ref]
 """A hit the store backs: the entry, its relevance, and its ``(session key, qa_id)``."""
 
 Step = tuple[str, Any]
-"""What the search needs next: ``("search", (query, limit, options))`` -> hits,
-``("read", refs)`` -> entries, ``("stale", refs)`` -> None."""
+"""What the search needs next: ``("search", (query or vector, limit, options, model))``
+-> hits, ``("embed", text)`` -> the query's vector, ``("read", refs)`` -> entries,
+``("stale", refs)`` -> None."""
 
 
 def steps_query(query: str) -> str:
@@ -200,78 +196,141 @@ def steps_query(query: str) -> str:
     return query.replace("\x00", " ")
 
 
-def _steps(
-    query: str,
-    k: int,
-    user: str | None,
-    session_id: str | None,
-    min_score: int,
-    metadata_filter: Mapping[str, Any] | None,
-    since: datetime | None,
-    until: datetime | None,
-    *,
-    semantic: bool = False,
-) -> Generator[Step, Any, list[Found]]:
+class _Plan:
     """The search's logic as the steps it asks for (its I/O is the caller's: the sync
     and the async search share this one core)."""
-    query = steps_query(query)
-    options = {
-        "user": user,
-        "min_score": min_score,
-        "session_id": session_id,
-        "since": since,
-        "until": until,
-        "metadata_filter": metadata_filter,
-    }
 
-    def backed(hits: list[Hit]) -> Generator[Step, Any, list[Found]]:
+    def __init__(
+        self,
+        query: str,
+        k: int,
+        user: str | None,
+        session_id: str | None,
+        min_score: int,
+        metadata_filter: Mapping[str, Any] | None,
+        since: datetime | None,
+        until: datetime | None,
+        min_similarity: float = 0.0,
+    ) -> None:
+        self.query = steps_query(query)
+        self.min_similarity = min_similarity
+        self.k, self.min_score, self.metadata_filter = k, min_score, metadata_filter
+        self.options: dict[str, Any] = {
+            "user": user,
+            "min_score": min_score,
+            "session_id": session_id,
+            "since": since,
+            "until": until,
+        }
+
+    def steps(
+        self, embeddings: Embeddings | None, lexical: bool
+    ) -> Generator[Step, Any, list[Found]]:
+        k, metadata_filter = self.k, self.metadata_filter
+        semantic = embeddings is not None and bool(self.query.strip())
+        if not lexical and embeddings is None:
+            raise InvalidArgumentError("lexical=False searches by meaning: give embeddings")
+        words = lexical or not semantic  # a query without words: the most recent turns
+        model = _model(embeddings) if embeddings is not None else ""
+        qvec = (yield ("embed", self.query)) if semantic else None
+        pool = max(k * 3, 10) if metadata_filter is None else max(k * 20, 100)
+        while True:
+            by_words: list[Hit] = []
+            by_meaning: list[Hit] = []
+            if words:
+                by_words = yield ("search", (self.query, pool, self.options, None))
+            if qvec is not None:
+                near = yield ("search", (qvec, pool, self.options, model))
+                by_meaning = [h for h in near if h.relevance >= self.min_similarity]
+            legs = [leg for leg, on in ((by_words, words), (by_meaning, qvec is not None)) if on]
+            ranked = legs[0] if len(legs) == 1 else _fuse(legs)
+            found = yield from self._backed(ranked)
+            # The index knows no metadata: while the filter leaves fewer than k of a
+            # full pool, widen the pool (else better-matching turns that fail the
+            # filter would hide every turn that passes it).
+            if not (metadata_filter and len(found) < k and any(len(x) == pool for x in legs)):
+                return found
+            pool *= 4
+
+    def _backed(self, hits: list[Hit]) -> Generator[Step, Any, list[Found]]:
         """The hits the store still backs (re-read in one ``get_many``) that pass the filter."""
         entries = yield ("read", [(hit.key[1], hit.qa_id) for hit in hits])
         found: list[Found] = []
         stale: list[tuple[str, str]] = []
+        wanted = self.metadata_filter
         for hit, entry in zip(hits, entries, strict=True):
-            if entry is None or not is_remembered(entry, min_score):
+            if entry is None or not is_remembered(entry, self.min_score):
                 stale.append((hit.key[1], hit.qa_id))
                 continue
-            if metadata_filter and any(
-                entry.metadata.get(key, _MISSING) != value for key, value in metadata_filter.items()
-            ):
+            if wanted and any(entry.metadata.get(k, _MISSING) != v for k, v in wanted.items()):
                 continue
             found.append((entry, hit.relevance, (hit.key, hit.qa_id)))
         if stale:
             yield ("stale", stale)
         return found
 
-    pool = max(k * 3, 10) if metadata_filter is None else max(k * 20, 100)
-    if semantic:
-        pool = max(pool, SEMANTIC_POOL)
-    hits: list[Hit] = yield ("search", (query, pool, options))
-    found = yield from backed(hits)
-    # The index knows no metadata: while the filter leaves fewer than k of a
-    # full pool, widen the pool (else better-matching turns that fail the
-    # filter would hide every turn that passes it).
-    while metadata_filter and len(found) < k and len(hits) == pool:
-        pool *= 4
-        hits = yield ("search", (query, pool, options))
-        found = yield from backed(hits)
-    if semantic:  # semantic candidates: the most recent liked turns too
-        seen = {(h.key, h.qa_id) for h in hits}
-        recent: list[Hit] = yield ("search", ("", SEMANTIC_POOL, options))
-        found += yield from backed([h for h in recent if (h.key, h.qa_id) not in seen])
-    return found
+    def finish(
+        self, found: list[Found], min_relevance: float | None
+    ) -> list[tuple[SessionQAEntry, float]]:
+        if min_relevance is not None:
+            found = [f for f in found if f[1] >= min_relevance]
+        return [(entry, relevance) for entry, relevance, _ in found[: self.k]]
 
 
-def _search(memory: MemorySearch, query: str, catch_up: bool, **options: Any) -> list[Hit]:
-    """``memory.search`` (after ``catch_up``: every change made in any process seen),
-    its failures raised as the store's (:class:`StoreError`)."""
+def _fuse(legs: list[list[Hit]]) -> list[Hit]:
+    """Reciprocal rank fusion of best-first hit lists; relevance scaled to 0..1 (1: first
+    in every list)."""
+    scores: dict[tuple[Any, str], float] = {}
+    first: dict[tuple[Any, str], Hit] = {}
+    for leg in legs:
+        for rank, hit in enumerate(leg, 1):
+            ref = (hit.key, hit.qa_id)
+            scores[ref] = scores.get(ref, 0.0) + 1.0 / (RRF_K + rank)
+            first.setdefault(ref, hit)
+    top = len(legs) / (RRF_K + 1)
+    order = sorted(scores, key=lambda ref: scores[ref], reverse=True)
+    return [Hit(first[ref].key, first[ref].qa_id, scores[ref] / top) for ref in order]
+
+
+def _search(
+    memory: MemorySearch,
+    catch_up: bool,
+    what: Any,
+    limit: int,
+    options: dict[str, Any],
+    model: str | None,
+) -> list[Hit]:
+    """One leg of the search: by words (``what`` a text) or by meaning (a vector of
+    ``model``), after ``catch_up`` (every change made in any process seen); its
+    failures raised as the store's (:class:`StoreError`)."""
     try:
         if catch_up:
             memory.catch_up()
-        return memory.search(query, **options)
+        if model is None:
+            return memory.search(what, limit=limit, **options)
+        return memory.search_by_vector(what, model=model, limit=limit, **options)
     except StoreError:
         raise
     except Exception as exc:
         raise StoreError(f"memory search failed: {describe(exc)}") from exc
+
+
+def _unembedded_query(exc: Exception, lexical: bool) -> None:
+    """The query could not be embedded (the model failed): by words alone, logged; or,
+    searching by meaning only, the store's error."""
+    if not lexical:
+        raise StoreError(f"the query could not be embedded: {describe(exc)}") from exc
+    log.error("feedback_plugin: query not embedded, memory found by words only: %s", describe(exc))
+
+
+def _use(memory: MemorySearch, embeddings: Embeddings) -> None:
+    """Have the memory keep its turns embedded with this model (idempotent)."""
+    try:
+        memory.use_embeddings(_model(embeddings), embeddings)
+    except StoreError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"memory cannot use the embeddings: {describe(exc)}") from exc
 
 
 def _refresh(store: SessionStore, refs: list[tuple[str, str]], user: str | None) -> None:
@@ -281,48 +340,10 @@ def _refresh(store: SessionStore, refs: list[tuple[str, str]], user: str | None)
 
 
 def _model(embeddings: Embeddings) -> str:
-    """The id vectors of this embedding model are cached under."""
+    """The id vectors of this embedding model are kept under."""
     kind = type(embeddings)
-    return f"{kind.__module__}.{kind.__qualname__}:{getattr(embeddings, 'model', '')}"
-
-
-def _unembedded(found: list[Found], cached: Mapping[Any, Any]) -> dict[Ref, str]:
-    """The texts of the candidates with no cached vector, by ``(session key, qa_id)``."""
-    return {
-        ref: entry_document(entry, 0.0).page_content for entry, _, ref in found if ref not in cached
-    }
-
-
-def _finish(
-    embeddings: Embeddings | None, min_relevance: float | None, k: int
-) -> Callable[
-    [list[Found], Mapping[Any, Any], list[float] | None], list[tuple[SessionQAEntry, float]]
-]:
-    """The last step: rank (hybrid with vectors, if any), drop the less relevant, keep k."""
-
-    def finish(
-        found: list[Found], vectors: Mapping[Any, Any], qvec: list[float] | None
-    ) -> list[tuple[SessionQAEntry, float]]:
-        if embeddings is not None and found:
-            found = _hybrid(found, vectors, qvec)
-        if min_relevance is not None:
-            found = [f for f in found if f[1] >= min_relevance]
-        return [(entry, relevance) for entry, relevance, _ in found[:k]]
-
-    return finish
-
-
-def _hybrid(
-    found: list[Found], vectors: Mapping[Any, Any], qvec: list[float] | None
-) -> list[Found]:
-    """Re-rank by 0.5 × normalised BM25 + 0.5 × cosine similarity."""
-    top = max((rel for _, rel, _ in found), default=0.0) or 1.0
-    scored = [
-        (entry, 0.5 * rel / top + 0.5 * (_cosine(qvec, vectors[ref]) if qvec else 0.0), ref)
-        for entry, rel, ref in found
-    ]
-    scored.sort(key=lambda f: f[1], reverse=True)
-    return scored
+    name = getattr(embeddings, "model", "") or getattr(embeddings, "model_name", "")
+    return f"{kind.__module__}.{kind.__qualname__}:{name}"
 
 
 class PositiveMemoryRetriever(BaseRetriever):
@@ -355,9 +376,13 @@ class PositiveMemoryRetriever(BaseRetriever):
     since: datetime | None = None
     until: datetime | None = None
     min_relevance: float | None = None
-    """Drop hits less relevant than this (BM25 relevance, or the hybrid score with embeddings)."""
+    """Drop hits less relevant than this: the BM25 relevance by words alone; with
+    ``embeddings``, the fused score (0..1, 1 for a turn first by words and by meaning)."""
+    min_similarity: float = MIN_SIMILARITY
+    """With ``embeddings``: the cosine similarity a turn found by meaning needs."""
     embeddings: Embeddings | None = None
-    """Optional: rank semantically, hybrid with the lexical score."""
+    """Optional: find turns by meaning too (vectors made in the background, fused with
+    the word matches by reciprocal rank fusion)."""
     raise_on_error: bool = False
     """Raise :class:`StoreError` when memory cannot be read. By default the
     retriever logs the error and returns no documents: memory is an aid, and
@@ -427,6 +452,7 @@ class PositiveMemoryRetriever(BaseRetriever):
             "until": self.until,
             "min_relevance": self.min_relevance,
             "embeddings": self.embeddings,
+            "min_similarity": self.min_similarity,
         }
         unknown = set(kwargs) - set(options)
         if unknown:

@@ -1,0 +1,82 @@
+"""The vector store under the memory index: leases, stale vectors, the log (backends/vectors.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from feedback_plugin.backends.fts import MemoryIndex
+from feedback_plugin.models import SessionQAEntry
+
+np = pytest.importorskip("numpy")
+
+
+def _liked(index: MemoryIndex, qa_id: str, answer: str, correction: str | None = None) -> None:
+    index.apply(
+        SessionQAEntry(
+            qa_id=qa_id,
+            session_id="s",
+            question=f"question {qa_id}",
+            answer=answer,
+            feedback_score=5,
+            correction=correction,
+        )
+    )
+
+
+def _vectors_in_file(index: MemoryIndex) -> dict[int, str]:
+    rows = index.reading(
+        lambda con: con.execute("SELECT turn_id, model FROM embeddings").fetchall()
+    )
+    return dict(rows)
+
+
+def test_a_vector_of_an_old_text_is_never_stored(tmp_path: Path) -> None:
+    """A turn whose text changes while its batch is being embedded (a correction
+    arrives) is queued again; the vector made from the old text is dropped."""
+    index = MemoryIndex(tmp_path / "memory.sqlite3")
+    _liked(index, "a", "old answer")
+    _liked(index, "b", "another answer")
+    vectors = index._vector_store()
+    vectors.select("m")  # no embedder thread: the test leases by hand
+    stamp, batch = vectors.lease(10)
+    assert sorted(text for _, text in batch)[0].startswith("Question: question a")
+    _liked(index, "a", "old answer", correction="the corrected answer")  # text changed
+    vectors.store("m", stamp, {turn_id: [1.0, 0.0] for turn_id, _ in batch})
+    stored = _vectors_in_file(index)
+    assert len(stored) == 1  # b's vector; a's was made from a text it no longer has
+    assert vectors.pending() == 1  # a waits for its new text's vector
+    stamp, again = vectors.lease(10)
+    assert [text.endswith("the corrected answer") for _, text in again] == [True]
+    index.close()
+
+
+def test_a_lease_is_taken_once_and_a_failed_batch_is_given_back(tmp_path: Path) -> None:
+    index = MemoryIndex(tmp_path / "memory.sqlite3")
+    _liked(index, "a", "answer")
+    vectors = index._vector_store()
+    vectors.select("m")
+    stamp, first = vectors.lease(10)
+    _, second = vectors.lease(10)  # another process, say: nothing left to take
+    assert len(first) == 1 and second == []
+    vectors.release(stamp, [turn_id for turn_id, _ in first])  # the model failed
+    _, third = vectors.lease(10)
+    assert [t for t, _ in third] == [t for t, _ in first]
+    index.close()
+
+
+def test_vectors_leave_with_their_turn(tmp_path: Path) -> None:
+    index = MemoryIndex(tmp_path / "memory.sqlite3")
+    _liked(index, "a", "answer")
+    vectors = index._vector_store()
+    vectors.select("m")
+    stamp, batch = vectors.lease(10)
+    vectors.store("m", stamp, {turn_id: [0.0, 1.0] for turn_id, _ in batch})
+    assert len(_vectors_in_file(index)) == 1
+    hits = index.search_by_vector([0.0, 1.0], model="m", user=None, limit=5, min_score=4)
+    assert [h.qa_id for h in hits] == ["a"]
+    index.forget(None, "s", "a")  # the rating was cleared: the row goes, its vector too
+    assert _vectors_in_file(index) == {}
+    assert index.search_by_vector([0.0, 1.0], model="m", user=None, limit=5, min_score=4) == []
+    index.close()
