@@ -38,7 +38,7 @@ for owners with hundreds of thousands of liked turns must be built ahead
 and shared: usearch's HNSW graph took 48 s to build 20,000 vectors here
 (0.4 ms a search once built, 5 ms to open a saved one), far too slow to build
 on a query. That graph, maintained by the embedder and saved beside the
-index for every process to open, is the next step (see docs/DESIGN.md).
+index for every process to open, is the next step.
 """
 
 from __future__ import annotations
