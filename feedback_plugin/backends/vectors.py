@@ -200,7 +200,6 @@ class VectorStore:
         self._owners: dict[str, _Owner] = {}
         self._turn_owner: dict[int, str] = {}
         self._seq = 0
-        self._dims = 0
         self._embedders: dict[str, Embedder] = {}
 
     # -- the file ------------------------------------------------------------------

@@ -190,7 +190,7 @@ Step = tuple[str, Any]
 ``("stale", refs)`` -> None."""
 
 
-def steps_query(query: str) -> str:
+def _checked_query(query: str) -> str:
     if not isinstance(query, str):
         raise ArgumentTypeError(f"query must be a string, got {type(query).__name__}")
     return query.replace("\x00", " ")
@@ -212,7 +212,7 @@ class _Plan:
         until: datetime | None,
         min_similarity: float = 0.0,
     ) -> None:
-        self.query = steps_query(query)
+        self.query = _checked_query(query)
         self.min_similarity = min_similarity
         self.k, self.min_score, self.metadata_filter = k, min_score, metadata_filter
         self.options: dict[str, Any] = {
