@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,27 @@ def test_vectors_leave_with_their_turn(tmp_path: Path) -> None:
     assert _vectors_in_file(index) == {}
     assert index.search_by_vector([0.0, 1.0], model="m", user=None, limit=5, min_score=4) == []
     index.close()
+
+
+def test_closing_waits_for_the_embedder_thread_to_finish(tmp_path: Path) -> None:
+    """The index file's connections close right after: a thread still reading them would
+    crash the process (a segfault in SQLite, seen in the contract tests), so close()
+    returns only once the embedder thread has stopped."""
+    import threading
+
+    started = threading.Event()
+
+    class Slow:
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            started.set()
+            time.sleep(0.3)
+            return [[1.0, 0.0] for _ in texts]
+
+    index = MemoryIndex(tmp_path / "memory.sqlite3")
+    _liked(index, "a", "answer")
+    index.use_embeddings("slow", Slow())
+    assert started.wait(5)
+    threads = [t for t in threading.enumerate() if t.name.startswith("feedback-plugin-embedder")]
+    assert threads
+    index.close()
+    assert not any(t.is_alive() for t in threads)

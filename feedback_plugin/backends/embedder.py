@@ -6,7 +6,9 @@ leased again), embeds them, and stores the vectors and clears their queue
 entries in one transaction; a batch the model fails on is given back. When
 nothing is pending it has the memory index catch up with the store's change
 feed -- so a turn rated in any process is embedded without waiting for a
-query -- and then sleeps until woken or :data:`POLL` seconds pass.
+query -- keeps the approximate indexes of large memories built and saved
+(:meth:`~.vectors.VectorStore.maintain`), and then sleeps until woken or
+:data:`POLL` seconds pass.
 """
 
 from __future__ import annotations
@@ -72,9 +74,17 @@ class Embedder:
                 return True
         return self.vectors.pending() == 0
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 30.0) -> None:
+        """Stop the thread and wait up to ``wait`` seconds for it to finish its batch: the
+        index file closes next, and a thread still reading it would read a closed
+        connection (a crash, not an error)."""
         self._stop.set()
         self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(wait)
+            if thread.is_alive():
+                log.warning("feedback_plugin: the embedder thread did not stop in %.0fs", wait)
 
     def _run(self) -> None:
         """Embed leased batches; when none is left, look for turns that entered memory in
@@ -98,6 +108,7 @@ class Embedder:
                     self.vectors.connections.catch_up()
                     looked = True
                     continue
+                self.vectors.maintain()  # approximate indexes built, snapshots written
                 self._idle.set()
             except Exception as exc:  # a model or file error: logged, retried later
                 self.failures += 1

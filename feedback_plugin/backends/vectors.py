@@ -26,32 +26,39 @@ once. When the model changes (another model id), every vector is dropped and
 every turn queued again.
 
 Search is per owner (one user of one store namespace), over that owner's
-vectors only: an exact dot product (numpy) over a float32 matrix the process
-keeps, loaded on the owner's first query and kept in step from the log.
-Filters (minimum score, session, time) are applied to the rows of the
-nearest vectors, widening the search until enough pass. Hits come back with
-their cosine similarity as relevance.
+vectors only, kept by the process and in step with the log
+(:mod:`.vector_owners`): an owner with fewer than
+:data:`~.ann.APPROX_MIN` vectors is a float32 matrix scored exactly (1.5 KB
+read per vector: 20,000 liked turns, about 4 ms); a larger one gets an
+approximate index (:mod:`.ann`, faiss IVF-SQ8), built off the query path by
+:meth:`VectorStore.maintain` (the embedder calls it when idle) and saved
+beside the file (``<file>.ann/``), so another process opens it in
+milliseconds and replays the log since. Either proposes candidates; the
+store reads their rows and vectors and scores them exactly. Filters
+(minimum score, session, time) are applied to those rows, widening the
+search until enough pass.
 
-Cost, measured on this project's 2-CPU machine: a query scans 1.5 KB per
-vector of the owner (20,000 liked turns: about 10 ms). An approximate index
-for owners with hundreds of thousands of liked turns must be built ahead
-and shared: usearch's HNSW graph took 48 s to build 20,000 vectors here
-(0.4 ms a search once built, 5 ms to open a saved one), far too slow to build
-on a query. That graph, maintained by the embedder and saved beside the
-index for every process to open, is the next step.
+Scores are centred cosines (the memory's mean vector taken off, see
+:mod:`.vector_owners`): the order. A hit's relevance is its plain cosine
+similarity, which the retriever's ``min_similarity`` floor reads.
+
+The layout, the queue of turns to embed and the running mean live in
+:mod:`.vector_queue`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import ann
 from .base import Hit
 from .embedder import Embedder, Embeds
+from .vector_owners import ApproxOwner, ExactOwner, centred_scores, snapshot_path
+from .vector_queue import EmbeddingQueue, numpy_module, read_center
 
 if TYPE_CHECKING:
     import sqlite3
@@ -60,60 +67,11 @@ __all__ = ["VectorStore"]
 
 log = logging.getLogger("feedback_plugin")
 
-LEASE = 120.0
-"""Seconds a process holds a leased batch before another may take it."""
-
-LOG_KEEP = 200_000
-"""Log records kept; a process that fell further behind reloads its vectors."""
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS embeddings(
-    turn_id INTEGER PRIMARY KEY, model TEXT NOT NULL, vec BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS embedding_pending(
-    turn_id INTEGER PRIMARY KEY, lease REAL NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS embedding_log(
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, turn_id INTEGER NOT NULL, added INTEGER NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS turns_embed_ai AFTER INSERT ON turns BEGIN
-    DELETE FROM embedding_pending WHERE turn_id = new.id;
-    INSERT INTO embedding_pending(turn_id, lease) VALUES (new.id, 0);
-END;
-CREATE TRIGGER IF NOT EXISTS turns_embed_au AFTER UPDATE OF question, answer ON turns
-WHEN old.question IS NOT new.question OR old.answer IS NOT new.answer BEGIN
-    DELETE FROM embeddings WHERE turn_id = old.id;
-    DELETE FROM embedding_pending WHERE turn_id = new.id;
-    INSERT INTO embedding_pending(turn_id, lease) VALUES (new.id, 0);
-END;
-CREATE TRIGGER IF NOT EXISTS turns_embed_ad AFTER DELETE ON turns BEGIN
-    DELETE FROM embeddings WHERE turn_id = old.id;
-    DELETE FROM embedding_pending WHERE turn_id = old.id;
-END;
-CREATE TRIGGER IF NOT EXISTS embeddings_ai AFTER INSERT ON embeddings BEGIN
-    INSERT INTO embedding_log(turn_id, added) VALUES (new.turn_id, 1);
-END;
-CREATE TRIGGER IF NOT EXISTS embeddings_ad AFTER DELETE ON embeddings BEGIN
-    INSERT INTO embedding_log(turn_id, added) VALUES (old.turn_id, 0);
-END;
-"""
-# (A trigger's OR REPLACE would give way to the conflict clause of the statement that
-# fired it -- the index's upserts -- so the triggers delete, then insert.)
-
-DROP = """
-DROP TRIGGER IF EXISTS turns_embed_ai; DROP TRIGGER IF EXISTS turns_embed_au;
-DROP TRIGGER IF EXISTS turns_embed_ad; DROP TRIGGER IF EXISTS embeddings_ai;
-DROP TRIGGER IF EXISTS embeddings_ad; DROP TABLE IF EXISTS embeddings;
-DROP TABLE IF EXISTS embedding_pending; DROP TABLE IF EXISTS embedding_log;
-DELETE FROM meta WHERE key = 'embedding_model';
-"""
-
-VERSION = "1"
-"""The layout above; a file with another drops its vectors and starts again."""
-
 
 class Connections(Protocol):
     """How the vector store reaches the index file (the :class:`~.fts.MemoryIndex`)."""
+
+    path: str  # the file (":memory:" for none): approximate-index snapshots sit beside it
 
     def catch_up(self) -> None: ...
     def reading(self, fn: Callable[[sqlite3.Connection], Any]) -> Any: ...
@@ -122,101 +80,22 @@ class Connections(Protocol):
     def hit(self, user: str | None, session_id: str, qa_id: str, relevance: float) -> Hit: ...
 
 
-def _numpy() -> Any:
-    try:
-        import numpy
-    except ImportError as exc:  # pragma: no cover - exercised without the extra
-        from ..errors import ConfigurationError
-
-        raise ConfigurationError(
-            "memory by meaning needs numpy: pip install 'feedback-plugin[semantic]'"
-        ) from exc
-    return numpy
-
-
-class _Owner:
-    """One owner's vectors in this process: a matrix, with the vectors added since the
-    last search waiting aside."""
-
-    def __init__(self, np: Any, dims: int) -> None:
-        self.np = np
-        self.dims = dims
-        self.ids: dict[int, int] = {}  # turn id -> row in the matrix
-        self.rows = np.zeros(0, dtype=np.int64)  # row -> turn id (-1: removed)
-        self.matrix = np.zeros((0, dims), dtype=np.float32)
-        self.pending: dict[int, Any] = {}
-
-    def add(self, turn_id: int, vec: Any) -> None:
-        if turn_id in self.ids:
-            self.remove(turn_id)
-        self.pending[turn_id] = vec
-
-    def remove(self, turn_id: int) -> None:
-        row = self.ids.pop(turn_id, None)
-        if row is not None:
-            self.rows[row] = -1
-        self.pending.pop(turn_id, None)
-
-    def _settle(self) -> None:
-        np = self.np
-        if len(self.rows) > 2 * len(self.ids) + 1000:  # mostly removed rows: compact
-            live = self.rows >= 0
-            self.matrix, self.rows = self.matrix[live], self.rows[live]
-            self.ids = {int(t): i for i, t in enumerate(self.rows)}
-        if self.pending:
-            start = len(self.rows)
-            vecs = np.stack(list(self.pending.values())).astype(np.float32)
-            self.matrix = np.concatenate([self.matrix, vecs]) if len(self.matrix) else vecs
-            self.rows = np.concatenate([self.rows, np.fromiter(self.pending, dtype=np.int64)])
-            for i, turn_id in enumerate(self.pending):
-                self.ids[turn_id] = start + i
-            self.pending = {}
-
-    def nearest(self, query: Any, count: int) -> list[tuple[int, float]]:
-        """``count`` nearest ``(turn id, cosine similarity)``, best first."""
-        self._settle()
-        np = self.np
-        if not self.ids:
-            return []
-        count = min(count, len(self.ids))
-        scores = self.matrix @ query
-        scores[self.rows < 0] = -np.inf
-        if count < len(scores):
-            top = np.argpartition(-scores, count - 1)[:count]
-        else:
-            top = np.arange(len(scores))
-        top = top[np.argsort(-scores[top])]
-        return [(int(self.rows[r]), float(scores[r])) for r in top if self.rows[r] >= 0]
-
-
 class VectorStore:
     """The vectors of one memory index file (see the module docstring)."""
 
     def __init__(self, connections: Connections) -> None:
         self.connections = connections
         self._lock = threading.RLock()
-        self._ready = False
         self._model: str | None = None
-        self._owners: dict[str, _Owner] = {}
+        self._owners: dict[str, ExactOwner | ApproxOwner] = {}
+        self._center: Any = None  # the memory's mean vector (see vector_owners)
+        self._maintaining = threading.Lock()
         self._turn_owner: dict[int, str] = {}
         self._seq = 0
         self._embedders: dict[str, Embedder] = {}
+        self.queue = EmbeddingQueue(connections)
 
     # -- the file ------------------------------------------------------------------
-
-    def _create(self) -> None:
-        if self._ready:
-            return
-
-        def create(con: sqlite3.Connection) -> None:
-            row = con.execute("SELECT value FROM meta WHERE key = 'vectors_layout'").fetchone()
-            if row is None or row[0] != VERSION:
-                con.executescript(DROP)
-            con.executescript(SCHEMA)
-            con.execute("INSERT OR REPLACE INTO meta VALUES ('vectors_layout', ?)", (VERSION,))
-
-        self.connections.writing(create)
-        self._ready = True
 
     def use(self, model: str, embeddings: Embeds) -> Embedder:
         """Keep every remembered turn embedded with ``model`` (a background thread in this
@@ -227,166 +106,91 @@ class VectorStore:
                 return embedder
             self.select(model)
             for other in [m for m in self._embedders if m != model]:  # one model at a time
-                self._embedders.pop(other).stop()
+                self._embedders.pop(other).stop(wait=0)  # the file stays open
             embedder = self._embedders[model] = Embedder(self, model, embeddings)
             embedder.start()
             return embedder
 
     def select(self, model: str) -> None:
         """Make ``model`` the file's: if it was another, drop its vectors, queue every turn."""
-        self._create()
-
-        def switch(con: sqlite3.Connection) -> None:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                row = con.execute("SELECT value FROM meta WHERE key='embedding_model'").fetchone()
-                if row is None or row[0] != model:
-                    con.execute("DELETE FROM embeddings")
-                    con.execute("DELETE FROM embedding_pending")
-                    con.execute("INSERT INTO embedding_pending(turn_id) SELECT id FROM turns")
-                    con.execute(
-                        "INSERT OR REPLACE INTO meta VALUES ('embedding_model', ?)", (model,)
-                    )
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
-
         with self._lock:
-            self.connections.writing(switch)
+            self.queue.select(model)
             if self._model != model:
                 self._model, self._owners, self._turn_owner = model, {}, {}
 
+    def _create(self) -> None:
+        self.queue.create()
+
+    # the queue's side, for the embedder (and tests)
     def lease(self, limit: int) -> tuple[float, list[tuple[int, str]]]:
-        """Take up to ``limit`` pending turns for embedding: the lease's stamp (give it to
-        :meth:`store`) and ``(turn id, text)`` pairs."""
-        now = time.time()
-        stamp = now + LEASE
-        waiting = self.connections.reading(
-            lambda con: con.execute(
-                "SELECT 1 FROM embedding_pending WHERE lease < ? LIMIT 1", (now,)
-            ).fetchone()
-        )
-        if waiting is None:
-            return stamp, []  # nothing to take: no write lock taken
-
-        def take(con: sqlite3.Connection) -> list[tuple[int, str]]:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                rows = con.execute(
-                    "SELECT p.turn_id, t.question, t.answer FROM embedding_pending p"
-                    " JOIN turns t ON t.id = p.turn_id WHERE p.lease < ? LIMIT ?",
-                    (now, limit),
-                ).fetchall()
-                con.executemany(
-                    "UPDATE embedding_pending SET lease = ? WHERE turn_id = ?",
-                    [(stamp, r[0]) for r in rows],
-                )
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
-            return [(r[0], f"Question: {r[1]}\nAnswer: {r[2]}") for r in rows]
-
-        result: list[tuple[int, str]] = self.connections.writing(take)
-        return stamp, result
+        return self.queue.lease(limit)
 
     def store(self, model: str, stamp: float, vectors: dict[int, Any]) -> None:
-        """Save the vectors of turns leased with ``stamp`` and clear their queue entries;
-        a turn that left memory, or whose text changed (queued again) meanwhile, is
-        skipped: its vector would be of another text."""
-        np = _numpy()
-
-        def save(con: sqlite3.Connection) -> None:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                row = con.execute("SELECT value FROM meta WHERE key='embedding_model'").fetchone()
-                if row is None or row[0] != model:  # another model took over: give them back
-                    con.executemany(
-                        "UPDATE embedding_pending SET lease = 0 WHERE turn_id = ? AND lease = ?",
-                        [(turn_id, stamp) for turn_id in vectors],
-                    )
-                    con.execute("COMMIT")
-                    return
-                for turn_id, vec in vectors.items():
-                    still = con.execute(
-                        "DELETE FROM embedding_pending WHERE turn_id = ? AND lease = ?",
-                        (turn_id, stamp),
-                    ).rowcount
-                    if not still:  # left memory (or re-queued and done) meanwhile
-                        continue
-                    arr = np.asarray(vec, dtype=np.float32)
-                    norm = float(np.linalg.norm(arr)) or 1.0
-                    con.execute("DELETE FROM embeddings WHERE turn_id = ?", (turn_id,))
-                    con.execute(
-                        "INSERT INTO embeddings(turn_id, model, vec) VALUES (?, ?, ?)",
-                        (turn_id, model, (arr / norm).tobytes()),
-                    )
-                con.execute(
-                    "DELETE FROM embedding_log"
-                    " WHERE seq < (SELECT max(seq) FROM embedding_log) - ?",
-                    (LOG_KEEP,),
-                )
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
-
-        self.connections.writing(save)
+        self.queue.store(model, stamp, vectors)
 
     def release(self, stamp: float, turn_ids: list[int]) -> None:
-        """Give back a leased batch that could not be embedded (the model failed)."""
-        self.connections.writing(
-            lambda con: con.executemany(
-                "UPDATE embedding_pending SET lease = 0 WHERE turn_id = ? AND lease = ?",
-                [(turn_id, stamp) for turn_id in turn_ids],
-            )
-        )
+        self.queue.release(stamp, turn_ids)
 
     def pending(self) -> int:
-        """Turns waiting for a vector."""
-        self._create()
-        count: int = self.connections.reading(
-            lambda con: con.execute("SELECT count(*) FROM embedding_pending").fetchone()[0]
-        )
-        return count
+        return self.queue.pending()
 
     # -- search --------------------------------------------------------------------
 
     def _sync(self, np: Any) -> None:
         """Apply the vectors logged since this process last looked (under the lock)."""
 
-        def changes(con: sqlite3.Connection) -> tuple[int | None, list[tuple[int, int, int]]]:
+        def changes(
+            con: sqlite3.Connection,
+        ) -> tuple[int | None, list[tuple[int, int, int]], Any]:
             first = con.execute("SELECT min(seq) FROM embedding_log").fetchone()[0]
             rows = con.execute(
                 "SELECT seq, turn_id, added FROM embedding_log WHERE seq > ? ORDER BY seq",
                 (self._seq,),
             ).fetchall()
-            return first, rows
+            center = read_center(np, con) if rows or self._center is None else None
+            return first, rows, center
 
-        first, rows = self.connections.reading(changes)
+        first, rows, center = self.connections.reading(changes)
+        if center is not None:
+            self._center = center
         if first is not None and self._seq and first > self._seq + 1:
             self._owners, self._turn_owner = {}, {}  # fell behind the kept log: reload
         if not rows:
             return
         self._seq = rows[-1][0]
+        self._apply(np, rows, list(self._owners))
+
+    def _apply(self, np: Any, rows: list[tuple[int, int, int]], owners: list[str]) -> None:
+        """Apply logged ``(seq, turn id, added)`` rows to the held ``owners``."""
         latest: dict[int, int] = {}
         for _, turn_id, added in rows:
             latest[turn_id] = added
-        gone = [t for t, added in latest.items() if not added]
-        for turn_id in gone:
+        unplaced: list[int] = []  # removed turns of no exact owner: maybe an approximate one's
+        for turn_id in [t for t, added in latest.items() if not added]:
             owner = self._turn_owner.pop(turn_id, None)
-            if owner is not None and owner in self._owners:
+            if owner is None:
+                unplaced.append(turn_id)
+            elif owner in self._owners and owner in owners:
                 self._owners[owner].remove(turn_id)
         fresh = [t for t, added in latest.items() if added]
-        if fresh and self._owners:
+        for owner in owners:
+            held = self._owners.get(owner)
+            if isinstance(held, ApproxOwner):
+                held.remove_many(unplaced + fresh)  # fresh ones come back below, re-read
+        if fresh and owners:
+            arrived: dict[str, list[tuple[int, Any]]] = {}
             for turn_id, owner, blob in self._vectors(fresh, None):
-                held = self._owners.get(owner)
-                if held is not None:
-                    held.add(turn_id, np.frombuffer(blob, dtype=np.float32))
+                if owner in owners and owner in self._owners:
+                    arrived.setdefault(owner, []).append(
+                        (turn_id, np.frombuffer(blob, dtype=np.float32))
+                    )
+            for owner, pairs in arrived.items():
+                held = self._owners[owner]
+                if isinstance(held, ApproxOwner):
+                    held.add_many([t for t, _ in pairs], np.stack([v for _, v in pairs]))
+                    continue
+                for turn_id, vec in pairs:
+                    held.add(turn_id, vec)
                     self._turn_owner[turn_id] = owner
 
     def _vectors(
@@ -416,14 +220,62 @@ class VectorStore:
         result: list[tuple[int, str, bytes]] = self.connections.reading(fetch)
         return result
 
-    def _owner(self, np: Any, owner: str, dims: int) -> _Owner:
+    def _owner(self, np: Any, owner: str, dims: int) -> ExactOwner | ApproxOwner:
         held = self._owners.get(owner)
-        if held is None:
-            held = self._owners[owner] = _Owner(np, dims)
-            for turn_id, _, blob in self._vectors(None, owner):
-                held.add(turn_id, np.frombuffer(blob, dtype=np.float32))
-                self._turn_owner[turn_id] = owner
+        if held is not None:
+            return held
+        opened = self._open_snapshot(np, owner)
+        if opened is not None:
+            self._owners[owner] = opened
+            return opened
+        exact = self._owners[owner] = ExactOwner(np, dims)
+        for turn_id, _, blob in self._vectors(None, owner):
+            exact.add(turn_id, np.frombuffer(blob, dtype=np.float32))
+            self._turn_owner[turn_id] = owner
+        return exact
+
+    def _snapshot(self, owner: str) -> str | None:
+        if self._model is None or not ann.available():
+            return None
+        return snapshot_path(self.connections.path, self._model, owner)
+
+    def _open_snapshot(self, np: Any, owner: str) -> ApproxOwner | None:
+        """The owner's saved approximate index brought up to this process's log position,
+        or ``None`` (none saved, or older than the kept log)."""
+        path = self._snapshot(owner)
+        opened = (
+            None
+            if path is None or self._model is None
+            else (ApproxOwner.open(np, path, self._model, owner))
+        )
+        if opened is None:
+            return None
+        held, seq = opened
+
+        first, rows = self._logged(seq)
+        if first is not None and first > seq + 1:
+            return None  # the log since the snapshot was trimmed: it cannot catch up
+        self._owners[owner] = held
+        try:
+            self._apply(np, rows, [owner])
+        finally:
+            del self._owners[owner]
         return held
+
+    def _logged(self, since: int) -> tuple[int | None, list[tuple[int, int, int]]]:
+        """The log's first position, and its rows after ``since`` up to this process's."""
+
+        def read(con: sqlite3.Connection) -> tuple[int | None, list[tuple[int, int, int]]]:
+            first = con.execute("SELECT min(seq) FROM embedding_log").fetchone()[0]
+            rows = con.execute(
+                "SELECT seq, turn_id, added FROM embedding_log WHERE seq > ? AND seq <= ?"
+                " ORDER BY seq",
+                (since, self._seq),
+            ).fetchall()
+            return first, rows
+
+        result: tuple[int | None, list[tuple[int, int, int]]] = self.connections.reading(read)
+        return result
 
     def search(
         self,
@@ -437,8 +289,10 @@ class VectorStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[Hit]:
-        """The ``limit`` remembered turns of ``user`` nearest to ``vector`` (``model``'s)."""
-        np = _numpy()
+        """The ``limit`` remembered turns of ``user`` nearest to ``vector`` (``model``'s),
+        by centred cosine (see :mod:`.vector_owners`); each hit's relevance is its plain
+        cosine similarity."""
+        np = numpy_module()
         self._create()
         query = np.asarray(vector, dtype=np.float32)
         query = query / (float(np.linalg.norm(query)) or 1.0)
@@ -448,57 +302,115 @@ class VectorStore:
                 self._model, self._owners, self._turn_owner, self._seq = model, {}, {}, 0
             self._sync(np)
             held = self._owner(np, owner, len(query))
+            center = self._center_for(np, len(query))
             count = limit * 4
             while True:
-                near = held.nearest(query, count)
-                hits = self._passing(near, user, min_score, session_id, since, until)
+                near = held.nearest(query, count, center)
+                hits = self._passing(
+                    np, near, query, center, user, min_score, session_id, since, until
+                )
                 if len(hits) >= limit or len(near) < count:
                     return hits[:limit]
                 count *= 4
 
+    def _center_for(self, np: Any, dims: int) -> Any:
+        center = self._center
+        if center is None or len(center) != dims:
+            return np.zeros(dims, dtype=np.float32)
+        return center
+
     def _passing(
         self,
-        near: list[tuple[int, float]],
+        np: Any,
+        near: list[int],
+        query: Any,
+        center: Any,
         user: str | None,
         min_score: int,
         session_id: str | None,
         since: datetime | None,
         until: datetime | None,
     ) -> list[Hit]:
+        """The candidates still remembered and passing the filters, scored exactly: best
+        first by centred cosine, with their plain cosine as relevance."""
         if not near:
             return []
-        ids = [t for t, _ in near]
+        model = self._model
 
-        def rows(con: sqlite3.Connection) -> dict[int, tuple[Any, ...]]:
-            found: dict[int, tuple[Any, ...]] = {}
-            for i in range(0, len(ids), 900):
-                part = ids[i : i + 900]
-                for row in con.execute(
-                    "SELECT id, session_id, qa_id, score, corrected, time FROM turns"
-                    f" WHERE id IN ({','.join('?' * len(part))})",
-                    part,
-                ):
-                    found[row[0]] = row
+        def rows(con: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            found: list[tuple[Any, ...]] = []
+            for i in range(0, len(near), 900):
+                part = near[i : i + 900]
+                found += con.execute(
+                    "SELECT t.id, t.session_id, t.qa_id, t.score, t.corrected, t.time, e.vec"
+                    " FROM turns t JOIN embeddings e ON e.turn_id = t.id"
+                    f" WHERE e.model = ? AND t.id IN ({','.join('?' * len(part))})",
+                    (model, *part),
+                ).fetchall()
             return found
 
-        found = self.connections.reading(rows)
-        out: list[Hit] = []
-        for turn_id, similarity in near:
-            row = found.get(turn_id)
-            if row is None:
-                continue
-            _, sid, qa, score, corrected, when = row
+        kept = []
+        for row in self.connections.reading(rows):
+            _, _, _, score, corrected, when, _ = row
             if not ((score is not None and score >= min_score) or corrected):
                 continue  # ratings.is_remembered
             if since is not None and when < since.timestamp():
                 continue
             if until is not None and when > until.timestamp():
                 continue
-            hit = self.connections.hit(user, sid, qa, similarity)
+            kept.append(row)
+        if not kept:
+            return []
+        matrix = np.stack([np.frombuffer(r[6], dtype=np.float32) for r in kept])
+        plain = matrix @ query
+        order = np.argsort(-centred_scores(np, matrix, query, center), kind="stable")
+        out: list[Hit] = []
+        for i in order:
+            _, sid, qa, *_ = kept[i]
+            hit = self.connections.hit(user, sid, qa, float(plain[i]))
             if session_id is not None and hit.key[1] != session_id:
                 continue
             out.append(hit)
         return out
+
+    # -- the approximate indexes ---------------------------------------------------
+
+    def maintain(self) -> None:
+        """Give owners grown past :data:`~.ann.APPROX_MIN` vectors an approximate index
+        (built outside the lock, from a copy), and write snapshots that fell behind. The
+        embedder calls it when idle; :meth:`wait` once everything is embedded."""
+        if not ann.available():
+            return
+        with self._maintaining:  # one build at a time (the embedder and wait())
+            self._maintain(numpy_module())
+
+    def _maintain(self, np: Any) -> None:
+        with self._lock:
+            if self._model is None:
+                return
+            self._sync(np)  # every vector logged so far counted
+            grown = [
+                (owner, held.live(), self._seq, self._center_for(np, held.dims))
+                for owner, held in self._owners.items()
+                if isinstance(held, ExactOwner) and held.size >= ann.APPROX_MIN
+            ]
+            model = self._model
+        for owner, (ids, matrix), seq, center in grown:
+            built = ann.ApproximateIndex.build(ids, matrix, center)
+            with self._lock:
+                if self._model != model or not isinstance(self._owners.get(owner), ExactOwner):
+                    continue
+                _, rows = self._logged(seq)
+                self._owners[owner] = ApproxOwner(built, seq, saved=False)
+                self._apply(np, rows, [owner])
+        with self._lock:
+            for owner, held in self._owners.items():
+                path = self._snapshot(owner)
+                if isinstance(held, ApproxOwner) and path and model and held.due():
+                    try:
+                        held.save(path, model, owner, self._seq)
+                    except OSError as exc:
+                        log.warning("feedback_plugin: vector snapshot not saved: %s", exc)
 
     def wait(self, timeout: float) -> bool:
         """Block until every remembered turn has its vector; ``False`` on timeout (or when
@@ -506,9 +418,10 @@ class VectorStore:
         self.connections.catch_up()  # a rating just made, in any process, is in memory now
         with self._lock:
             running = [e for e in self._embedders.values() if e.alive()]
-        if not running:
-            return self.pending() == 0
-        return all(e.wait_idle(timeout) for e in running)
+        done = self.pending() == 0 if not running else all(e.wait_idle(timeout) for e in running)
+        if done:
+            self.maintain()
+        return done
 
     def wake(self) -> None:
         """A turn may have entered memory: embed it now."""
@@ -517,7 +430,10 @@ class VectorStore:
 
     def close(self) -> None:
         with self._lock:
-            for embedder in self._embedders.values():
-                embedder.stop()
+            embedders = list(self._embedders.values())
             self._embedders.clear()
-            self._owners, self._turn_owner, self._seq, self._ready = {}, {}, 0, False
+        for embedder in embedders:  # joined outside the lock: it may be waiting for it
+            embedder.stop()
+        with self._lock:
+            self._owners, self._turn_owner, self._seq = {}, {}, 0
+            self.queue = EmbeddingQueue(self.connections)

@@ -22,6 +22,7 @@ from ..errors import ArgumentTypeError, InvalidArgumentError, StoreError
 from ..models import SessionQAEntry, check_id, check_score, check_user
 from ..pool import in_thread
 from ..ratings import POSITIVE_MIN_SCORE, is_remembered
+from .fusion import fuse
 
 if TYPE_CHECKING:
     from ..backends.base import MemorySearch, SessionKey
@@ -59,9 +60,6 @@ MIN_SIMILARITY = 0.3
 vectors of a question about something else are still the nearest. 0.3 suits
 all-MiniLM-L6-v2 (a paraphrase scores about 0.5-0.7, an unrelated question about
 0.0-0.2); another model may need another floor (``min_similarity=``)."""
-
-RRF_K = 60
-"""Reciprocal rank fusion's constant: a hit at rank r in one list scores 1 / (RRF_K + r)."""
 
 
 def search_memory(
@@ -243,8 +241,10 @@ class _Plan:
                 near = yield ("search", (qvec, pool, self.options, model))
                 by_meaning = [h for h in near if h.relevance >= self.min_similarity]
             legs = [leg for leg, on in ((by_words, words), (by_meaning, qvec is not None)) if on]
-            ranked = legs[0] if len(legs) == 1 else _fuse(legs)
-            found = yield from self._backed(ranked)
+            if len(legs) == 1:
+                found = yield from self._backed(legs[0])
+            else:
+                found = yield from self._fused(by_words, by_meaning)
             # The index knows no metadata: while the filter leaves fewer than k of a
             # full pool, widen the pool (else better-matching turns that fail the
             # filter would hide every turn that passes it).
@@ -269,27 +269,30 @@ class _Plan:
             yield ("stale", stale)
         return found
 
+    def _fused(
+        self, by_words: list[Hit], by_meaning: list[Hit]
+    ) -> Generator[Step, Any, list[Found]]:
+        """Both legs' hits, re-read once, in the order of :func:`.fusion.fuse`."""
+        union = list({(h.key, h.qa_id): h for h in [*by_meaning, *by_words]}.values())
+        backed = yield from self._backed(union)
+        found = {ref: (entry, ref) for entry, _, ref in backed}
+        text = {ref: f"{entry.question}\n{entry.best_answer}" for ref, (entry, _) in found.items()}
+        return [
+            (found[ref][0], relevance, ref)
+            for ref, relevance in fuse(
+                self.query,
+                [(h.key, h.qa_id) for h in by_words],
+                [(h.key, h.qa_id) for h in by_meaning],
+                text,
+            )
+        ]
+
     def finish(
         self, found: list[Found], min_relevance: float | None
     ) -> list[tuple[SessionQAEntry, float]]:
         if min_relevance is not None:
             found = [f for f in found if f[1] >= min_relevance]
         return [(entry, relevance) for entry, relevance, _ in found[: self.k]]
-
-
-def _fuse(legs: list[list[Hit]]) -> list[Hit]:
-    """Reciprocal rank fusion of best-first hit lists; relevance scaled to 0..1 (1: first
-    in every list)."""
-    scores: dict[tuple[Any, str], float] = {}
-    first: dict[tuple[Any, str], Hit] = {}
-    for leg in legs:
-        for rank, hit in enumerate(leg, 1):
-            ref = (hit.key, hit.qa_id)
-            scores[ref] = scores.get(ref, 0.0) + 1.0 / (RRF_K + rank)
-            first.setdefault(ref, hit)
-    top = len(legs) / (RRF_K + 1)
-    order = sorted(scores, key=lambda ref: scores[ref], reverse=True)
-    return [Hit(first[ref].key, first[ref].qa_id, scores[ref] / top) for ref in order]
 
 
 def _search(

@@ -285,3 +285,40 @@ def test_a_query_the_model_cannot_embed_is_answered_by_words(
     assert "found by words only" in caplog.text
     with pytest.raises(StoreError):
         search_memory(store, "download my invoices", embeddings=emb, lexical=False)
+
+
+def test_turns_sharing_one_everyday_word_do_not_push_a_paraphrase_down(
+    backend_store: SessionStore,
+) -> None:
+    """Words vote in the hybrid by how much of the query a turn holds: turns that share
+    one word of the query ("forgot", "login") rank below the turn that means it (plain
+    reciprocal rank fusion put them first: they are found both ways)."""
+    store, emb = backend_store, ConceptEmbeddings()
+    target = store.record("s1", "How do I reset my password?", "Settings > Security.")
+    store.thumbs("s1", target.qa_id, True)
+    for question in ("I forgot which plan I chose", "Why is my login slow?"):
+        turn = store.record("s1", question, "See the help centre.")
+        store.thumbs("s1", turn.qa_id, True)
+    search_memory(store, "warm up", embeddings=emb)
+    assert store.memory.wait_embedded(10)
+    query = "I forgot my login credentials, what now?"
+    assert len(search_memory(store, query, k=5)) == 2  # by words: only the one-word matches
+    found = search_memory(store, query, k=3, embeddings=emb)
+    assert found[0][0].qa_id == target.qa_id
+
+
+def test_an_exact_keyword_still_wins_in_the_hybrid(backend_store: SessionStore) -> None:
+    """An error code the query names outranks turns nearer in meaning."""
+    store, emb = backend_store, ConceptEmbeddings()
+    code = store.record("s1", "What does error E-4012 mean?", "The sync token expired.")
+    store.thumbs("s1", code.qa_id, True)
+    for question in ("How do I reset my password?", "I cannot sign in to my account"):
+        turn = store.record("s1", question, "Use the login page to recover access.")
+        store.thumbs("s1", turn.qa_id, True)
+    search_memory(store, "warm up", embeddings=emb)
+    assert store.memory.wait_embedded(10)
+    query = "login fails with E-4012"
+    by_meaning = search_memory(store, query, k=3, embeddings=emb, lexical=False)
+    assert by_meaning[0][0].qa_id != code.qa_id  # by meaning alone, the sign-in turns lead
+    found = search_memory(store, query, k=3, embeddings=emb)
+    assert found[0][0].qa_id == code.qa_id

@@ -1,0 +1,164 @@
+"""Large memories: the approximate index, its snapshot, and centred scores
+(backends/ann.py, backends/vector_owners.py, backends/vectors.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from feedback_plugin.backends import ann
+from feedback_plugin.backends.fts import MemoryIndex
+from feedback_plugin.models import SessionQAEntry
+
+np = pytest.importorskip("numpy")
+pytest.importorskip("faiss")
+
+DIMS = 16
+
+
+def _vector(i: int) -> list[float]:
+    """Turn ``i``'s vector: one of 8 clusters, spread a little (deterministic)."""
+    rng = np.random.default_rng(i)
+    base = np.zeros(DIMS, dtype=np.float32)
+    base[i % 8] = 1.0
+    vec = base + 0.15 * rng.standard_normal(DIMS).astype(np.float32)
+    return (vec / np.linalg.norm(vec)).tolist()
+
+
+def _fill(index: MemoryIndex, count: int, model: str = "m") -> None:
+    """``count`` liked turns with their vectors stored (leased and stored by hand)."""
+    for i in range(count):
+        index.apply(
+            SessionQAEntry(
+                qa_id=f"q{i}", session_id="s", question=f"question {i}", answer="a",
+                feedback_score=5,
+            )
+        )  # fmt: skip
+    vectors = index._vector_store()
+    vectors.select(model)
+    while True:
+        stamp, batch = vectors.lease(500)
+        if not batch:
+            break
+        # the text leased is "Question: question {i}\nAnswer: a"
+        number = {t: int(text.split("\n")[0].rsplit(" ", 1)[1]) for t, text in batch}
+        vectors.store(model, stamp, {t: _vector(i) for t, i in number.items()})
+
+
+def _search(index: MemoryIndex, vec: list[float], limit: int = 5) -> list[str]:
+    hits = index.search_by_vector(vec, model="m", user=None, limit=limit, min_score=4)
+    return [h.qa_id for h in hits]
+
+
+@pytest.fixture()
+def small_threshold(monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(ann, "APPROX_MIN", 300)
+    return 300
+
+
+def test_a_grown_memory_gets_an_approximate_index_that_finds_what_exact_search_finds(
+    tmp_path: Path, small_threshold: int
+) -> None:
+    index = MemoryIndex(tmp_path / "memory.sqlite3")
+    _fill(index, 600)
+    query = _vector(3)
+    exact = _search(index, query, 10)  # first query: searched exactly
+    vectors = index._vector_store()
+    assert not vectors._owners[index.owner_of(None)].approximate
+    vectors.maintain()  # what the embedder does when idle
+    held = vectors._owners[index.owner_of(None)]
+    assert held.approximate and held.size == 600
+    approx = _search(index, query, 10)
+    assert len(set(approx) & set(exact)) >= 8  # approximate, but close
+    assert "q3" in approx
+    index.close()
+
+
+def test_the_next_query_sees_removals_and_additions_in_the_approximate_index(
+    tmp_path: Path, small_threshold: int
+) -> None:
+    index = MemoryIndex(tmp_path / "memory.sqlite3")
+    _fill(index, 400)
+    _search(index, _vector(5))
+    index._vector_store().maintain()
+    assert "q5" in _search(index, _vector(5))
+    index.forget(None, "s", "q5")  # its rating cleared: it leaves memory
+    assert "q5" not in _search(index, _vector(5), 20)
+    index.apply(
+        SessionQAEntry(qa_id="new", session_id="s", question="new", answer="a", feedback_score=5)
+    )
+    vectors = index._vector_store()
+    stamp, batch = vectors.lease(10)
+    target = [0.0] * DIMS
+    target[DIMS - 1] = 1.0  # a direction no other turn has
+    vectors.store("m", stamp, {batch[0][0]: target})
+    assert _search(index, target, 1) == ["new"]
+    index.close()
+
+
+def test_another_process_opens_the_snapshot_and_catches_up_from_the_log(
+    tmp_path: Path, small_threshold: int
+) -> None:
+    path = tmp_path / "memory.sqlite3"
+    index = MemoryIndex(path)
+    _fill(index, 400)
+    _search(index, _vector(1))
+    index._vector_store().maintain()  # builds the index and writes its snapshot
+    snapshots = list(Path(f"{path}.ann").glob("*.faiss"))
+    assert len(snapshots) == 1
+    index.forget(None, "s", "q9")  # after the snapshot: only in the log
+    code = f"""
+import sys
+from feedback_plugin.backends import ann
+ann.APPROX_MIN = 300
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_ann import _vector
+from feedback_plugin.backends.fts import MemoryIndex
+index = MemoryIndex({str(path)!r})
+hits = index.search_by_vector(_vector(9), model="m", user=None, limit=20, min_score=4)
+held = index._vector_store()._owners[index.owner_of(None)]
+print(held.approximate, "q9" in [h.qa_id for h in hits], "q17" in [h.qa_id for h in hits])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # opened from the snapshot (no exact load), without the turn removed since
+    assert out.stdout.split() == ["True", "False", "True"]
+    index.close()
+
+
+def test_a_torn_snapshot_is_ignored_and_the_owner_searched_exactly(
+    tmp_path: Path, small_threshold: int
+) -> None:
+    path = tmp_path / "memory.sqlite3"
+    index = MemoryIndex(path)
+    _fill(index, 400)
+    _search(index, _vector(2))
+    index._vector_store().maintain()
+    index.close()
+    for f in Path(f"{path}.ann").glob("*.faiss"):
+        f.write_bytes(b"not an index")
+    again = MemoryIndex(path)
+    assert "q2" in _search(again, _vector(2))
+    assert not again._vector_store()._owners[again.owner_of(None)].approximate
+    again.close()
+
+
+def test_centred_scores_are_the_cosine_after_the_centre_is_taken_off() -> None:
+    """The one-pass formula (no centred copy of the matrix) equals the definition, and a
+    zero centre gives the plain cosine."""
+    from feedback_plugin.backends.vector_owners import centred_scores
+
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((50, 8)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    query = rows[7] + 0.1 * rng.standard_normal(8).astype(np.float32)
+    query /= np.linalg.norm(query)
+    center = rows.mean(axis=0)
+    got = centred_scores(np, rows, query, center)
+    shifted = rows - center
+    want = shifted @ (query - center)
+    want /= np.linalg.norm(shifted, axis=1) * np.linalg.norm(query - center)
+    assert np.allclose(got, want, atol=1e-5)
+    assert np.allclose(centred_scores(np, rows, query, np.zeros(8, np.float32)), rows @ query)
