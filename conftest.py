@@ -8,7 +8,9 @@ included, is imported: scripts/test.sh installs every extra.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,13 @@ PACKAGE = Path(__file__).resolve().parent / "feedback_plugin"
 # Importing chainlit writes .chainlit/ and .files/ into its app root (default: the cwd);
 # collecting feedback_plugin.integrations.chainlit_feedback's doctests imports it.
 os.environ.setdefault("CHAINLIT_APP_ROOT", tempfile.mkdtemp(prefix="chainlit-root-"))
+
+# Redis memory index files (backends/redis_index.py) go to a temporary cache directory,
+# never the user's: set here, before any child process starts, so children (subprocesses,
+# the forkserver of tests/contract) inherit it; tests/conftest.py gives each test its own.
+if "FEEDBACK_PLUGIN_CACHE_DIR" not in os.environ:
+    os.environ["FEEDBACK_PLUGIN_CACHE_DIR"] = tempfile.mkdtemp(prefix="feedback-plugin-cache-")
+    atexit.register(shutil.rmtree, os.environ["FEEDBACK_PLUGIN_CACHE_DIR"], True)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

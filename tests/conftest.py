@@ -1,4 +1,5 @@
-"""Shared fixtures: every test gets real diskcache directories under tmp_path."""
+"""Shared fixtures: every test gets real diskcache directories (and a cache directory for
+Redis memory index files) under tmp_path."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ def _default_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the default store (FEEDBACK_PLUGIN_DIR) at a fresh directory per test."""
     path = tmp_path / "default-store"
     monkeypatch.setenv("FEEDBACK_PLUGIN_DIR", str(path))
+    # Redis memory index files (backends/redis_index.py): this test's own cache directory
+    monkeypatch.setenv("FEEDBACK_PLUGIN_CACHE_DIR", str(tmp_path / "cache"))
     return path
 
 

@@ -3,9 +3,9 @@
 Design
 ------
 The :class:`~.base.MemorySearch` that diskcache, Redis and any backend with
-a :class:`~.base.ChangeFeed` supply: one SQLite database (``memory.sqlite3``
-beside a diskcache directory, shared by every process; a private temporary
-file for each Redis process) holds every *rated or corrected* turn of every user: a
+a :class:`~.base.ChangeFeed` supply: one SQLite database, shared by a machine's
+processes (``memory.sqlite3`` beside a diskcache directory; for Redis, a file in
+the cache directory: :mod:`.redis_index`) holds every *rated or corrected* turn: a
 ``turns`` table with the fields retrieval filters on, and an
 external-content FTS5 table over question and answer (Porter stemming,
 Unicode folding), kept in step by triggers. Unrated turns never enter it,

@@ -10,6 +10,7 @@ so no session id can reach another key or act as a glob pattern::
     fp:{ns}:u:{user}        ZSET of the user's encoded session keys, by start time
     fp:{ns}:users           SET of encoded users with sessions, and "*" once complete
     fp:{ns}:changes         STREAM of feedback changes: which entry, not its text
+    fp:{ns}:gen             STRING: the generation token memory index files check
 
 where ``{ns}`` encodes the namespace, ``{sk}`` the ``(user, session_id)`` key
 and ``{qa}`` the qa id. Appends and reads run as Lua scripts (atomic, one
@@ -18,17 +19,27 @@ optimistic read-modify-write: ``WATCH`` the entry, compute the new payload,
 ``MULTI``/``SET KEEPTTL``/``XADD``/``EXEC``, retried if another writer got
 there first, so concurrent writers on different machines lose nothing.
 
-Positive memory: plain Redis 7 has no full-text search, so each process
-keeps its own SQLite FTS5 index of rated turns (a private temporary file,
-removed at exit, so threads search it at once), built from a scan on first
-use and kept fresh from the ``changes`` stream, which every query reads
-first (one ``XREAD``, then one ``MGET`` of the changed entries' current
-payloads), so the next query in any process sees a feedback change made
-anywhere. A stream entry names the changed entry (``k``, ``q``) and holds
-none of its text, so deleting or expiring a turn leaves no copy behind, and
-the stream costs ~150 bytes per change. The stream keeps the last
-``stream_maxlen`` changes; a process whose position was trimmed away
-(checked with ``XINFO STREAM``) rebuilds from a scan.
+Positive memory: plain Redis 7 has no full-text search, so memory is an
+SQLite FTS5 index of rated turns (:mod:`.fts`) in a file on local disk,
+shared by every process of the machine that uses the same server, database
+and namespace, and kept after they exit (:mod:`.redis_index`: where it
+lives, the ``index_dir`` option). It records the change-feed position it
+reflects. Every query first reads the ``changes`` stream after that
+position (one round trip for the head; when something changed, one
+``XREAD``, then one ``MGET`` of the changed entries' current payloads), so
+the next query in any process sees a feedback change made anywhere, and a
+fresh process starts from the file instead of a scan. A stream entry names
+the changed entry (``k``, ``q``) and holds none of its text, so deleting or
+expiring a turn leaves no copy behind, and the stream costs ~150 bytes per
+change. The stream keeps the last ``stream_maxlen`` changes. The file is
+rebuilt from a scan when it is new, when its position was trimmed away
+(checked with ``XINFO STREAM``), and when the namespace's generation token
+(``fp:{ns}:gen``) is not the one it was built with: the database was
+flushed, the namespace dropped, or the file met another server
+(:mod:`.redis_feed`). A directory that cannot be written leaves each process
+a private temporary file, as before. The index costs about 40 MB of disk per
+100,000 rated turns, once per machine; in each process, SQLite's page cache
+(at most 2 MB per connection).
 
 Scans (a memory rebuild, an export) read the namespace's own keys only:
 ``SSCAN`` of the ``users`` set (kept by the append and delete scripts),
@@ -51,7 +62,10 @@ drops users whose index expired from the set: nothing outlives its turns.
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
+import os
+import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -59,15 +73,22 @@ from typing import Any
 
 from .base import Item, SessionKey
 from .fts import MemoryIndex
+from .redis_feed import RedisFeed
+from .redis_index import clear_index, default_cache_dir, index_file, open_index, split_index_dir
 from .redis_lua import APPEND, COMPLETE, DELETE, PRUNE, READ, dec, enc
 
 __all__ = ["RedisBackend"]
 
+log = logging.getLogger("feedback_plugin")
 
-class RedisBackend:
+
+class RedisBackend(RedisFeed):
     """Session entries in Redis (``redis://host:port/db``).
 
     The constructor validates and does no I/O; it connects on first use.
+    ``index_dir`` (or the URL's ``index_dir`` query parameter) is where the
+    memory index file lives (default: ``$FEEDBACK_PLUGIN_CACHE_DIR``, else the
+    per-user cache directory): see :mod:`.redis_index`.
     """
 
     def __init__(
@@ -79,6 +100,7 @@ class RedisBackend:
         max_entries: int | None = None,
         stream_maxlen: int = 100_000,
         client: Any = None,
+        index_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         try:
             import redis
@@ -88,7 +110,10 @@ class RedisBackend:
             raise ConfigurationError(
                 "the Redis backend needs the redis client: pip install 'feedback-plugin[redis]'"
             ) from exc
+        url, in_url = split_index_dir(url)
         self.url = url
+        chosen = os.fspath(index_dir) if index_dir is not None else in_url
+        self.index_dir = None if chosen is None else os.path.expanduser(chosen)
         self.namespace = namespace
         self.ttl = ttl
         self.max_entries = max_entries
@@ -97,9 +122,11 @@ class RedisBackend:
         self._client = client
         self._prefix = f"fp:{enc(namespace)}:"
         self.changes_key = self._prefix + "changes"
+        self.gen_key = self._prefix + "gen"
         self._users_key = self._prefix + "users"
         self._scripts: dict[str, Any] = {}
         self._memory: MemoryIndex | None = None
+        self._memory_lock = threading.Lock()
         # redis.asyncio connections belong to the event loop that opened them: one
         # async client per running loop, dropped with its loop
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncClient] = (
@@ -274,15 +301,6 @@ class RedisBackend:
                 except self._redis.WatchError:
                     continue
 
-    def _change_record(self, key: SessionKey, qa_id: str) -> dict[str, Any]:
-        """The ``XADD`` that commits with a feedback change (the memory's change feed)."""
-        return {
-            "name": self.changes_key,
-            "fields": {"k": enc(list(key)), "q": enc(qa_id)},
-            "maxlen": self.stream_maxlen,
-            "approximate": True,
-        }
-
     def delete_session(self, key: SessionKey) -> int:
         keys, args = self._delete_call(key)
         removed: int = self._script("delete", DELETE)(keys=keys, args=args)
@@ -418,13 +436,21 @@ class RedisBackend:
         """A server: always (an empty namespace is an empty store)."""
         return True
 
+    @property
+    def index_path(self) -> str:
+        """The memory index file this machine's processes share (see :mod:`.redis_index`)."""
+        pool = getattr(self.client, "connection_pool", None)  # no I/O
+        where = getattr(pool, "connection_kwargs", None) or {"host": self.url}
+        return index_file(self.index_dir or default_cache_dir(), where, self.namespace)
+
     def memory(self) -> MemoryIndex:
-        """Positive memory: an SQLite FTS5 index private to this process (a temporary
-        file), kept up to date from the ``changes`` stream before every query (plain
-        Redis has no search)."""
-        if self._memory is None:
-            self._memory = MemoryIndex.private(namespace=self.namespace, feed=self)
-        return self._memory
+        """Positive memory: an SQLite FTS5 index in a file on this machine, shared by its
+        processes, kept up to date from the ``changes`` stream before every query (plain
+        Redis has no search); see :mod:`.redis_index`."""
+        with self._memory_lock:
+            if self._memory is None:
+                self._memory = open_index(self.index_path, namespace=self.namespace, feed=self)
+            return self._memory
 
     def get_many(self, refs: Sequence[tuple[SessionKey, str]]) -> list[str | None]:
         """One ``MGET``, whatever the number of entries."""
@@ -440,111 +466,41 @@ class RedisBackend:
         payloads: list[str | None] = await self._async().redis.mget(names)
         return payloads
 
-    def feed_position(self) -> str:
-        """The id of the newest change, to read changes after it later."""
-        last = self.client.xrevrange(self.changes_key, count=1)
-        return str(last[0][0]) if last else "0-0"
-
-    def changes_since(self, position: str) -> tuple[str, list[str]] | None:
-        """Current payloads of the entries changed after ``position``, and the new position.
-
-        ``None`` when changes after ``position`` were trimmed from the stream:
-        some may be missing, and the reader must rebuild from a scan. Entries
-        deleted or expired since their change are left out (the retriever
-        re-reads every hit, so their stale index rows are dropped on sight).
-        """
-        client = self.client
-        start, names = position, dict[str, None]()
-        while True:
-            reply = client.xread({self.changes_key: position}, count=10_000)
-            if not reply:
-                break
-            messages = reply[0][1]
-            for _, fields in messages:
-                if "restart" in fields:  # restart_feed(): every reader rebuilds
-                    return None
-                names[self._changed_entry(fields)] = None
-            position = messages[-1][0]
-            if len(messages) < 10_000:
-                break
-        if position != start and self._trimmed_after(start):
-            return None
-        out: list[str] = []
-        keys = list(names)
-        for i in range(0, len(keys), 1000):
-            out.extend(p for p in client.mget(keys[i : i + 1000]) if p is not None)
-        return position, out
-
-    def restart_feed(self) -> None:
-        """Start the feed over: every reader rebuilds from a scan on its next read."""
-        self.client.xadd(
-            self.changes_key, {"restart": "1"}, maxlen=self.stream_maxlen, approximate=True
-        )
-
-    def add_changes(self, refs: Sequence[tuple[SessionKey, str]]) -> tuple[str | None, str] | None:
-        """Stream records naming entries written by ``append`` (an import): every reader
-        re-reads them (a :class:`~.feed.FeedWriter`). ``None``, writing nothing, when
-        they are more than the stream keeps (``stream_maxlen``).
-
-        Each ``MULTI`` of up to 10,000 records starts with the stream's last id,
-        so the span is contiguous (``before`` not ``None``) unless another
-        writer's record came between two of them.
-        """
-        if len(refs) > self.stream_maxlen:
-            return None
-        if not refs:
-            head = self.feed_position()
-            return head, head
-        before: str | None = None
-        after = ""
-        for start in range(0, len(refs), 10_000):
-            pipe = self.client.pipeline(transaction=True)
-            pipe.xrevrange(self.changes_key, count=1)
-            for key, qa_id in refs[start : start + 10_000]:
-                pipe.xadd(**self._change_record(key, qa_id))
-            replies = pipe.execute()
-            last = str(replies[0][0][0]) if replies[0] else "0-0"
-            before = last if start == 0 else (before if last == after else None)
-            after = str(replies[-1])
-        return before, after
-
-    def _changed_entry(self, fields: dict[str, str]) -> str:
-        if "q" in fields:
-            return f"{self._prefix}e:{fields['k']}:{fields['q']}"
-        # a change written before stream entries stopped carrying the payload ("p")
-        entry = json.loads(fields["p"])
-        return self._entry_prefix((entry.get("user_id"), entry["session_id"])) + enc(entry["qa_id"])
-
-    def _trimmed_after(self, position: str) -> bool:
-        """Whether the stream may have lost (trimmed) a change newer than ``position``."""
-        try:
-            info = self.client.xinfo_stream(self.changes_key)
-        except self._redis.ResponseError:  # the stream is gone (dropped): start over
-            return True
-        first = info.get("first-entry")
-        if not first:
-            return False
-        if position != "0-0":  # everything older than the first kept change is gone
-            return _older(position, str(first[0]))
-        # "0-0": this reader has seen no change yet, so any trimmed change was one it
-        # needed (trimming leaves no trace in max-deleted-entry-id; count instead)
-        added = info.get("entries-added")  # Redis >= 7
-        if added is not None:
-            return int(added) > int(info["length"])
-        return int(info["length"]) >= self.stream_maxlen  # Redis 6: maybe trimmed
-
     def drop(self) -> int:
-        """Delete every key of this namespace (tests, resets); return how many went."""
+        """Delete every key of this namespace (tests, resets) and empty its memory index
+        file; return how many keys went.
+
+        The generation token goes last, so a process that rebuilds its index meanwhile
+        (from what is left) rebuilds again on its next query.
+        """
         client, removed = self.client, 0
         batch: list[str] = []
         for name in client.scan_iter(match=self._prefix + "*", count=1000):
-            batch.append(name)
+            if name != self.gen_key:
+                batch.append(name)
             if len(batch) >= 500:
                 removed += client.delete(*batch)
                 batch = []
         if batch:
             removed += client.delete(*batch)
+        removed += int(client.delete(self.gen_key))
+        self._clear_memory()
         return removed
+
+    def _clear_memory(self) -> None:
+        """Empty the memory index file (its generation token is gone: it would rebuild
+        anyway, but its text should not wait for that)."""
+        try:
+            if self._memory is not None:
+                clear_index(self._memory)
+            elif os.path.exists(path := self.index_path):
+                index = MemoryIndex(path, namespace=self.namespace)
+                try:
+                    clear_index(index)
+                finally:
+                    index.close()
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("feedback_plugin: memory index of %r not emptied: %s", self, exc)
 
     def close(self) -> None:
         if self._memory is not None:
@@ -587,10 +543,3 @@ class _AsyncClient:
         if script is None:
             script = self.scripts[name] = self.redis.register_script(source)
         return script
-
-
-def _older(a: str, b: str) -> bool:
-    """Whether stream id ``a`` is older than ``b``."""
-    ams, _, aseq = a.partition("-")
-    bms, _, bseq = b.partition("-")
-    return (int(ams), int(aseq or 0)) < (int(bms), int(bseq or 0))

@@ -4,7 +4,9 @@ Appends, reads and session deletes run as scripts: atomic, one round trip
 each. The append script also keeps the user's session index and the
 namespace's ``users`` set; the delete script drops a user from that set
 with their last session; the prune script drops users whose session index
-expired, unless they wrote again meanwhile.
+expired, unless they wrote again meanwhile. The head script reads the change
+stream's newest id with the namespace's generation token, making the token
+the first time (see :mod:`.redis_feed`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import base64
 import json
 from typing import Any
 
-__all__ = ["APPEND", "COMPLETE", "DELETE", "PRUNE", "READ", "dec", "enc"]
+__all__ = ["APPEND", "COMPLETE", "DELETE", "HEAD", "PRUNE", "READ", "dec", "enc"]
 
 APPEND = """
 -- KEYS[1] list, KEYS[2] entry, KEYS[3] user's sessions, KEYS[4] the namespace's users
@@ -90,6 +92,15 @@ for i = 2, #ARGV do
   if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then redis.call('SREM', KEYS[1], ARGV[i]) end
 end
 return 0
+"""
+
+HEAD = """
+-- KEYS[1] the generation token, KEYS[2] the changes stream; ARGV[1] a new token
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local id = '0-0'
+if last[1] then id = last[1][1] end
+return {redis.call('GET', KEYS[1]), id}
 """
 
 COMPLETE = "*"
