@@ -33,7 +33,7 @@ from feedback_plugin.integrations import webapp
 from feedback_plugin.integrations.demo.agent import CHAT_FAILED
 from feedback_plugin.integrations.demo.content import ENV_CHAT_MODEL, ENV_EMBEDDINGS
 from feedback_plugin.integrations.demo.memory import search_by_meaning
-from feedback_plugin.integrations.offline_model import HELP_TOOL
+from feedback_plugin.integrations.offline_model import HELP_TOOL, LIKED_PREFIX, REUSE_MEANING
 from feedback_plugin.integrations.rest import ApiKeyAuth
 from feedback_plugin.integrations.webapp import (
     OFFLINE_RESPONDER,
@@ -117,14 +117,18 @@ def test_memories_appear_after_a_thumbs_up(client: TestClient, store: SessionSto
     later = chat(client, PASSWORD_Q2, session_id="wednesday")
     memories = later["memories"]
     assert [m["qa_id"] for m in memories] == [first["qa_id"]]
-    assert memories[0] | {"relevance": 0} == {
+    assert memories[0] | {"relevance": 0, "found_by": "words", "similarity": None} == {
         "qa_id": first["qa_id"],
         "session_id": "monday",
         "question": PASSWORD_Q,
         "answer": first["answer"],
         "feedback_score": 5,
         "relevance": 0,
+        "found_by": "words",
+        "similarity": None,
     }
+    # by words; by meaning too once the local model (if installed) has loaded
+    assert memories[0]["found_by"] in ("words", "words+meaning")
     # the recorded turn saw the memory as context too
     entry = store.get_entry("wednesday", later["qa_id"])
     assert entry is not None
@@ -249,7 +253,8 @@ def test_the_chat_model_sees_articles_and_memories(store: SessionStore) -> None:
     systems = model.system_prompts()
     assert "Acme Notes" in systems[0] and "<liked_answers>" not in systems[1]
     for system in systems[2:]:  # the second turn's calls see the liked turn
-        assert f'<example qa_id="{first["qa_id"]}">' in system
+        # (found_by / similarity attributes follow once the local model finds it too)
+        assert f'<example qa_id="{first["qa_id"]}"' in system
         assert f"Question: {PASSWORD_Q}\nAnswer: ok" in system
     assert calls[3][-1].type == "tool"  # the conversation: the question, search, result
     assert [m.text for m in calls[3] if m.type == "human"] == [PASSWORD_Q, PASSWORD_Q2]
@@ -415,7 +420,8 @@ def test_the_local_model_finds_a_paraphrase_and_not_another_topic(
     store: SessionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The demo with the local model: a liked answer comes back for the same question in
-    other words, and not for a question about something else."""
+    other words -- in GET /api/memory, and reused by the offline responder, found by
+    meaning -- and not for a question about something else."""
     monkeypatch.delenv(ENV_EMBEDDINGS, raising=False)
     with TestClient(create_demo_app(store), base_url=LOCAL) as c:
         first = chat(c, PASSWORD_Q)
@@ -431,12 +437,28 @@ def test_the_local_model_finds_a_paraphrase_and_not_another_topic(
             assert time.monotonic() < deadline, "the liked turn was never found by meaning"
             time.sleep(0.1)
 
+        r = c.get("/api/memory", params={"q": PARAPHRASE_Q})
+        assert r.status_code == 200 and r.headers["x-memory-search"] == "words+meaning"
+        (hit,) = r.json()
+        assert (hit["qa_id"], hit["search"], hit["found_by"]) == (
+            first["qa_id"],
+            "words+meaning",
+            "meaning",  # no word in common
+        )
+        assert hit["similarity"] >= REUSE_MEANING  # close enough for the responder to reuse
+
         later = chat(c, PARAPHRASE_Q, session_id="s2")
+        assert later["answer"] == LIKED_PREFIX + first["answer"]  # the liked answer, reused
         assert [m["qa_id"] for m in later["memories"]] == [first["qa_id"]]
         assert later["memories"][0]["relevance"] > 0
-        assert chat(c, EXPORT_Q, session_id="s2")["memories"] == []  # nearest, but not close
+        assert later["memories"][0]["found_by"] == "meaning"
+        assert later["memories"][0]["similarity"] >= REUSE_MEANING
+        other = chat(c, EXPORT_Q, session_id="s2")
+        assert other["memories"] == []  # nearest, but not close
+        assert not other["answer"].startswith(LIKED_PREFIX)
         history = c.get("/api/chat/history", params={"session_id": "s2"}).json()
         assert [[m["qa_id"] for m in t["memories"]] for t in history] == [[first["qa_id"]], []]
+        assert history[0]["memories"][0]["found_by"] == "meaning"
 
 
 # -- the page and its files ----------------------------------------------------------------

@@ -152,14 +152,17 @@ def test_a_liked_answer_comes_back_and_a_thumbs_down_removes_it(
     later = final(stream(client, PASSWORD_Q2, session_id="wednesday"))
     assert later["answer"] == first["answer"]  # the offline model reuses the liked answer
     (memory,) = later["memories"]
-    assert memory | {"relevance": 0} == {
+    assert memory | {"relevance": 0, "found_by": "words", "similarity": None} == {
         "qa_id": first["qa_id"],
         "session_id": "monday",
         "question": PASSWORD_Q,
         "answer": first["answer"],
         "feedback_score": 5,
         "relevance": 0,
+        "found_by": "words",
+        "similarity": None,
     }
+    assert memory["found_by"] in ("words", "words+meaning")  # meaning: once a model loaded
     assert isinstance(memory["relevance"], float) and memory["relevance"] > 0
     # the recorded turn keeps the memory it used, so the history shows it after a reload
     entry = store.get_entry("wednesday", later["qa_id"])

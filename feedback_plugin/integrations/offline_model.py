@@ -8,14 +8,25 @@ and no key. It answers the way an agent with one help-centre tool would:
    message yet) it calls the help-centre tool (:attr:`OfflineChatModel.tool_name`)
    with the question as its ``query``;
 2. on the next call it answers: with a liked (or corrected) earlier answer when
-   the system message holds one whose question matches (the
+   the system message holds one that fits the question (the
    ``<liked_answers>`` block that :class:`~feedback_plugin.middleware.FeedbackMiddleware`
    adds, read by :func:`parse_liked_answers`), else with the first
    ``Suggested reply:`` line of the tool result (the demo formats each
    article that way), else with :data:`NO_ANSWER`.
 
-Without a bound tool it skips step 1. Questions "match" when they share at
-least :data:`REUSE_SIMILARITY` of their content words (:func:`similarity`).
+Without a bound tool it skips step 1. A liked answer fits in one of two ways:
+
+* its question shares at least :data:`REUSE_SIMILARITY` of the new question's
+  content words (:func:`similarity`): the same question again, so the answer
+  comes back word for word;
+* the memory found it by meaning: the block's example says so
+  (``found_by="meaning"`` or ``"words+meaning"``, as the demo's middleware
+  writes it) with a cosine ``similarity`` of at least :data:`REUSE_MEANING`.
+  The same question in other words ("I forgot my login credentials, what
+  now?" for a liked "How do I reset my password?") shares no word to match;
+  the memory's own judgement is used, not the responder's word matching. The
+  answer comes back introduced by :data:`LIKED_PREFIX`, so the reader sees
+  where it came from. Of several, the most similar is used.
 """
 
 from __future__ import annotations
@@ -38,15 +49,18 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 __all__ = [
     "HELP_TOOL",
+    "LIKED_PREFIX",
     "NO_ANSWER",
     "OFFLINE_RESPONDER",
     "REPLY_PREFIX",
+    "REUSE_MEANING",
     "REUSE_SIMILARITY",
     "LikedAnswer",
     "OfflineChatModel",
     "content_words",
     "message_chunks",
     "parse_liked_answers",
+    "reused_answer",
     "similarity",
 ]
 
@@ -67,6 +81,14 @@ NO_ANSWER = (
 REUSE_SIMILARITY = 0.5
 """A liked answer is reused when its question shares this fraction of content words
 (Jaccard) with the new one."""
+
+REUSE_MEANING = 0.4
+"""A liked answer the memory found by meaning is reused from this cosine similarity
+to the question (all-MiniLM-L6-v2 gives a paraphrase about 0.5-0.7, a question
+about something else under 0.3; memory's own floor is 0.3)."""
+
+LIKED_PREFIX = "From an answer you liked: "
+"""What a liked answer found by meaning is introduced with."""
 
 _STOPWORDS_TEXT = """
 a an and are as at be by can do does for from how i if in is it me my of on or our so that
@@ -102,22 +124,31 @@ class LikedAnswer:
     question: str
     answer: str
     """The corrected answer when the turn was corrected, else its answer."""
+    found_by: str | None = None
+    """How memory found it, when the block says: ``"words"``, ``"meaning"`` or
+    ``"words+meaning"`` (the example's ``found_by`` attribute)."""
+    similarity: float | None = None
+    """Its cosine similarity to the question, when found by meaning (``similarity``)."""
 
 
 _BLOCK = re.compile(r"<liked_answers>\n(.*?)\n</liked_answers>", re.DOTALL)
 _EXAMPLE = re.compile(
-    r'<example qa_id="(?P<qa_id>[^"\n]*)">\nQuestion: (?P<question>.*?)\n'
+    r'<example qa_id="(?P<qa_id>[^"\n]*)"(?P<attrs>(?: [a-z_]+="[^"\n]*")*)>\n'
+    r"Question: (?P<question>.*?)\n"
     r"Answer: (?P<answer>.*?)\n</example>(?=\n<example |\Z)",
     re.DOTALL,
 )
+_ATTR = re.compile(r' ([a-z_]+)="([^"\n]*)"')
 
 
 def parse_liked_answers(text: str) -> list[LikedAnswer]:
     """The examples of the ``<liked_answers>`` block in ``text`` (a system message), in order.
 
     The block is :func:`feedback_plugin.middleware.memory_block`'s format; text
-    without one gives ``[]``. A question that itself contains a line starting
-    with ``Answer: `` is cut there (the format has no escaping).
+    without one gives ``[]``. An example may carry ``found_by`` and ``similarity``
+    attributes after its ``qa_id`` (the demo's middleware writes them). A question
+    that itself contains a line starting with ``Answer: `` is cut there (the format
+    has no escaping).
 
     >>> parse_liked_answers('''Be brief.
     ...
@@ -128,7 +159,7 @@ def parse_liked_answers(text: str) -> list[LikedAnswer]:
     ... Answer: Hello!
     ... </example>
     ... </liked_answers>''')
-    [LikedAnswer(qa_id='q1', question='Hi?', answer='Hello!')]
+    [LikedAnswer(qa_id='q1', question='Hi?', answer='Hello!', found_by=None, similarity=None)]
     """
     found = _BLOCK.search(text)
     if found is None:
@@ -137,10 +168,30 @@ def parse_liked_answers(text: str) -> list[LikedAnswer]:
     start = body.find("<example ")
     if start < 0:
         return []
-    return [
-        LikedAnswer(m.group("qa_id"), m.group("question"), m.group("answer"))
-        for m in _EXAMPLE.finditer(body[start:])
-    ]
+    return [_liked(m) for m in _EXAMPLE.finditer(body[start:])]
+
+
+def _liked(found: re.Match[str]) -> LikedAnswer:
+    attrs = dict(_ATTR.findall(found.group("attrs")))
+    try:
+        similarity: float | None = float(attrs["similarity"])
+    except (KeyError, ValueError):
+        similarity = None
+    return LikedAnswer(
+        found.group("qa_id"),
+        found.group("question"),
+        found.group("answer"),
+        attrs.get("found_by"),
+        similarity,
+    )
+
+
+def reused_answer(answer: str) -> str:
+    """A liked answer found by meaning as the responder gives it: after :data:`LIKED_PREFIX`
+    (once: an answer that came back this way and was liked again is not prefixed twice)."""
+    while answer.startswith(LIKED_PREFIX):
+        answer = answer[len(LIKED_PREFIX) :]
+    return LIKED_PREFIX + answer
 
 
 # -- the model ----------------------------------------------------------------------------
@@ -171,6 +222,9 @@ class OfflineChatModel(BaseChatModel):
     """The answer when neither a liked answer nor the tool result gives one."""
     reuse_similarity: float = REUSE_SIMILARITY
     """How alike a liked answer's question must be to be reused (see :func:`similarity`)."""
+    reuse_meaning: float = REUSE_MEANING
+    """How similar in meaning a liked answer the memory found by meaning must be to be
+    reused (the block's ``similarity``)."""
 
     @property
     def _llm_type(self) -> str:
@@ -178,7 +232,11 @@ class OfflineChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"tool_name": self.tool_name, "reuse_similarity": self.reuse_similarity}
+        return {
+            "tool_name": self.tool_name,
+            "reuse_similarity": self.reuse_similarity,
+            "reuse_meaning": self.reuse_meaning,
+        }
 
     def bind_tools(
         self,
@@ -213,9 +271,20 @@ class OfflineChatModel(BaseChatModel):
         self, messages: Sequence[BaseMessage], question: str, results: Sequence[BaseMessage]
     ) -> str:
         system = "\n".join(_text(m) for m in messages if m.type == "system")
-        for liked in parse_liked_answers(system):
-            if similarity(question, liked.question) >= self.reuse_similarity:
-                return liked.answer
+        liked = parse_liked_answers(system)
+        for example in liked:  # the same question again: the answer word for word
+            if similarity(question, example.question) >= self.reuse_similarity:
+                return example.answer
+        by_meaning = [  # the same question in other words, as the memory judged it
+            (example.similarity, i, example)
+            for i, example in enumerate(liked)
+            if example.found_by in ("meaning", "words+meaning")
+            and example.similarity is not None
+            and example.similarity >= self.reuse_meaning
+        ]
+        if by_meaning:
+            _, _, closest = max(by_meaning, key=lambda found: (found[0], -found[1]))
+            return reused_answer(closest.answer)
         for result in results:
             for line in _text(result).splitlines():
                 if line.startswith(REPLY_PREFIX) and line[len(REPLY_PREFIX) :].strip():

@@ -23,6 +23,15 @@ Endpoints (all under ``/api``, all scoped to the caller's user)::
     DELETE /api/turns/{qa_id}/feedback?session_id=...             clear its rating
     GET    /api/memory?q=...&k=...                                positive memory search
 
+``GET /api/memory`` searches by words (BM25), or, given ``embeddings``, by words
+and by meaning (:func:`~feedback_plugin.memory.search_memory`'s fusion), so a
+question in other words finds a liked turn that shares none of them. Each hit
+says how the query was searched (``"search": "words+meaning"`` or ``"words"``;
+also the ``X-Memory-Search`` header, there when nothing was found), how the hit
+was found (``"found_by"``: ``"words"``, ``"meaning"`` or ``"words+meaning"``),
+its ``relevance`` and, found by meaning, its cosine ``similarity`` to the query
+(:mod:`~feedback_plugin.integrations.explained_memory`).
+
 Session ids travel in the query string because any string (``/``, ``..``,
 ``?``, unicode) is a valid session id; turn ids go in the path, percent-encoded
 (``/`` as ``%2F`` works too). Listing the turns of a session that does not
@@ -66,12 +75,13 @@ import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeAlias
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from langchain_core.embeddings import Embeddings
 
 from ..errors import (
     ArgumentTypeError,
@@ -81,7 +91,6 @@ from ..errors import (
     StoreError,
     TurnNotFoundError,
 )
-from ..memory.retriever import asearch_memory
 from ..models import (
     MAX_ID_LENGTH,
     SessionQAEntry,
@@ -102,6 +111,7 @@ from .auth import (
     check_scope,
     guarded_route,
 )
+from .explained_memory import SEARCH_HEADER, aexplain_memory
 from .guards import (
     AllowedHosts,
     RateLimit,
@@ -129,6 +139,10 @@ __all__ = ["ApiKeyAuth", "authorize", "create_app", "create_router", "guarded_ro
 log = logging.getLogger("feedback_plugin")
 
 MAX_MEMORY_K = 50
+
+MemoryEmbeddings: TypeAlias = Embeddings | Callable[[], Embeddings | None] | None
+"""What ``GET /api/memory`` searches by meaning with: embeddings, a function giving the
+ones to use now (``None``: by words, e.g. while a model loads), or ``None`` (by words)."""
 
 
 # -- the router ----------------------------------------------------------------
@@ -197,6 +211,7 @@ def create_router(
     memory_k: int = 4,
     max_body_bytes: int | None = None,
     rate_limit: str | RateLimit | None = None,
+    embeddings: MemoryEmbeddings = None,
 ) -> APIRouter:
     """The feedback endpoints (prefix ``/api``) over ``store``.
 
@@ -208,6 +223,10 @@ def create_router(
         max_body_bytes: the largest request body (default 1 MiB); 413 beyond.
         rate_limit: requests per API key (per client address when open), e.g.
             ``"60/minute"`` (needs ``feedback-plugin[ratelimit]``); ``None``: no limit.
+        embeddings: ``/api/memory`` finds turns by meaning too with these LangChain
+            embeddings (or those a function returns at each search, ``None`` meaning
+            by words); ``None``: by words. A :func:`feedback_plugin.embeddings.local`
+            model is best loaded first (``.load()``): the first search waits for it.
     """
     if not isinstance(store, SessionStore):
         raise ArgumentTypeError(f"store must be a SessionStore, got {type(store).__name__}")
@@ -215,6 +234,7 @@ def create_router(
         raise ArgumentTypeError(f"auth must be an ApiKeyAuth or None, got {type(auth).__name__}")
     if type(memory_k) is not int or not 1 <= memory_k <= MAX_MEMORY_K:
         raise ConfigurationError(f"memory_k must be an int from 1 to {MAX_MEMORY_K}")
+    meaning = _embeddings_now(embeddings)
 
     if auth is None:
         _warn_open()
@@ -382,31 +402,58 @@ def create_router(
     @router.get(
         "/memory",
         response_model=list[MemoryHit],
-        summary="Search the caller's positive memory",
+        summary="Search the caller's positive memory (by words, and by meaning with embeddings)",
         responses=_responses(*auth_codes, 503),
     )
     async def memory(
         user: Reader,
+        response: Response,
         q: Annotated[str, Query(description="what to look for")],
         k: Annotated[
             int | None, Query(ge=1, le=MAX_MEMORY_K, description=f"hits (default {memory_k})")
         ] = None,
     ) -> list[MemoryHit]:
         with store_errors("search memory"):
-            hits = await asearch_memory(store, q, k=k or memory_k, user=user)
+            found = await aexplain_memory(store, q, meaning(), k=k or memory_k, user=user)
+        response.headers[SEARCH_HEADER] = found.search
         return [
             MemoryHit(
-                qa_id=entry.qa_id,
-                session_id=entry.session_id,
-                question=entry.question,
-                answer=entry.best_answer,
-                feedback_score=entry.feedback_score,
-                relevance=relevance,
+                qa_id=hit.entry.qa_id,
+                session_id=hit.entry.session_id,
+                question=hit.entry.question,
+                answer=hit.entry.best_answer,
+                feedback_score=hit.entry.feedback_score,
+                relevance=hit.relevance,
+                search=found.search,
+                found_by=hit.found_by,
+                similarity=hit.similarity,
             )
-            for entry, relevance in hits
+            for hit in found.hits
         ]
 
     return router
+
+
+def _embeddings_now(embeddings: MemoryEmbeddings) -> Callable[[], Embeddings | None]:
+    """The embeddings to search memory with, asked at each search."""
+    if embeddings is None or isinstance(embeddings, Embeddings):
+        fixed = embeddings
+        return lambda: fixed
+    if not callable(embeddings):
+        raise ArgumentTypeError(
+            f"embeddings must be LangChain Embeddings, a function returning them, or None; "
+            f"got {type(embeddings).__name__}"
+        )
+
+    def now() -> Embeddings | None:
+        found = embeddings()
+        if found is not None and not isinstance(found, Embeddings):
+            raise ArgumentTypeError(
+                f"the embeddings function returned {type(found).__name__}, not Embeddings"
+            )
+        return found
+
+    return now
 
 
 def _turn_json(entry: SessionQAEntry) -> Response:
@@ -443,6 +490,7 @@ def create_app(
     max_body_bytes: int | None = None,
     rate_limit: str | RateLimit | None = None,
     allow_open: bool | None = None,
+    embeddings: MemoryEmbeddings = None,
 ) -> FastAPI:
     """A FastAPI app serving :func:`create_router` plus ``GET /healthz``.
 
@@ -461,6 +509,7 @@ def create_app(
         allow_open: without API keys the app refuses (:class:`ConfigurationError`)
             to answer any non-loopback host unless this is true (default
             ``$FEEDBACK_PLUGIN_ALLOW_OPEN=1``).
+        embeddings: ``/api/memory`` by meaning too (see :func:`create_router`).
     """
     the_auth = ApiKeyAuth.from_env() if auth is None else auth
     hosts = allowed_hosts_setting(allowed_hosts)
@@ -483,7 +532,13 @@ def create_app(
     install_json_errors(app)
     app.add_middleware(AllowedHosts, hosts=hosts)
     app.include_router(
-        create_router(the_store, auth=the_auth, max_body_bytes=body_limit, rate_limit=limiter)
+        create_router(
+            the_store,
+            auth=the_auth,
+            max_body_bytes=body_limit,
+            rate_limit=limiter,
+            embeddings=embeddings,
+        )
     )
 
     @app.get("/healthz", tags=["health"], summary="Liveness probe (no auth)")

@@ -34,6 +34,7 @@ from ..ratings import (
     is_positive,
     is_rated,
 )
+from .explained_memory import FoundBy, Search
 
 __all__ = [
     "KEEP",
@@ -118,14 +119,30 @@ class Ratings(BaseModel):
 
 
 class MemoryHit(BaseModel):
-    """A remembered (positively rated or corrected) turn and its relevance to the query."""
+    """A remembered (positively rated or corrected) turn, its relevance to the query, and
+    how it was found."""
 
     qa_id: str
     session_id: str
     question: str
     answer: str = Field(description="the corrected answer when one was given, else the answer")
     feedback_score: int | None
-    relevance: float
+    relevance: float = Field(
+        description="higher is closer: by words and meaning the fused score (0..1, 1 for "
+        "first by words and by meaning), by words alone the BM25 relevance"
+    )
+    search: Search = Field(
+        description="how the query was searched: 'words+meaning' (words and an embedding "
+        "model, fused) or 'words' (BM25 only); the same for every hit, and in the "
+        "X-Memory-Search header"
+    )
+    found_by: FoundBy = Field(
+        description="what found this turn: 'words' (words it shares with the query), "
+        "'meaning' (the embedding model alone: it may share no word) or 'words+meaning'"
+    )
+    similarity: float | None = Field(
+        description="its cosine similarity to the query when found by meaning, else null"
+    )
 
 
 FeedbackFilter = Literal["any", "positive", "negative", "unrated"]

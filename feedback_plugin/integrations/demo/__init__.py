@@ -44,13 +44,18 @@ What it serves:
 * ``GET /api/info``: which responder answers, whether an API key is needed, how
   memory is searched (``memory_search``: by meaning with the local model, or by words).
 * Everything of :func:`~feedback_plugin.integrations.rest.create_router`
-  (turns, feedback, sessions, memory search) under ``/api``.
+  (turns, feedback, sessions, memory search) under ``/api``; ``GET /api/memory``
+  searches with the app's embeddings (by words while the local model loads) and
+  says how each hit was found (``search``, ``found_by``, ``similarity``).
 
 The chat is a LangChain v1 agent, recorded by
-:class:`~feedback_plugin.middleware.FeedbackMiddleware` (no callback handler)::
+:class:`~feedback_plugin.middleware.FeedbackMiddleware` (no callback handler;
+the demo's :class:`~.memory.ExplainedMemoryMiddleware` is one that finds memory
+by meaning too and marks what meaning found)::
 
     create_agent(model, tools=[search_help_centre],        # a retriever tool
-                 middleware=[FeedbackMiddleware(store, k=3), MemoriesAsContext()],
+                 middleware=[ExplainedMemoryMiddleware(store, embeddings=..., k=3),
+                             MemoriesAsContext()],
                  checkpointer=InMemorySaver())
     agent.astream({"messages": [question]},
                   {"configurable": {"thread_id": ..., "user_id": <the API key's user>},
@@ -71,8 +76,11 @@ it needs the provider's package and key, and must support tool calling), or,
 when none is configured, the built-in *offline responder*,
 :class:`~feedback_plugin.integrations.offline_model.OfflineChatModel`: it
 calls the help-centre tool, then answers with a liked (or corrected) earlier
-answer to the same question from its system message, else with the best
-article's reply. The page labels it as such.
+answer to the same question from its system message -- word for word when the
+questions share their words, after "From an answer you liked: " when memory
+found it by meaning (the same question in other words) -- else with the best
+article's reply. The page labels it as such, and says which memories an
+answer used and whether they were found by meaning.
 
 The documents are six help-centre articles of "Acme Notes", a fictional
 note-taking app, shipped as package data (``integrations/data/docs.json``).

@@ -1,8 +1,9 @@
 """The demo chat's agent, and how one chat turn runs on it as a stream of events.
 
-``create_agent(model, tools=[search_help_centre], middleware=[FeedbackMiddleware(store,
-k=3), MemoriesAsContext()], checkpointer=InMemorySaver())`` (with embeddings, the
-middleware is :class:`~.memory.SemanticMemoryMiddleware`: memory found by meaning too);
+``create_agent(model, tools=[search_help_centre], middleware=[ExplainedMemoryMiddleware(store,
+embeddings=..., k=3), MemoriesAsContext()], checkpointer=InMemorySaver())`` (the
+first is :class:`~.memory.ExplainedMemoryMiddleware`: ``FeedbackMiddleware`` finding
+memory by meaning too with embeddings, each liked answer saying how it was found);
 :meth:`ChatAgent.turn`
 streams a turn as events (``qa_id`` first, then ``token`` / ``reset``, last
 ``answer``), which :func:`event_lines` writes as NDJSON for ``POST
@@ -32,13 +33,14 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.runtime import Runtime
 
 from ...errors import FeedbackPluginError
-from ...middleware import FeedbackMiddleware, FeedbackState
+from ...middleware import FeedbackState
 from ...models import SessionQAEntry
 from ...ratings import POSITIVE_MIN_SCORE
 from ...store import SessionStore
+from ..explained_memory import FoundBy
 from ..offline_model import HELP_TOOL, LikedAnswer, parse_liked_answers
 from .content import memory_text
-from .memory import SemanticMemoryMiddleware, asearch_by_meaning
+from .memory import ExplainedMemoryMiddleware, asearch_by_meaning
 from .models import ChatResponse, ContextDoc, Memory
 
 __all__ = [
@@ -86,8 +88,10 @@ class MemoriesAsContext(AgentMiddleware[FeedbackState, Any, Any]):
     documents the turn gathered as context. Before every later model call of
     the turn this adds those liked turns to the gathered documents, as
     ``Question: ...\nAnswer: ...`` (what
-    :func:`~feedback_plugin.memory.retriever.entry_document` writes), so
-    ``GET /api/chat/history`` can show which memories an answer used. (A
+    :func:`~feedback_plugin.memory.retriever.entry_document` writes; with a
+    last line ``Found by: meaning (similarity 0.52)`` when memory found it by
+    meaning, :func:`~.content.memory_text`), so ``GET /api/chat/history`` can
+    show which memories an answer used, and how they were found. (A
     model that answers at its first call, without a tool, has gathered
     nothing: its turn is recorded with no context.)
     """
@@ -171,9 +175,7 @@ class ChatAgent:
             tools=[tool],
             system_prompt=SYSTEM_PROMPT,
             middleware=[
-                FeedbackMiddleware(store, k=MEMORY_K, min_score=MEMORY_MIN_SCORE)
-                if embeddings is None
-                else SemanticMemoryMiddleware(
+                ExplainedMemoryMiddleware(
                     store, embeddings=embeddings, k=MEMORY_K, min_score=MEMORY_MIN_SCORE
                 ),
                 MemoriesAsContext(),
@@ -323,9 +325,24 @@ class ChatAgent:
                     answer=liked.answer,
                     feedback_score=entry.feedback_score if entry else None,
                     relevance=relevance,
+                    found_by=found_by(liked.found_by),
+                    similarity=liked.similarity,
                 )
             )
         return memories, recorded
+
+
+_FOUND_BY: dict[str | None, FoundBy] = {
+    "words": "words",
+    "meaning": "meaning",
+    "words+meaning": "words+meaning",
+}
+
+
+def found_by(value: str | None) -> FoundBy:
+    """How a memory was found, as the demo's ``<liked_answers>`` block (or a turn's recorded
+    context) says: an example it does not mark was found by words."""
+    return _FOUND_BY.get(value, "words")
 
 
 class _TurnUpdates:

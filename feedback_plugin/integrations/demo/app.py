@@ -51,9 +51,10 @@ from ..guards import (
 from ..offline_model import OFFLINE_RESPONDER, OfflineChatModel
 from ..rest import closing_store, create_router, store_errors
 from ..rest_models import Ratings
-from .agent import CHAT_FAILED, ChatAgent, event_lines
+from .agent import CHAT_FAILED, ChatAgent, event_lines, found_by
 from .content import (
     SUGGESTIONS,
+    RecordedMemory,
     calls_tools,
     describe_memory_search,
     describe_model,
@@ -63,7 +64,7 @@ from .content import (
     model_from_env,
     split_memory_text,
 )
-from .memory import asearch_by_meaning
+from .memory import asearch_by_meaning, ready_embeddings
 from .models import (
     ChatRequest,
     ChatResponse,
@@ -130,7 +131,7 @@ class _History:
                     ContextDoc(id=doc.metadata["id"], title=doc.metadata["title"], text=text)
                 )
             elif (memory := split_memory_text(text)) is not None:
-                memories.append(await self.memory(text, *memory))
+                memories.append(await self.memory(memory))
         return ChatTurn(
             qa_id=entry.qa_id,
             session_id=entry.session_id,
@@ -145,7 +146,9 @@ class _History:
             correction=entry.correction,
         )
 
-    async def memory(self, text: str, question: str, answer: str) -> PastMemory:
+    async def memory(self, memory: RecordedMemory) -> PastMemory:
+        question, answer = memory.question, memory.answer
+        text = memory.document_text
         if text not in self.known:
             try:
                 hits = await asearch_by_meaning(
@@ -165,6 +168,8 @@ class _History:
             question=question,
             answer=answer,
             feedback_score=entry.feedback_score if entry else None,
+            found_by=found_by(memory.found_by),
+            similarity=memory.similarity,
         )
 
 
@@ -417,7 +422,13 @@ def create_demo_app(
 
     app.include_router(chat)
     app.include_router(
-        create_router(the_store, auth=auth, max_body_bytes=body_limit, rate_limit=limiter)
+        create_router(
+            the_store,
+            auth=auth,
+            max_body_bytes=body_limit,
+            rate_limit=limiter,
+            embeddings=None if embeddings is None else ready_embeddings(embeddings),
+        )
     )
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)

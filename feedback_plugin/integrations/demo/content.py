@@ -8,7 +8,7 @@
 * the chat model: the one named by ``$FEEDBACK_PLUGIN_CHAT_MODEL``
   (:func:`model_from_env`), else the built-in offline responder;
 * how a liked turn the model was shown is written into a turn's recorded
-  context (:func:`memory_text`, :func:`split_memory_text`);
+  context, with how memory found it (:func:`memory_text`, :func:`split_memory_text`);
 * how memory is searched: by meaning too with the local embedding model
   (:func:`feedback_plugin.embeddings.local`) when the ``semantic`` extra is
   installed, unless ``$FEEDBACK_PLUGIN_EMBEDDINGS=off``; else by words (BM25)
@@ -24,6 +24,7 @@ import importlib
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any, Literal, NamedTuple
@@ -37,6 +38,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import BaseTool, create_retriever_tool
 
 from ...embeddings import EXTRA_HINT, LocalEmbeddings, is_available, local
+from ..explained_memory import found_by_meaning
 from ..offline_model import (
     HELP_TOOL,
     NO_ANSWER,
@@ -55,6 +57,7 @@ __all__ = [
     "SUGGESTIONS",
     "HelpCentreRetriever",
     "MemoryMode",
+    "RecordedMemory",
     "content_words",
     "describe_memory_search",
     "describe_model",
@@ -152,19 +155,54 @@ def help_centre_tool(docs: list[Document] | None = None) -> BaseTool:
 
 MEMORY_PREFIX = "Question: "
 MEMORY_ANSWER = "\nAnswer: "
+MEMORY_FOUND = "\nFound by: "
+_FOUND = re.compile(
+    r"\nFound by: (?P<how>words\+meaning|meaning)"
+    r"(?: \(similarity (?P<similarity>-?[0-9]+(?:\.[0-9]+)?)\))?\Z"
+)
+
+
+class RecordedMemory(NamedTuple):
+    """A liked turn the model was shown, as a turn's recorded context holds it."""
+
+    question: str
+    answer: str
+    found_by: str
+    """``"words"``, ``"meaning"`` or ``"words+meaning"``."""
+    similarity: float | None
+    """The cosine similarity to the turn's question, when found by meaning."""
+
+    @property
+    def document_text(self) -> str:
+        """The remembered turn's ``entry_document(...).page_content`` (no ``Found by``)."""
+        return f"{MEMORY_PREFIX}{self.question}{MEMORY_ANSWER}{self.answer}"
 
 
 def memory_text(liked: LikedAnswer) -> str:
-    """A liked turn as recorded context: ``entry_document(...).page_content`` of that turn."""
-    return f"{MEMORY_PREFIX}{liked.question}{MEMORY_ANSWER}{liked.answer}"
+    """A liked turn as recorded context: ``entry_document(...).page_content`` of that turn,
+    plus, when memory found it by meaning, a last line ``Found by: meaning (similarity
+    0.52)`` (or ``words+meaning``)."""
+    text = f"{MEMORY_PREFIX}{liked.question}{MEMORY_ANSWER}{liked.answer}"
+    if found_by_meaning(liked.found_by):
+        text += f"{MEMORY_FOUND}{liked.found_by}"
+        if liked.similarity is not None:
+            text += f" (similarity {liked.similarity:.2f})"
+    return text
 
 
-def split_memory_text(text: str) -> tuple[str, str] | None:
-    """``(question, answer)`` of a :func:`memory_text`, or ``None`` for other context."""
+def split_memory_text(text: str) -> RecordedMemory | None:
+    """The parts of a :func:`memory_text`, or ``None`` for other context (found by
+    ``"words"`` when it has no ``Found by`` line)."""
     if not text.startswith(MEMORY_PREFIX) or MEMORY_ANSWER not in text:
         return None
+    found, similarity = "words", None
+    how = _FOUND.search(text)
+    if how is not None:
+        text = text[: how.start()]
+        found = how.group("how")
+        similarity = float(how.group("similarity")) if how.group("similarity") else None
     question, _, answer = text[len(MEMORY_PREFIX) :].partition(MEMORY_ANSWER)
-    return question, answer
+    return RecordedMemory(question, answer, found, similarity)
 
 
 # -- the model --------------------------------------------------------------------------

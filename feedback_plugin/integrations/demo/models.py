@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 
 from ...errors import InvalidArgumentError, InvalidIdError
 from ...models import MAX_ID_LENGTH
+from ..explained_memory import FoundBy
 from ..offline_model import OFFLINE_RESPONDER
 from ..rest_models import Ratings
 
@@ -70,6 +71,13 @@ class ContextDoc(BaseModel):
     text: str
 
 
+_FOUND_BY = (
+    "how memory found it: 'words' (words it shares with the question), 'meaning' (by "
+    "meaning alone: an embedding model; it may share no word) or 'words+meaning'"
+)
+_SIMILARITY = "its cosine similarity to the question (0..1), when found by meaning"
+
+
 class Memory(BaseModel):
     """A liked (or corrected) earlier turn the model was shown.
 
@@ -85,6 +93,8 @@ class Memory(BaseModel):
     relevance: float | None = Field(
         description="how well it matched the question (higher is closer)"
     )
+    found_by: FoundBy = Field(default="words", description=_FOUND_BY)
+    similarity: float | None = Field(default=None, description=_SIMILARITY)
 
 
 class ChatResponse(BaseModel):
@@ -115,6 +125,8 @@ class PastMemory(BaseModel):
     question: str
     answer: str
     feedback_score: int | None
+    found_by: FoundBy = Field(default="words", description=_FOUND_BY)
+    similarity: float | None = Field(default=None, description=_SIMILARITY)
 
 
 class ChatTurn(BaseModel):

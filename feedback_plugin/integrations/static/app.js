@@ -200,10 +200,20 @@
     }
     if (turn.memories && turn.memories.length) {
       const n = turn.memories.length;
-      const reused = turn.memories.some((m) => m.answer === turn.answer);
-      const text = reused ? "reuses an answer you liked" : `${n} ${n === 1 ? "memory" : "memories"} used`;
-      meta.append(el("span", { class: "sources memory-note", text }));
+      // the offline responder gives a liked answer found by meaning after "From an answer you liked: "
+      const reused = turn.memories.find((m) => m.answer && turn.answer && turn.answer.endsWith(m.answer));
+      const byMeaning = reused ? reused.found_by === "meaning" : turn.memories.some((m) => m.found_by === "meaning");
+      let text = reused ? "reuses an answer you liked" : `${n} ${n === 1 ? "memory" : "memories"} used`;
+      if (byMeaning) text += " · found by meaning";
+      meta.append(el("span", { class: "sources memory-note", "data-by-meaning": byMeaning, text }));
     }
+  }
+
+  /** How memory found a liked turn (its `found_by` and `similarity`), or null when not said. */
+  function foundBy(memory) {
+    const how = { words: "found by words", meaning: "found by meaning", "words+meaning": "found by words and meaning" }[memory.found_by];
+    if (!how) return null;
+    return memory.similarity == null ? how : `${how} · similarity ${memory.similarity.toFixed(2)}`;
   }
 
   /**
@@ -404,6 +414,14 @@
           el("div", { class: "mq" }, el("span", { class: `rating ${rating.cls}`, title: rating.text, text: rating.icon }), el("span", { text: memory.question })),
           el("div", { class: "ma", text: memory.answer }),
           el("div", { class: "mm", text: memoryOrigin(memory) }),
+          foundBy(memory) && el("div", {
+            class: "mf",
+            "data-found-by": memory.found_by,
+            title: memory.found_by === "meaning"
+              ? "It shares no word the search matched: the embedding model found it by what it means."
+              : null,
+            text: foundBy(memory),
+          }),
         ),
       );
     }
