@@ -247,3 +247,72 @@ def test_an_index_file_without_the_vocabulary_table_gets_one(tmp_path: Path) -> 
         assert ids(search(idx, "password reset")) == ["q1"]
     finally:
         idx.close()
+
+
+# -- many rows matching: the strict first look, and a large owner --------------------------
+
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo"]
+
+
+def _combinations(index: MemoryIndex) -> None:
+    """Rows holding every subset of the five words, in several lengths of filler; and
+    rows holding none (so that each word is in under a fifth of the rows: kept)."""
+    for j in range(400):
+        index.apply(entry(1000 + j, f"unrelated question number {j} ?"))
+    i = 0
+    for mask in range(1, 32):
+        held = [w for b, w in enumerate(WORDS) if mask >> b & 1]
+        for pad in range(3):
+            index.apply(entry(i, " ".join(held + ["filler"] * pad) + " ?"))
+            i += 1
+
+
+@pytest.mark.parametrize("limit", [1, 5, 10, 40, 100])
+def test_the_strict_first_look_ranks_as_every_word_would(
+    index: MemoryIndex, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """Rows holding all but one of the rarest words come first, in BM25 order; the rest
+    (fewer words) follow: the same rows, and as many, as ranking every match."""
+    monkeypatch.setattr(fts_terms, "STRICT_ABOVE", 0)
+    _combinations(index)
+    query = "alpha bravo charlie delta"
+    con = index._connect()
+    plan = index._terms.plan(con, query.split())
+    assert not plan.common and index._terms.strict(con, plan.kept) is not None  # taken
+    picked = search(index, query, limit=limit)
+    every = search(index, query, limit=limit, every_word=True)
+    assert len(picked) == len(every)
+    strict_rows = 3 * 2 * 5  # rows holding >= 3 of the 4 words (and echo or not), x 3 pads
+    same = min(limit, strict_rows)
+    assert {h.qa_id for h in picked[:same]} == {h.qa_id for h in every[:same]}
+
+
+def test_a_word_missing_from_the_turn_does_not_hide_it(
+    index: MemoryIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The strict look asks for all but one word: a query with one word the turn lacks
+    (a synonym the user chose) still finds it first."""
+    monkeypatch.setattr(fts_terms, "STRICT_ABOVE", 0)
+    _combinations(index)
+    index.apply(entry(500, "alpha bravo charlie foxtrot"))
+    hits = search(index, "alpha bravo charlie delta foxtrot", limit=3)
+    assert "q500" in ids(hits)
+
+
+def test_a_memory_most_rows_belong_to_is_filtered_without_its_token(tmp_path: Path) -> None:
+    """The shared memory's token is in most rows: intersecting with it would read its
+    whole list of rows on every query, so it is filtered in SQL; scoping holds."""
+    idx = MemoryIndex(tmp_path / "memory.sqlite3")
+    idx._terms = TermPicker(min_rows=0)
+    for i in range(40):
+        idx.apply(entry(i, f"How do I export report {i}?"))
+    idx.apply(entry(100, "How do I export my own report?", user="alice"))
+    con = idx._connect()
+    from feedback_plugin.backends.fts_schema import owner_key, owner_token
+
+    assert idx._terms.common_owner(con, owner_token(owner_key(None, None)))
+    assert not idx._terms.common_owner(con, owner_token(owner_key(None, "alice")))
+    shared = search(idx, "export own report", limit=50)
+    assert len(shared) == 40 and "q100" not in ids(shared)
+    assert ids(search(idx, "export own report", user="alice")) == ["q100"]
+    idx.close()

@@ -105,3 +105,39 @@ def test_closing_waits_for_the_embedder_thread_to_finish(tmp_path: Path) -> None
     assert threads
     index.close()
     assert not any(t.is_alive() for t in threads)
+
+
+def test_a_process_keeps_only_the_recently_searched_owners_vectors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many users: the matrices of the least recently searched go (HELD_MAX vectors in
+    all); a user forgotten is read again on their next query, with nothing lost."""
+    from feedback_plugin.backends import vectors as vectors_module
+
+    monkeypatch.setattr(vectors_module, "HELD_MAX", 4)
+    index = MemoryIndex(tmp_path / "memory.sqlite3")
+    for user in ("u1", "u2", "u3"):
+        for n in range(2):
+            index.apply(
+                SessionQAEntry(
+                    qa_id=f"{user}-{n}", session_id="s", question=f"q {user} {n}",
+                    answer="a", feedback_score=5, user_id=user,
+                )
+            )  # fmt: skip
+    store = index._vector_store()
+    store.select("m")
+    stamp, batch = store.lease(10)
+    store.store("m", stamp, {turn_id: [1.0, 0.0] for turn_id, _ in batch})
+
+    def found(user: str) -> set[str]:
+        hits = index.search_by_vector([1.0, 0.0], model="m", user=user, limit=5, min_score=4)
+        return {h.qa_id for h in hits}
+
+    assert found("u1") == {"u1-0", "u1-1"}
+    assert found("u2") == {"u2-0", "u2-1"}
+    assert found("u3") == {"u3-0", "u3-1"}  # u1's matrix goes: 6 vectors > 4
+    assert sum(h.size for h in store._owners.values()) <= 4
+    assert found("u1") == {"u1-0", "u1-1"}  # read again
+    index.forget("u1", "s", "u1-0")
+    assert found("u1") == {"u1-1"}
+    index.close()

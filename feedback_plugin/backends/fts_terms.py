@@ -60,6 +60,8 @@ __all__ = [
     "MAX_KEPT",
     "MIN_ROWS",
     "STATS_TTL",
+    "STRICT_ABOVE",
+    "STRICT_WORDS",
     "WINDOW",
     "Plan",
     "TermPicker",
@@ -78,6 +80,13 @@ COMMON_KEPT = 2
 
 WINDOW = 2_000
 """Matching rows ranked (the last indexed) when every word of a query is common."""
+
+STRICT_ABOVE = 20_000
+"""Rows the kept words match at most (the sum of their frequencies) before a query first
+looks only at rows holding all but one of its :data:`STRICT_WORDS` rarest words."""
+
+STRICT_WORDS = 4
+"""The rarest kept words the strict first look counts (at least 3 make it worth it)."""
 
 MIN_ROWS = 5_000
 """Indexes with fewer rows are searched for every word of a query."""
@@ -144,6 +153,30 @@ class TermPicker:
             [w for i, w in enumerate(words) if i in keep],
             [w for i, w in enumerate(words) if i not in keep],
             common,
+        )
+
+    def strict(self, con: sqlite3.Connection, kept: list[str]) -> str | None:
+        """For kept words that match many rows: an FTS5 expression matching the rows that
+        hold all but one of the :data:`STRICT_WORDS` rarest (``None``: not worth it).
+
+        Every word appears in as many of its clauses as every other, so BM25 over it
+        ranks those rows as BM25 over the words would."""
+        held = sorted((f, w) for w in kept if (f := self.frequency(con, w)) > 0 and '"' not in w)
+        if len(held) < 3 or sum(f for f, _ in held) <= STRICT_ABOVE:
+            return None
+        rarest = [w for _, w in held[:STRICT_WORDS]]
+        clauses = [
+            "(" + " AND ".join(f'"{w}"' for w in rarest if w != left) + ")" for left in rarest
+        ]
+        return " OR ".join(clauses)
+
+    def common_owner(self, con: sqlite3.Connection, token: str) -> bool:
+        """Whether the owner token is in more than :data:`COMMON_FRACTION` of the rows: then
+        the owner is better filtered in SQL than intersected in FTS5 (which reads the
+        token's whole list of rows on every query)."""
+        rows = self.rows(con)
+        return rows >= self.min_rows and self._term_frequency(con, token) > (
+            self.common_fraction * rows
         )
 
     # -- statistics ----------------------------------------------------------
@@ -247,25 +280,36 @@ def select_turns(
         # the last rows indexed: FTS5 walks them in rowid order and stops
         return f"SELECT * FROM ({sql} ORDER BY turns_fts.rowid DESC LIMIT {int(window)})"
 
-    def params(kept: list[str], found: list[Row]) -> list[object]:
-        match = f'tok:"{owner_tok}" AND {{question answer}}:({or_query(kept)})'
+    # A large owner (a memory everybody shares) is filtered by ``where`` alone.
+    by_token = picker is None or not picker.common_owner(con, owner_tok)
+
+    def params(expression: str | None, found: list[Row]) -> list[object]:
+        words = f"{{question answer}}:({expression})"
+        match = f'tok:"{owner_tok}" AND {words}' if by_token else words
         return [match, *args, *(r[3] for r in found)]
 
     bm25 = f"-bm25(turns_fts, 0.0, {QUESTION_WEIGHT}, {ANSWER_WEIGHT})"
-    window = max(WINDOW, 20 * limit) if plan.common else None
-    found = [
-        r[:4]
-        for r in con.execute(
-            matching(bm25, [], window) + " ORDER BY rel DESC, time DESC, id DESC LIMIT ?",
-            (*params(plan.kept, []), limit),
-        )
-    ]
+    ranked = " ORDER BY rel DESC, time DESC, id DESC LIMIT ?"
+    strict = None if picker is None or plan.common else picker.strict(con, plan.kept)
+    found: list[Row] = []
+    if strict is not None:  # rows holding all but one of the rarest words first
+        found = [r[:4] for r in con.execute(matching(bm25, [], None) + ranked,
+                                            (*params(strict, []), limit))]  # fmt: skip
+    if len(found) < limit:
+        window = max(WINDOW, 20 * limit) if plan.common or strict is not None else None
+        found += [
+            r[:4]
+            for r in con.execute(
+                matching(bm25, found, window) + ranked,
+                (*params(or_query(plan.kept), found), limit - len(found)),
+            )
+        ]
     if len(found) < limit and plan.dropped:
         found += [
             r[:4]
             for r in con.execute(
                 matching("0.0", found, limit - len(found)) + " ORDER BY id DESC",
-                params(plan.dropped, found),
+                params(or_query(plan.dropped), found),
             )
         ]
     return found

@@ -63,9 +63,13 @@ from .vector_queue import EmbeddingQueue, numpy_module, read_center
 if TYPE_CHECKING:
     import sqlite3
 
-__all__ = ["VectorStore"]
+__all__ = ["HELD_MAX", "VectorStore"]
 
 log = logging.getLogger("feedback_plugin")
+
+
+HELD_MAX = 500_000
+"""Vectors of exactly searched owners a process keeps at most (about 750 MB of 384-d)."""
 
 
 class Connections(Protocol):
@@ -221,18 +225,36 @@ class VectorStore:
         return result
 
     def _owner(self, np: Any, owner: str, dims: int) -> ExactOwner | ApproxOwner:
-        held = self._owners.get(owner)
+        held = self._owners.pop(owner, None)
         if held is not None:
+            self._owners[owner] = held  # the most recently used last
             return held
         opened = self._open_snapshot(np, owner)
         if opened is not None:
             self._owners[owner] = opened
             return opened
-        exact = self._owners[owner] = ExactOwner(np, dims)
+        exact = ExactOwner(np, dims)
         for turn_id, _, blob in self._vectors(None, owner):
             exact.add(turn_id, np.frombuffer(blob, dtype=np.float32))
             self._turn_owner[turn_id] = owner
+        self._evict(exact.size)
+        self._owners[owner] = exact
         return exact
+
+    def _evict(self, room: int) -> None:
+        """Forget the least recently searched owners' matrices until ``room`` more vectors
+        fit in :data:`HELD_MAX` (an app with many users keeps only the active ones; an
+        owner forgotten is read again on its next query)."""
+        held = sum(h.size for h in self._owners.values() if isinstance(h, ExactOwner))
+        for owner in list(self._owners):
+            if held + room <= HELD_MAX:
+                return
+            gone = self._owners[owner]
+            if isinstance(gone, ExactOwner):
+                del self._owners[owner]
+                held -= gone.size
+                for turn_id in [*gone.ids, *gone.pending]:
+                    self._turn_owner.pop(turn_id, None)
 
     def _snapshot(self, owner: str) -> str | None:
         if self._model is None or not ann.available():

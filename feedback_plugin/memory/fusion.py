@@ -4,9 +4,11 @@ Reciprocal rank fusion (RRF), with the words' votes weighed by how much of
 the query each turn holds, and the query's identifiers decisive:
 
 * a turn at rank ``r`` by meaning scores ``1 / (RRF_K + r)``;
-* a turn at rank ``r`` by words scores ``coverage ** COVERAGE_POWER / (RRF_K + r)``,
-  where ``coverage`` is the weighted share of the query's content words (stop
-  words dropped, crudely stemmed) found in the turn's question and answer;
+* a turn at rank ``r`` by words scores
+  ``WORDS_WEIGHT * coverage ** COVERAGE_POWER / (RRF_K + r)``, where ``coverage``
+  is the weighted share of the query's content words (stop words dropped,
+  crudely stemmed) found in the turn's question and answer: a turn holding
+  every word of the query outvotes one that is only first by meaning;
 * a turn found by words that holds every *identifier* of the query -- a word
   with a digit ("E-4012", "v2"), or in capitals ("SSO", "SAML") -- gets a
   whole first-rank vote more, ``1 / (RRF_K + 1)``: an error code or a
@@ -19,8 +21,8 @@ everyday word, found both ways, and plain RRF put them above the turn found
 by meaning alone: recall@5 on the project's paraphrase set fell from 0.75
 (meaning alone) to 0.50. RRF's steps are small (rank 1 and 2 differ by
 1/61 - 1/62), so a partial match must weigh much less than a step: a turn
-holding a quarter of the query's words gets 0.02 % of a vote, half of them
-1.6 %, all of them the whole vote.
+holding a quarter of the query's words gets 0.05 % of a first-rank vote, half
+of them 3 %, nine tenths of them about one vote, all of them two.
 """
 
 from __future__ import annotations
@@ -29,10 +31,21 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["COVERAGE_POWER", "RRF_K", "content_words", "coverage", "fuse", "identifiers"]
+__all__ = [
+    "COVERAGE_POWER",
+    "RRF_K",
+    "WORDS_WEIGHT",
+    "content_words",
+    "coverage",
+    "fuse",
+    "identifiers",
+]
 
 RRF_K = 60
 """Reciprocal rank fusion's constant: a hit at rank r in one list scores 1 / (RRF_K + r)."""
+
+WORDS_WEIGHT = 2.0
+"""A word hit holding the whole query counts this many first-rank votes (at its rank)."""
 
 COVERAGE_POWER = 6
 """How steeply a partial word match loses its vote (coverage 0.5: 1/64 of it)."""
@@ -91,7 +104,7 @@ def fuse(
     text_of: dict[Any, str],
 ) -> list[tuple[Any, float]]:
     """``(ref, relevance)`` best first, relevance scaled to 0..1 (1: first in both lists
-    and holding every query word).
+    and holding every query word; an identifier's vote may add more, capped at 1).
 
     ``by_words`` and ``by_meaning`` are refs, best first; ``text_of`` the text of each
     ref still remembered (a ref without one is dropped).
@@ -106,10 +119,10 @@ def fuse(
     for rank, ref in enumerate(by_words, 1):
         if ref in text_of:
             text = text_of[ref]
-            vote = coverage(words, text) ** COVERAGE_POWER / (RRF_K + rank)
+            vote = WORDS_WEIGHT * coverage(words, text) ** COVERAGE_POWER / (RRF_K + rank)
             if wanted and wanted <= set(_WORD.findall(text.lower())):
                 vote += first
             scores[ref] = scores.get(ref, 0.0) + vote
-    top = 2 * first
+    top = (1 + WORDS_WEIGHT) * first
     order = sorted(scores, key=lambda ref: scores[ref], reverse=True)
     return [(ref, min(1.0, scores[ref] / top)) for ref in order]

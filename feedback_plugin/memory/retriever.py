@@ -380,7 +380,8 @@ class PositiveMemoryRetriever(BaseRetriever):
     until: datetime | None = None
     min_relevance: float | None = None
     """Drop hits less relevant than this: the BM25 relevance by words alone; with
-    ``embeddings``, the fused score (0..1, 1 for a turn first by words and by meaning)."""
+    ``embeddings``, the fused score (0..1, 1 for a turn first by words and by meaning that
+    holds every word of the query)."""
     min_similarity: float = MIN_SIMILARITY
     """With ``embeddings``: the cosine similarity a turn found by meaning needs."""
     embeddings: Embeddings | None = None
