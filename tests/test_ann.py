@@ -59,21 +59,62 @@ def small_threshold(monkeypatch: pytest.MonkeyPatch) -> int:
     return 300
 
 
-def test_a_grown_memory_gets_an_approximate_index_that_finds_what_exact_search_finds(
+def _exact(index: MemoryIndex, vec: list[float], limit: int) -> list[str]:
+    """The true nearest turns: every vector of the file, scored as the store scores."""
+    from feedback_plugin.backends.vector_owners import centred_scores
+
+    rows = index.reading(
+        lambda con: con.execute(
+            "SELECT t.qa_id, e.vec FROM embeddings e JOIN turns t ON t.id = e.turn_id"
+        ).fetchall()
+    )
+    matrix = np.stack([np.frombuffer(v, dtype=np.float32) for _, v in rows])
+    query = np.asarray(vec, dtype=np.float32)
+    center = index._vector_store()._center_for(np, DIMS)
+    order = np.argsort(-centred_scores(np, matrix, query / np.linalg.norm(query), center))
+    return [rows[i][0].strip('"') for i in order[:limit]]
+
+
+def test_a_large_memory_is_indexed_in_the_background_and_found_by_words_meanwhile(
     tmp_path: Path, small_threshold: int
 ) -> None:
+    """A memory past APPROX_MIN vectors is not read on the query path (seconds at 400k):
+    the first query finds nothing by meaning, the index is built off the query path
+    (the embedder calls maintain() when idle), and then it finds what exact search does."""
     index = MemoryIndex(tmp_path / "memory.sqlite3")
     _fill(index, 600)
     query = _vector(3)
-    exact = _search(index, query, 10)  # first query: searched exactly
+    assert _search(index, query, 10) == []  # being indexed
     vectors = index._vector_store()
-    assert not vectors._owners[index.owner_of(None)].approximate
-    vectors.maintain()  # what the embedder does when idle
+    vectors.maintain()
     held = vectors._owners[index.owner_of(None)]
     assert held.approximate and held.size == 600
     approx = _search(index, query, 10)
-    assert len(set(approx) & set(exact)) >= 8  # approximate, but close
+    assert len(set(approx) & set(_exact(index, query, 10))) >= 8  # approximate, but close
     assert "q3" in approx
+    index.close()
+
+
+def test_a_memory_that_grows_past_the_threshold_moves_to_an_approximate_index(
+    tmp_path: Path, small_threshold: int
+) -> None:
+    index = MemoryIndex(tmp_path / "memory.sqlite3")
+    _fill(index, 200)
+    assert "q3" in _search(index, _vector(3))  # small: read, searched exactly
+    vectors = index._vector_store()
+    assert not vectors._owners[index.owner_of(None)].approximate
+    for i in range(200, 400):
+        index.apply(
+            SessionQAEntry(
+                qa_id=f"q{i}", session_id="s", question=f"question {i}", answer="a",
+                feedback_score=5,
+            )
+        )  # fmt: skip
+    _fill(index, 0)
+    assert "q3" in _search(index, _vector(3))  # still exact, now with 400 vectors
+    vectors.maintain()
+    assert vectors._owners[index.owner_of(None)].approximate
+    assert {"q3", "q203"} <= set(_search(index, _vector(3), 60))
     index.close()
 
 
@@ -82,6 +123,7 @@ def test_the_next_query_sees_removals_and_additions_in_the_approximate_index(
 ) -> None:
     index = MemoryIndex(tmp_path / "memory.sqlite3")
     _fill(index, 400)
+    index._vector_store().maintain()  # nothing held: the file's owners are not known yet
     _search(index, _vector(5))
     index._vector_store().maintain()
     assert "q5" in _search(index, _vector(5))
@@ -128,9 +170,7 @@ print(held.approximate, "q9" in [h.qa_id for h in hits], "q17" in [h.qa_id for h
     index.close()
 
 
-def test_a_torn_snapshot_is_ignored_and_the_owner_searched_exactly(
-    tmp_path: Path, small_threshold: int
-) -> None:
+def test_a_torn_snapshot_is_ignored_and_built_again(tmp_path: Path, small_threshold: int) -> None:
     path = tmp_path / "memory.sqlite3"
     index = MemoryIndex(path)
     _fill(index, 400)
@@ -140,9 +180,13 @@ def test_a_torn_snapshot_is_ignored_and_the_owner_searched_exactly(
     for f in Path(f"{path}.ann").glob("*.faiss"):
         f.write_bytes(b"not an index")
     again = MemoryIndex(path)
+    assert _search(again, _vector(2)) == []  # unreadable (logged): indexed again meanwhile
+    again._vector_store().maintain()
     assert "q2" in _search(again, _vector(2))
-    assert not again._vector_store()._owners[again.owner_of(None)].approximate
     again.close()
+    third = MemoryIndex(path)  # the snapshot written again is whole
+    assert "q2" in _search(third, _vector(2))
+    third.close()
 
 
 def test_centred_scores_are_the_cosine_after_the_centre_is_taken_off() -> None:

@@ -349,8 +349,12 @@ def test_drop_empties_the_file(namespace: str, index_dir: Path) -> None:
         qa = liked(a, "s1", "How do I reset my password?", "Settings > Security.")
         assert found(a, "password") == found(b, "password") == {qa}
         path = a.memory.path  # type: ignore[attr-defined]
+        os.makedirs(path + ".ann")  # vector snapshots (backends/vector_owners.py)
+        with open(path + ".ann/owner.faiss", "wb") as f:
+            f.write(b"vectors")
         a.backend.drop()  # type: ignore[attr-defined]
         assert index_rows(path) == []
+        assert not os.path.exists(path + ".ann")
         for suffix in ("", "-wal"):  # the text is not at rest in the file any more
             if os.path.exists(path + suffix):
                 with open(path + suffix, "rb") as f:

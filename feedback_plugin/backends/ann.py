@@ -112,11 +112,17 @@ class ApproximateIndex:
         _, found = self.index.search(q, min(count, self.size))
         return [int(i) for i in found[0] if i >= 0]
 
-    def save(self, path: str) -> None:
-        """Write atomically (a temporary file, then a rename): readers see the old or new."""
-        faiss = _faiss()
+    def serialize(self) -> Any:
+        """The index as bytes (a numpy uint8 array): a copy, to write while it changes."""
+        return _faiss().serialize_index(self.index)
+
+    @staticmethod
+    def write(data: Any, path: str) -> None:
+        """Write serialised ``data`` atomically (a temporary file, then a rename): readers
+        see the old file or the new."""
         tmp = f"{path}.{os.getpid()}.tmp"
-        faiss.write_index(self.index, tmp)
+        with open(tmp, "wb") as fh:
+            fh.write(memoryview(data))
         os.replace(tmp, path)
 
     @classmethod

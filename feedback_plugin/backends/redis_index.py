@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import sys
 from pathlib import Path
@@ -139,7 +140,7 @@ def open_index(path: str, *, namespace: str | None, feed: ChangeFeed) -> MemoryI
 
 def clear_index(index: MemoryIndex) -> None:
     """Empty the file's rows and feed positions (the namespace was dropped): what it held
-    is gone from it, and its next catch-up rebuilds."""
+    is gone from it, its vectors' snapshots too, and its next catch-up rebuilds."""
 
     def clear(con: sqlite3.Connection) -> None:
         con.execute("BEGIN IMMEDIATE")
@@ -155,3 +156,5 @@ def clear_index(index: MemoryIndex) -> None:
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     index.writing(clear)
+    if index.path != ":memory:":
+        shutil.rmtree(f"{index.path}.ann", ignore_errors=True)  # backends/vector_owners.py

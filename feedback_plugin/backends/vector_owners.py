@@ -159,10 +159,11 @@ class ApproxOwner:
             self.changes >= SNAPSHOT_EVERY and (time.monotonic() - self.saved_at >= SNAPSHOT_AFTER)
         )
 
-    def save(self, path: str, model: str, owner: str, seq: int) -> None:
-        """Write the snapshot: the index, then the sidecar naming its log position."""
+    def save(self, path: str, model: str, owner: str, seq: int, data: Any) -> None:
+        """Write the snapshot ``data`` (:meth:`.ApproximateIndex.serialize`, taken at log
+        position ``seq``): the index, then the sidecar naming its position."""
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        self.index.save(path + ".faiss")
+        ApproximateIndex.write(data, path + ".faiss")
         meta = {
             "model": model,
             "owner": owner,

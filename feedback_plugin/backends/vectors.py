@@ -98,6 +98,7 @@ class VectorStore:
         self._seq = 0
         self._embedders: dict[str, Embedder] = {}
         self.queue = EmbeddingQueue(connections)
+        self._building: set[str] = set()  # large owners waiting for an approximate index
 
     # -- the file ------------------------------------------------------------------
 
@@ -158,7 +159,9 @@ class VectorStore:
         if center is not None:
             self._center = center
         if first is not None and self._seq and first > self._seq + 1:
-            self._owners, self._turn_owner = {}, {}  # fell behind the kept log: reload
+            # fell behind the kept log: every owner is read again (large ones rebuilt)
+            self._building |= {o for o, h in self._owners.items() if h.approximate}
+            self._owners, self._turn_owner = {}, {}
         if not rows:
             return
         self._seq = rows[-1][0]
@@ -224,15 +227,28 @@ class VectorStore:
         result: list[tuple[int, str, bytes]] = self.connections.reading(fetch)
         return result
 
-    def _owner(self, np: Any, owner: str, dims: int) -> ExactOwner | ApproxOwner:
+    def _owner(self, np: Any, owner: str, dims: int) -> ExactOwner | ApproxOwner | None:
+        """The owner's vectors, read if not held. ``None`` for a large owner (at least
+        :data:`~.ann.APPROX_MIN` vectors) without a usable snapshot: reading its vectors
+        would take seconds, so its approximate index is built in the background
+        (:meth:`maintain`) and the query goes on by words meanwhile."""
         held = self._owners.pop(owner, None)
         if held is not None:
             self._owners[owner] = held  # the most recently used last
             return held
+        if owner in self._building:
+            return None
         opened = self._open_snapshot(np, owner)
         if opened is not None:
             self._owners[owner] = opened
             return opened
+        if ann.available() and self._count(owner) >= ann.APPROX_MIN:
+            self._building.add(owner)
+            log.info(
+                "feedback_plugin: memory %s by meaning is being indexed; by words until then", owner
+            )
+            self.wake()
+            return None
         exact = ExactOwner(np, dims)
         for turn_id, _, blob in self._vectors(None, owner):
             exact.add(turn_id, np.frombuffer(blob, dtype=np.float32))
@@ -240,6 +256,17 @@ class VectorStore:
         self._evict(exact.size)
         self._owners[owner] = exact
         return exact
+
+    def _count(self, owner: str) -> int:
+        """The owner's vectors in the file."""
+        count: int = self.connections.reading(
+            lambda con: con.execute(
+                "SELECT count(*) FROM turns t JOIN embeddings e ON e.turn_id = t.id"
+                " WHERE t.owner = ? AND e.model = ?",
+                (owner, self._model),
+            ).fetchone()[0]
+        )
+        return count
 
     def _evict(self, room: int) -> None:
         """Forget the least recently searched owners' matrices until ``room`` more vectors
@@ -324,6 +351,8 @@ class VectorStore:
                 self._model, self._owners, self._turn_owner, self._seq = model, {}, {}, 0
             self._sync(np)
             held = self._owner(np, owner, len(query))
+            if held is None:
+                return []  # being indexed: found by words meanwhile
             center = self._center_for(np, len(query))
             count = limit * 4
             while True:
@@ -411,28 +440,54 @@ class VectorStore:
             if self._model is None:
                 return
             self._sync(np)  # every vector logged so far counted
-            grown = [
-                (owner, held.live(), self._seq, self._center_for(np, held.dims))
+            grown = {
+                owner
                 for owner, held in self._owners.items()
                 if isinstance(held, ExactOwner) and held.size >= ann.APPROX_MIN
-            ]
-            model = self._model
-        for owner, (ids, matrix), seq, center in grown:
-            built = ann.ApproximateIndex.build(ids, matrix, center)
+            }
+            todo, seq, model = sorted(grown | self._building), self._seq, self._model
+            dims = next((h.dims for h in self._owners.values() if isinstance(h, ExactOwner)), 0)
+        for owner in todo:
+            # Read outside the lock (queries go on); what changes meanwhile is in the
+            # log after ``seq`` and replayed below (adding or removing twice is harmless).
+            rows = self._vectors(None, owner)
+            if len(rows) < ann.APPROX_MIN // 2:  # shrank meanwhile: searched exactly
+                with self._lock:
+                    self._building.discard(owner)
+                continue
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32)
+            matrix = matrix.reshape(len(rows), -1)
+            del rows
+            built = ann.ApproximateIndex.build(
+                ids, matrix, self._center_for(np, dims or matrix.shape[1])
+            )
             with self._lock:
-                if self._model != model or not isinstance(self._owners.get(owner), ExactOwner):
-                    continue
-                _, rows = self._logged(seq)
-                self._owners[owner] = ApproxOwner(built, seq, saved=False)
-                self._apply(np, rows, [owner])
+                if self._model != model:
+                    return
+                self._sync(np)
+                _, logged = self._logged(seq)
+                self._owners.pop(owner, None)
+                fresh = ApproxOwner(built, seq, saved=False)
+                self._owners[owner] = fresh
+                self._apply(np, logged, [owner])
+                self._building.discard(owner)
+        self._save_snapshots(model)
+
+    def _save_snapshots(self, model: str) -> None:
+        """Write the snapshots that fell behind: serialised under the lock (the index must
+        not change meanwhile), written outside it."""
+        due = []
         with self._lock:
             for owner, held in self._owners.items():
                 path = self._snapshot(owner)
-                if isinstance(held, ApproxOwner) and path and model and held.due():
-                    try:
-                        held.save(path, model, owner, self._seq)
-                    except OSError as exc:
-                        log.warning("feedback_plugin: vector snapshot not saved: %s", exc)
+                if isinstance(held, ApproxOwner) and path and held.due():
+                    due.append((held, path, owner, self._seq, held.index.serialize()))
+        for held, path, owner, seq, data in due:
+            try:
+                held.save(path, model, owner, seq, data)
+            except OSError as exc:
+                log.warning("feedback_plugin: vector snapshot not saved: %s", exc)
 
     def wait(self, timeout: float) -> bool:
         """Block until every remembered turn has its vector; ``False`` on timeout (or when
