@@ -32,7 +32,7 @@ __all__ = ["APPROX_MIN", "ApproximateIndex", "available"]
 log = logging.getLogger("feedback_plugin")
 
 APPROX_MIN = 20_000
-"""Vectors an owner has before it is searched approximately (exact: about 4 ms here)."""
+"""Vectors an owner has before it is searched approximately (exact: about 10 ms here)."""
 
 PROBE_SHARE = 24
 """Lists probed per query: one in this many (at least 16)."""

@@ -29,7 +29,7 @@ Search is per owner (one user of one store namespace), over that owner's
 vectors only, kept by the process and in step with the log
 (:mod:`.vector_owners`): an owner with fewer than
 :data:`~.ann.APPROX_MIN` vectors is a float32 matrix scored exactly (1.5 KB
-read per vector: 20,000 liked turns, about 4 ms); a larger one gets an
+read per vector: 20,000 liked turns, about 10 ms); a larger one gets an
 approximate index (:mod:`.ann`, faiss IVF-SQ8), built off the query path by
 :meth:`VectorStore.maintain` (the embedder calls it when idle) and saved
 beside the file (``<file>.ann/``), so another process opens it in

@@ -343,10 +343,13 @@ def _refresh(store: SessionStore, refs: list[tuple[str, str]], user: str | None)
 
 
 def _model(embeddings: Embeddings) -> str:
-    """The id vectors of this embedding model are kept under."""
+    """The id vectors of this embedding model are kept under: its class's name and its
+    model name. Not the class's module: the same class is ``__main__.X`` in a script
+    and ``app.X`` in the worker that imports it, and another id re-embeds every turn
+    (for every process of the store)."""
     kind = type(embeddings)
     name = getattr(embeddings, "model", "") or getattr(embeddings, "model_name", "")
-    return f"{kind.__module__}.{kind.__qualname__}:{name}"
+    return f"{kind.__qualname__}:{name}"
 
 
 class PositiveMemoryRetriever(BaseRetriever):

@@ -322,3 +322,18 @@ def test_an_exact_keyword_still_wins_in_the_hybrid(backend_store: SessionStore) 
     assert by_meaning[0][0].qa_id != code.qa_id  # by meaning alone, the sign-in turns lead
     found = search_memory(store, query, k=3, embeddings=emb)
     assert found[0][0].qa_id == code.qa_id
+
+
+def test_the_same_model_from_a_script_keeps_the_vectors(backend_store: SessionStore) -> None:
+    """A script's class is ``__main__.X``, the worker's that imports it ``app.X``: the
+    same model, whose vectors stay (an id with the module re-embedded every turn, for
+    every process of the store, each time the other one searched)."""
+    store, emb = backend_store, ConceptEmbeddings()
+    _liked(store)
+    search_memory(store, "warm up", embeddings=emb)
+    assert store.memory.wait_embedded(10)
+    as_script = type("ConceptEmbeddings", (ConceptEmbeddings,), {"__module__": "__main__"})()
+    found = search_memory(store, "I forgot my login credentials", k=1, embeddings=as_script)
+    assert found and found[0][0].question == "How do I reset my password?"
+    assert store.memory.wait_embedded(10)
+    assert as_script.documents == 0  # nothing embedded again
