@@ -316,3 +316,58 @@ def test_a_memory_most_rows_belong_to_is_filtered_without_its_token(tmp_path: Pa
     assert len(shared) == 40 and "q100" not in ids(shared)
     assert ids(search(idx, "export own report", user="alice")) == ["q100"]
     idx.close()
+
+
+# -- a small owner's rows ranked in Python (fts_rank) --------------------------------------
+
+
+def test_a_small_owners_rows_are_ranked_as_fts5_bm25_ranks_them(tmp_path: Path) -> None:
+    """The scores computed from the vocabulary's counts and FTS5's averages record are
+    FTS5's bm25() scores, row for row (so the order is the same)."""
+    from feedback_plugin.backends.fts_rank import rank_rows
+    from feedback_plugin.backends.fts_schema import owner_key, owner_token
+
+    idx = MemoryIndex(tmp_path / "memory.sqlite3")
+    idx._terms = TermPicker(min_rows=0)
+    texts = [
+        "How do I export invoices from billing?",
+        "Exporting an invoice: open Billing > History and choose Export.",
+        "Where is the billing page?",
+        "Invoices invoices invoices, and more invoices",
+        "Can I print an invoice on Android? Yes: Share > Print.",
+        "Naïve café résumé export",
+    ]
+    for i, text in enumerate(texts * 3):
+        idx.apply(entry(i, text, f"answer {i} about export" if i % 2 else "see help", user="u"))
+    for i in range(200):
+        idx.apply(entry(1000 + i, f"other question {i} invoice", user=f"x{i % 7}"))
+    con = idx._connect()
+    tok = owner_token(owner_key(None, "u"))
+    words = ["export", "invoice", "billing", "android"]
+    match = f'tok:"{tok}" AND {{question answer}}:("export" OR "invoice" OR "billing" OR "android")'
+    fts = con.execute(
+        "SELECT t.qa_id, -bm25(turns_fts, 0.0, 1.0, 0.4) FROM turns_fts JOIN turns t"
+        " ON t.id = turns_fts.rowid WHERE turns_fts MATCH ?",
+        (match,),
+    ).fetchall()
+    candidates = con.execute(
+        "SELECT t.session_id, t.qa_id, t.id, t.time, t.question, t.answer FROM turns_fts"
+        " JOIN turns t ON t.id = turns_fts.rowid WHERE turns_fts MATCH ?",
+        (match,),
+    ).fetchall()
+    ours = rank_rows(con, idx._terms, words, candidates, 100)
+    assert ours is not None and len(ours) == len(fts) == 18
+    want = dict(fts)
+    for _, qa_id, score, _ in ours:
+        assert score == pytest.approx(want[qa_id], rel=1e-6)
+    idx.close()
+
+
+def test_a_small_owners_search_finds_what_fts5_ranking_finds(index: MemoryIndex) -> None:
+    _help_desk(index)
+    for i in range(30):
+        index.apply(entry(600 + i, f"My own account setting {i} and the xylophone", user="me"))
+    picked = search(index, "account xylophone setting", user="me", limit=5)
+    assert len(picked) == 5 and all(h.key[0] == "me" for h in picked)
+    every = search(index, "account xylophone setting", user="me", limit=5, every_word=True)
+    assert [h.relevance for h in picked] == pytest.approx([h.relevance for h in every], rel=1e-4)
