@@ -284,7 +284,7 @@ class Scale:
         """A new interpreter opens the store and times its first query (words, then hybrid)."""
         user, q = picks[-1]
         code = f"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
 from bench_scale import WordHashEmbeddings
 from feedback_plugin import SessionStore
@@ -295,7 +295,10 @@ a = search_memory(store, {q!r}, k=4, user={user!r})
 t1 = time.perf_counter()
 b = search_memory(store, {q!r}, k=4, user={user!r}, embeddings=WordHashEmbeddings())
 t2 = time.perf_counter()
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss = 0.0  # VmHWM: this process's peak (ru_maxrss would carry the parent's over exec)
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        rss = int(line.split()[1]) / 1024
 print(json.dumps([t1 - t0, t2 - t1, len(a), len(b), rss]))
 store.close()
 """

@@ -7,6 +7,10 @@ the process:
 
 * reads (:func:`in_thread`): :data:`WORKERS` threads, each with its own
   SQLite read connections (WAL readers run at once);
+* meaning (:func:`beside`): :data:`WORKERS` threads where a sync memory
+  search runs its by-meaning half while the caller's thread runs the words
+  half (their own lane: a task there never waits for another, so a search
+  made from a read thread cannot starve it);
 * writes (:func:`in_writer_thread`): one thread. Writers to a store take
   turns anyway (one SQLite write lock), and one thread keeps one connection
   whose page cache stays warm: writes spread over several threads' connections
@@ -24,10 +28,10 @@ import contextvars
 import functools
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["WORKERS", "in_thread", "in_writer_thread"]
+__all__ = ["WORKERS", "beside", "in_thread", "in_writer_thread"]
 
 WORKERS = 2
 """Threads that run the library's blocking calls for async callers (one pool per process)."""
@@ -44,10 +48,17 @@ def _executor(lane: str = "read") -> ThreadPoolExecutor:
             pool = _pools.get(lane)
             if pool is None:
                 pool = _pools[lane] = ThreadPoolExecutor(
-                    WORKERS if lane == "read" else 1,
+                    1 if lane == "write" else WORKERS,
                     thread_name_prefix=f"feedback-plugin-{lane}",
                 )
     return pool
+
+
+def beside(fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+    """Start ``fn(*args, **kwargs)`` in the meaning lane, with the caller's context; the
+    caller goes on with other work and then waits for the future."""
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return _executor("meaning").submit(call)
 
 
 async def in_thread(fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:

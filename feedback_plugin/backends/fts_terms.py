@@ -40,8 +40,18 @@ Frequencies and the row count are cached per process for :data:`STATS_TTL`
 seconds (reading the frequency of a word in most rows walks its whole list
 of rows); a stale count can only change which words are kept, never what a
 kept word matches. BM25 itself counts the rows of every word searched for
-(and of the owner token) on each query: a cost that grows with the index,
-which the kept words keep small.
+on each query: a cost that grows with the index, which the kept words keep
+small; a small owner's rows (at most :data:`~.fts_rank.SMALL_OWNER`) are
+ranked in Python instead, from the cached counts (:mod:`.fts_rank`).
+
+At scale (a million turns): kept words that still match many rows (more than
+:data:`STRICT_ABOVE` in all) first rank only the rows holding all but one of
+the :data:`STRICT_WORDS` rarest, then the last :data:`WINDOW` rows of the
+rest; a large owner (its token in more than :data:`COMMON_FRACTION` of the
+rows: a shared memory) is filtered in SQL, not intersected with its token,
+whose list of rows would be read on every query; and with a MATCH the owner
+is always a filter on FTS5's rows (``+t.owner``), never the driver of the
+join, which would run the MATCH once per row of the owner.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Generator, Mapping
 from datetime import datetime
@@ -20,7 +21,7 @@ from ..backends.base import Hit
 from ..calls import describe
 from ..errors import ArgumentTypeError, InvalidArgumentError, StoreError
 from ..models import SessionQAEntry, check_id, check_score, check_user
-from ..pool import in_thread
+from ..pool import beside, in_thread
 from ..ratings import POSITIVE_MIN_SCORE, is_remembered
 from .fusion import fuse
 
@@ -110,6 +111,12 @@ def search_memory(
         if kind == "search":
             reply = _search(memory, not caught_up, *arg)
             caught_up = True
+        elif kind == "searches":  # by meaning in the meaning lane, by words here, at once
+            if not caught_up:
+                _search(memory, True, None, 0, {}, None)
+                caught_up = True
+            meaning = beside(_search, memory, False, *arg[1])
+            reply = [_search(memory, False, *arg[0]), meaning.result()]
         elif kind == "embed":
             assert embeddings is not None
             try:
@@ -161,6 +168,13 @@ async def asearch_memory(
         if kind == "search":  # one trip to a worker thread: catch up and search
             reply = await in_thread(_search, memory, not caught_up, *arg)
             caught_up = True
+        elif kind == "searches":  # the two read threads at once, after one catch-up
+            if not caught_up:
+                await in_thread(_search, memory, True, None, 0, {}, None)
+                caught_up = True
+            reply = list(
+                await asyncio.gather(*(in_thread(_search, memory, False, *a) for a in arg))
+            )
         elif kind == "embed":
             assert embeddings is not None
             try:
@@ -184,7 +198,8 @@ Found = tuple[SessionQAEntry, float, Ref]
 
 Step = tuple[str, Any]
 """What the search needs next: ``("search", (query or vector, limit, options, model))``
--> hits, ``("embed", text)`` -> the query's vector, ``("read", refs)`` -> entries,
+-> hits, ``("searches", [search, search])`` -> both hit lists (the caller may run them
+at once), ``("embed", text)`` -> the query's vector, ``("read", refs)`` -> entries,
 ``("stale", refs)`` -> None."""
 
 
@@ -234,12 +249,16 @@ class _Plan:
         pool = max(k * 3, 10) if metadata_filter is None else max(k * 20, 100)
         while True:
             by_words: list[Hit] = []
-            by_meaning: list[Hit] = []
-            if words:
-                by_words = yield ("search", (self.query, pool, self.options, None))
-            if qvec is not None:
-                near = yield ("search", (qvec, pool, self.options, model))
-                by_meaning = [h for h in near if h.relevance >= self.min_similarity]
+            near: list[Hit] = []
+            lexical_search = (self.query, pool, self.options, None)
+            meaning_search = (qvec, pool, self.options, model)
+            if words and qvec is not None:  # at once: the caller may run them side by side
+                by_words, near = yield ("searches", [lexical_search, meaning_search])
+            elif words:
+                by_words = yield ("search", lexical_search)
+            elif qvec is not None:
+                near = yield ("search", meaning_search)
+            by_meaning = [h for h in near if h.relevance >= self.min_similarity]
             legs = [leg for leg, on in ((by_words, words), (by_meaning, qvec is not None)) if on]
             if len(legs) == 1:
                 found = yield from self._backed(legs[0])
@@ -309,6 +328,8 @@ def _search(
     try:
         if catch_up:
             memory.catch_up()
+        if not limit:  # the catch-up alone
+            return []
         if model is None:
             return memory.search(what, limit=limit, **options)
         return memory.search_by_vector(what, model=model, limit=limit, **options)
