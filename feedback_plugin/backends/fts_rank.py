@@ -83,7 +83,8 @@ def rank_rows(
     total, mean = stats
     idf: dict[str, float] = {}
     for (term,) in terms:
-        n = picker.term_frequency(con, term)
+        # (a cached count may be a minute old: more rows than the index holds now)
+        n = min(picker.term_frequency(con, term), total)
         idf[term] = max(math.log((total - n + 0.5) / (n + 0.5)), 1e-6)
     scored: list[tuple[float, float, int, str, str]] = []
     for session_id, qa_id, row_id, when, question, answer in candidates:
