@@ -12,11 +12,13 @@ the ``OR`` is :mod:`.fts_terms`'s choice.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import sqlite3
 import time
+from collections.abc import Iterator
 
 __all__ = [
     "ANSWER_WEIGHT",
@@ -33,6 +35,7 @@ __all__ = [
     "owner_key",
     "owner_token",
     "query_words",
+    "immediate",
     "rollback",
     "sql_id",
     "unsql_id",
@@ -192,6 +195,20 @@ def fts_text(text: str) -> str:
 def owner_key(namespace: str | None, user: str | None) -> str:
     """The index's scope for one user of one store namespace."""
     return json.dumps([namespace, user], ensure_ascii=True)
+
+
+@contextlib.contextmanager
+def immediate(con: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on the index file: ``BEGIN IMMEDIATE`` (the write lock at
+    once, so readers never block it halfway), committed at the end of the block, rolled
+    back on any error."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        rollback(con)
+        raise
 
 
 def rollback(con: sqlite3.Connection) -> None:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .fts_schema import immediate
+
 if TYPE_CHECKING:
     import sqlite3
 
@@ -150,8 +152,7 @@ class EmbeddingQueue:
         self.create()
 
         def switch(con: sqlite3.Connection) -> None:
-            con.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(con):
                 row = con.execute("SELECT value FROM meta WHERE key='embedding_model'").fetchone()
                 if row is None or row[0] != model:
                     con.execute("DELETE FROM embeddings")
@@ -163,11 +164,6 @@ class EmbeddingQueue:
                     con.execute(
                         "INSERT OR REPLACE INTO meta VALUES ('embedding_model', ?)", (model,)
                     )
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
 
         self.connections.writing(switch)
 
@@ -185,8 +181,7 @@ class EmbeddingQueue:
             return stamp, []  # nothing to take: no write lock taken
 
         def take(con: sqlite3.Connection) -> list[tuple[int, str]]:
-            con.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(con):
                 rows = con.execute(
                     "SELECT p.turn_id, t.question, t.answer FROM embedding_pending p"
                     " JOIN turns t ON t.id = p.turn_id WHERE p.lease < ? LIMIT ?",
@@ -196,11 +191,6 @@ class EmbeddingQueue:
                     "UPDATE embedding_pending SET lease = ? WHERE turn_id = ?",
                     [(stamp, r[0]) for r in rows],
                 )
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
             return [(r[0], f"Question: {r[1]}\nAnswer: {r[2]}") for r in rows]
 
         result: list[tuple[int, str]] = self.connections.writing(take)
@@ -213,15 +203,13 @@ class EmbeddingQueue:
         np = numpy_module()
 
         def save(con: sqlite3.Connection) -> None:
-            con.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(con):
                 row = con.execute("SELECT value FROM meta WHERE key='embedding_model'").fetchone()
                 if row is None or row[0] != model:  # another model took over: give them back
                     con.executemany(
                         "UPDATE embedding_pending SET lease = 0 WHERE turn_id = ? AND lease = ?",
                         [(turn_id, stamp) for turn_id in vectors],
                     )
-                    con.execute("COMMIT")
                     return
                 added = []
                 for turn_id, vec in vectors.items():
@@ -246,11 +234,6 @@ class EmbeddingQueue:
                     " WHERE seq < (SELECT max(seq) FROM embedding_log) - ?",
                     (LOG_KEEP,),
                 )
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
 
         self.connections.writing(save)
 

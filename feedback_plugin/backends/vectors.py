@@ -142,30 +142,40 @@ class VectorStore:
     # -- search --------------------------------------------------------------------
 
     def _sync(self, np: Any) -> None:
-        """Apply the vectors logged since this process last looked (under the lock)."""
+        """Apply the vectors logged since this process last looked (under the lock). Holding
+        no owner (a fresh process), only the log's position is read: an owner read later
+        is read as it is then."""
+        held = bool(self._owners)
 
         def changes(
             con: sqlite3.Connection,
-        ) -> tuple[int | None, list[tuple[int, int, int]], Any]:
-            first = con.execute("SELECT min(seq) FROM embedding_log").fetchone()[0]
-            rows = con.execute(
-                "SELECT seq, turn_id, added FROM embedding_log WHERE seq > ? ORDER BY seq",
-                (self._seq,),
-            ).fetchall()
-            center = read_center(np, con) if rows or self._center is None else None
-            return first, rows, center
+        ) -> tuple[int | None, int | None, list[tuple[int, int, int]], Any]:
+            first, last = con.execute("SELECT min(seq), max(seq) FROM embedding_log").fetchone()
+            rows = (
+                con.execute(
+                    "SELECT seq, turn_id, added FROM embedding_log WHERE seq > ? ORDER BY seq",
+                    (self._seq,),
+                ).fetchall()
+                if held and last is not None and last > self._seq
+                else []
+            )
+            moved = last is not None and last != self._seq
+            center = read_center(np, con) if moved or self._center is None else None
+            return first, last, rows, center
 
-        first, rows, center = self.connections.reading(changes)
+        first, last, rows, center = self.connections.reading(changes)
         if center is not None:
             self._center = center
         if first is not None and self._seq and first > self._seq + 1:
             # fell behind the kept log: every owner is read again (large ones rebuilt)
             self._building |= {o for o, h in self._owners.items() if h.approximate}
             self._owners, self._turn_owner = {}, {}
-        if not rows:
+            rows = []
+        if last is None or last == self._seq:
             return
-        self._seq = rows[-1][0]
-        self._apply(np, rows, list(self._owners))
+        self._seq = last
+        if rows:
+            self._apply(np, rows, list(self._owners))
 
     def _apply(self, np: Any, rows: list[tuple[int, int, int]], owners: list[str]) -> None:
         """Apply logged ``(seq, turn id, added)`` rows to the held ``owners``."""

@@ -10,13 +10,10 @@ real model's recall is measured in ``benchmarks/bench_memory.py``.
 
 from __future__ import annotations
 
-import math
-import re
-import threading
 import time
 
 import pytest
-from langchain_core.embeddings import Embeddings
+from _concepts import ConceptEmbeddings
 
 from feedback_plugin import PositiveMemoryRetriever, SessionStore, StoreError
 from feedback_plugin.memory import asearch_memory, search_memory
@@ -24,49 +21,6 @@ from feedback_plugin.memory import asearch_memory, search_memory
 from .conftest import Stores
 
 pytest.importorskip("numpy")
-
-CONCEPTS = {
-    "password": "secret", "credentials": "secret", "passcode": "secret",
-    "reset": "recover", "forgot": "recover", "lost": "recover", "recover": "recover",
-    "login": "access", "sign": "access", "log": "access", "account": "access",
-    "invoice": "bill", "invoices": "bill", "receipt": "bill", "billing": "bill",
-    "download": "fetch", "export": "fetch", "save": "fetch", "get": "fetch",
-    "offline": "nonet", "internet": "nonet", "connection": "nonet", "plane": "nonet",
-    "dark": "theme", "theme": "theme", "colours": "theme", "night": "theme",
-    "share": "invite", "invite": "invite", "teammate": "invite", "colleague": "invite",
-}  # fmt: skip
-DIMS = sorted(set(CONCEPTS.values()))
-
-
-class ConceptEmbeddings(Embeddings):
-    """Deterministic 'meaning': a normalised bag of concepts (counts its calls)."""
-
-    model = "concepts-v1"
-
-    def __init__(self) -> None:
-        self.documents = 0  # texts embedded with embed_documents
-        self.queries = 0
-        self.lock = threading.Lock()
-
-    def _vec(self, text: str) -> list[float]:
-        vec = [0.0] * (len(DIMS) + 1)
-        for word in re.findall(r"\w+", text.lower()):
-            concept = CONCEPTS.get(word)
-            if concept is not None:
-                vec[DIMS.index(concept)] += 1.0
-        vec[-1] = 0.01  # never the zero vector
-        norm = math.sqrt(sum(x * x for x in vec))
-        return [x / norm for x in vec]
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        with self.lock:
-            self.documents += len(texts)
-        return [self._vec(t) for t in texts]
-
-    def embed_query(self, text: str) -> list[float]:
-        with self.lock:
-            self.queries += 1
-        return self._vec(text)
 
 
 class OtherModel(ConceptEmbeddings):
