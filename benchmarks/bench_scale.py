@@ -52,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import zlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -68,6 +69,9 @@ from langchain_core.embeddings import Embeddings
 from feedback_plugin import SessionStore
 from feedback_plugin.memory import search_memory
 from feedback_plugin.models import SessionQAEntry
+
+Where = tuple[str, str | None]
+"""A store: its location (a directory, or a Redis URL) and namespace."""
 
 VERSIONS = ["on version 1", "on version 2", "on version 3", "on the 2024 release",
             "on the 2025 release", "on the LTS build", "on the nightly build",
@@ -154,11 +158,15 @@ def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def memory_bytes(store_dir: Path) -> tuple[int, int]:
+def memory_bytes(index_path: str) -> tuple[int, int]:
     """Bytes of the memory index (its SQLite file and WAL) and of its vector snapshots."""
-    index = sum(f.stat().st_size for f in store_dir.rglob("memory.sqlite3*") if f.is_file())
-    ann = sum(dir_bytes(d) for d in store_dir.rglob("memory.sqlite3.ann") if d.is_dir())
-    return index, ann
+    index = sum(
+        os.path.getsize(index_path + suffix)
+        for suffix in ("", "-wal")
+        if os.path.exists(index_path + suffix)
+    )
+    ann = Path(index_path + ".ann")
+    return index, dir_bytes(ann) if ann.is_dir() else 0
 
 
 class Scale:
@@ -168,15 +176,24 @@ class Scale:
         self.rows: list[Row] = []
         self.data: dict[str, Any] = {}
         self.emb = WordHashEmbeddings()
+        self.made: list[Where] = []
 
     def add(self, name: str, value: str, target: str = "", ok: bool | None = None) -> None:
         self.rows.append(Row(name, value, target, ok))
 
     # -- one store -----------------------------------------------------------------
 
-    def build(self, label: str, n: int, users: int) -> tuple[Path, list[tuple[str | None, str]]]:
-        path = self.base / label
-        store = SessionStore(str(path))
+    def where(self, label: str) -> tuple[str, str | None]:
+        """The store's location and namespace: a diskcache directory, or the Redis server
+        under a namespace of its own."""
+        if self.args.backend == "redis":
+            return self.args.redis, f"bench-scale-{uuid.uuid4().hex[:8]}"
+        return str(self.base / label.replace("/", "-")), None
+
+    def build(self, label: str, n: int, users: int) -> tuple[Where, list[tuple[str | None, str]]]:
+        path = self.where(label)
+        self.made.append(path)
+        store = SessionStore(path[0], namespace=path[1])
         picks: list[tuple[str | None, str]] = []
         rng = random.Random(n + users)
         liked = 0
@@ -198,7 +215,7 @@ class Scale:
         t0 = time.perf_counter()
         store.ready_memory()
         words_s = time.perf_counter() - t0
-        index_b, _ = memory_bytes(path)
+        index_b, _ = memory_bytes(store.memory.path)
         log(f"{label}: embedding {liked:,} liked turns (background)")
         t0 = time.perf_counter()
         user0 = picks[0][0]
@@ -209,7 +226,7 @@ class Scale:
         search_memory(store, "warm up", k=4, user=user0, embeddings=self.emb)
         embedded = store.memory.wait_embedded(7_200) and embedded
         vectors_s = time.perf_counter() - t0
-        index_v, ann_b = memory_bytes(path)
+        index_v, ann_b = memory_bytes(store.memory.path)
         store.close()
         self.add(
             f"{label}: import {written:,} turns ({liked:,} liked) / words index / vectors",
@@ -231,11 +248,11 @@ class Scale:
     def latency(
         self,
         label: str,
-        path: Path,
+        path: Where,
         picks: list[tuple[str | None, str]],
         target: tuple[float, float] | None,
     ) -> None:
-        store = SessionStore(str(path))
+        store = SessionStore(path[0], namespace=path[1])
         emb = self.emb
         calls = {
             "words": lambda u, q: search_memory(store, q, k=4, user=u),
@@ -279,7 +296,7 @@ class Scale:
         )
 
     def fresh(
-        self, label: str, path: Path, picks: list[tuple[str | None, str]], judge: bool
+        self, label: str, path: Where, picks: list[tuple[str | None, str]], judge: bool
     ) -> None:
         """A new interpreter opens the store and times its first query (words, then hybrid)."""
         user, q = picks[-1]
@@ -289,7 +306,7 @@ sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
 from bench_scale import WordHashEmbeddings
 from feedback_plugin import SessionStore
 from feedback_plugin.memory import search_memory
-store = SessionStore({str(path)!r})
+store = SessionStore({path[0]!r}, namespace={path[1]!r})
 t0 = time.perf_counter()
 a = search_memory(store, {q!r}, k=4, user={user!r})
 t1 = time.perf_counter()
@@ -353,11 +370,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", help="where the temp stores go")
     parser.add_argument("--keep", action="store_true", help="keep the stores")
     parser.add_argument("--json", help="write the results here too")
+    parser.add_argument("--backend", choices=("disk", "redis"), default="disk")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/15", help="for --backend redis")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.per_user, args.users, args.queries = "10000,50000", 50_000, 500, 100
     sizes = [int(x) for x in args.sizes.split(",") if x]
     base = Path(tempfile.mkdtemp(prefix="fp-bench-scale-", dir=args.dir))
+    # Redis's memory index file goes to the temp dir, not the user's cache directory
+    # (the fresh processes inherit it).
+    os.environ["FEEDBACK_PLUGIN_CACHE_DIR"] = str(base / "cache")
     s = Scale(args, base)
     start_load = load()
     wall = time.perf_counter()
@@ -376,11 +398,16 @@ def main(argv: list[str] | None = None) -> int:
         s.local_query_time()
     finally:
         if not args.keep:
+            for location, namespace in s.made:
+                if namespace is not None:  # a Redis namespace of the run: its keys go
+                    with SessionStore(location, namespace=namespace) as store:
+                        store.backend.drop()  # type: ignore[attr-defined]
             shutil.rmtree(base, ignore_errors=True)
         else:
             log(f"stores kept in {base}")
     print(
-        f"\nPython {sys.version.split()[0]}, {os.cpu_count()} CPUs; 1-minute load average "
+        f"\nBackend: {args.backend}; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs;"
+        " 1-minute load average "
         f"{start_load:.1f} at start, {load():.1f} at end; {time.perf_counter() - wall:.0f} s.\n"
     )
     print_rows(s.rows)
