@@ -363,7 +363,10 @@ def test_a_small_owners_rows_are_ranked_as_fts5_bm25_ranks_them(tmp_path: Path) 
     idx.close()
 
 
-def test_a_small_owners_search_finds_what_fts5_ranking_finds(index: MemoryIndex) -> None:
+def test_a_small_owners_search_finds_what_fts5_ranking_finds(
+    index: MemoryIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fts_terms, "WALK_RATIO", 0)  # ranked here however small the index
     _help_desk(index)
     for i in range(30):
         index.apply(entry(600 + i, f"My own account setting {i} and the xylophone", user="me"))
@@ -373,10 +376,13 @@ def test_a_small_owners_search_finds_what_fts5_ranking_finds(index: MemoryIndex)
     assert [h.relevance for h in picked] == pytest.approx([h.relevance for h in every], rel=1e-4)
 
 
-def test_a_word_count_cached_before_rows_left_still_ranks() -> None:
+def test_a_word_count_cached_before_rows_left_still_ranks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Counts are cached for a minute: after rows leave, a word may count more rows than
     the index holds (the log of a negative number, before the clamp)."""
-    index = MemoryIndex(None)  # a small index: every word searched, ranked here
+    monkeypatch.setattr(fts_terms, "WALK_RATIO", 0)  # ranked here however small the index
+    index = MemoryIndex(None)  # a small index: every word searched
     for i in range(3):
         index.apply(entry(i, f"reset the router {i}", user="me"))
     assert len(search(index, "reset router", user="me")) == 3  # the counts are cached

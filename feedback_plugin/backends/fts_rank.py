@@ -6,8 +6,9 @@ rows. For a user's own memory that walk is most of the query -- at a million
 turns, 2-5 ms for everyday words, to rank some forty rows. The counts are in
 the index's vocabulary already (``turns_vocab``, read through the
 :class:`~.fts_terms.TermPicker`'s cache), and the totals BM25 needs in FTS5's
-averages record, so an owner with at most :data:`SMALL_OWNER` rows has its
-matching rows read once (no rank) and scored here, with FTS5's formula:
+averages record, so an owner with at most :data:`SMALL_OWNER` rows, when the
+words' lists are :data:`WALK_RATIO` times longer than that, has its matching
+rows read once (no rank) and scored here, with FTS5's formula:
 
     score = sum over words of idf * f * (k1 + 1) / (f + k1 * (1 - b + b * D / avgD))
 
@@ -30,10 +31,15 @@ from .fts_schema import ANSWER_WEIGHT, QUESTION_WEIGHT
 if TYPE_CHECKING:
     from .fts_terms import Row, TermPicker
 
-__all__ = ["SMALL_OWNER", "averages", "rank_rows"]
+__all__ = ["SMALL_OWNER", "WALK_RATIO", "averages", "rank_rows"]
 
 SMALL_OWNER = 2_000
 """Rows an owner has at most to be ranked here (more: by FTS5's ``bm25()``)."""
+
+WALK_RATIO = 20
+"""...and only when ``bm25()`` would walk this many times more rows (the query words'
+counts in the whole index) than the owner has: tokenizing a row here costs about as
+much as FTS5 reading twenty entries of a list of rows. In a small index, ``bm25()``."""
 
 K1, B = 1.2, 0.75
 _TOKEN = re.compile(r"[^\W_]+")  # unicode61: runs of letters and digits

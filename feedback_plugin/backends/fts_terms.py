@@ -62,7 +62,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .fts_rank import SMALL_OWNER, rank_rows
+from .fts_rank import SMALL_OWNER, WALK_RATIO, rank_rows
 from .fts_schema import ANSWER_WEIGHT, QUESTION_WEIGHT, or_query
 
 __all__ = [
@@ -320,12 +320,12 @@ def select_turns(
     if strict is not None:  # rows holding all but one of the rarest words first
         found = [r[:4] for r in con.execute(matching(bm25, [], None) + ranked,
                                             (*params(strict, []), limit))]  # fmt: skip
-    small = (
-        by_token
-        and picker is not None
-        and not plan.common
-        and picker.term_frequency(con, owner_tok) <= SMALL_OWNER
-    )
+    small = by_token and picker is not None and not plan.common
+    if small:  # ranked here when that reads fewer rows than bm25()'s walk would
+        assert picker is not None
+        owner_rows = picker.term_frequency(con, owner_tok)
+        walked = sum(picker.frequency(con, w) for w in plan.kept)
+        small = owner_rows <= SMALL_OWNER and owner_rows * WALK_RATIO < walked
     if small and len(found) < limit:  # every matching row of the owner, ranked here
         assert picker is not None
         candidates = con.execute(
