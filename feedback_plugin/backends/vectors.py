@@ -150,7 +150,9 @@ class VectorStore:
         def changes(
             con: sqlite3.Connection,
         ) -> tuple[int | None, int | None, list[tuple[int, int, int]], Any]:
-            first, last = con.execute("SELECT min(seq), max(seq) FROM embedding_log").fetchone()
+            first, last = con.execute(  # two subqueries: min() and max() each by the key
+                "SELECT (SELECT min(seq) FROM embedding_log), (SELECT max(seq) FROM embedding_log)"
+            ).fetchone()
             rows = (
                 con.execute(
                     "SELECT seq, turn_id, added FROM embedding_log WHERE seq > ? ORDER BY seq",
