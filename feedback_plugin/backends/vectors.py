@@ -121,10 +121,15 @@ class VectorStore:
         with self._lock:
             self.queue.select(model)
             if self._model != model:
-                self._model, self._owners, self._turn_owner = model, {}, {}
+                self._forget(model)
 
     def _create(self) -> None:
         self.queue.create()
+
+    def _forget(self, model: str) -> None:
+        """Another model: nothing held of the last one is of use (under the lock)."""
+        self._model, self._owners, self._turn_owner, self._seq = model, {}, {}, 0
+        self._center, self._building = None, set()
 
     # the queue's side, for the embedder (and tests)
     def lease(self, limit: int) -> tuple[float, list[tuple[int, str]]]:
@@ -360,7 +365,7 @@ class VectorStore:
         owner = self.connections.owner_of(user)
         with self._lock:
             if self._model != model:
-                self._model, self._owners, self._turn_owner, self._seq = model, {}, {}, 0
+                self._forget(model)
             self._sync(np)
             held = self._owner(np, owner, len(query))
             if held is None:
