@@ -39,6 +39,11 @@ PROBE_SHARE = 24
 
 
 def _faiss() -> Any:
+    # faiss's loader logs at INFO each build it tries (an AVX2 one missing is normal):
+    # noise in an app that logs INFO, so it says only what goes wrong.
+    loader = logging.getLogger("faiss.loader")
+    if loader.level == logging.NOTSET:
+        loader.setLevel(logging.WARNING)
     import faiss  # the semantic extra
 
     return faiss
