@@ -206,3 +206,31 @@ def test_centred_scores_are_the_cosine_after_the_centre_is_taken_off() -> None:
     want /= np.linalg.norm(shifted, axis=1) * np.linalg.norm(query - center)
     assert np.allclose(got, want, atol=1e-5)
     assert np.allclose(centred_scores(np, rows, query, np.zeros(8, np.float32)), rows @ query)
+
+
+def test_an_approximate_index_grown_fourfold_is_trained_again(
+    tmp_path: Path, small_threshold: int
+) -> None:
+    """Its lists were cut for the vectors it was trained on: at four times as many, it
+    is built again from what it holds, and still finds what it did."""
+    index = MemoryIndex(tmp_path / "memory.sqlite3")
+    _fill(index, 300)
+    _search(index, _vector(3))
+    vectors = index._vector_store()
+    vectors.maintain()
+    held = vectors._owners[index.owner_of(None)]
+    assert held.approximate and held.index.trained_on == 300
+    for i in range(300, 1200):
+        index.apply(
+            SessionQAEntry(
+                qa_id=f"q{i}", session_id="s", question=f"question {i}", answer="a",
+                feedback_score=5,
+            )
+        )  # fmt: skip
+    _fill(index, 0)
+    assert "q3" in _search(index, _vector(3), 20)  # the new vectors went into the old lists
+    vectors.maintain()
+    rebuilt = vectors._owners[index.owner_of(None)]
+    assert rebuilt is not held and rebuilt.index.trained_on == 1200
+    assert {"q3", "q1003"} <= set(_search(index, _vector(3), 400))
+    index.close()

@@ -67,7 +67,7 @@ class ApproximateIndex:
     def __init__(self, index: Any, center: Any, trained_on: int) -> None:
         self.index = index
         self.center = center  # float32 (dims,): the mean removed before indexing
-        self.trained_on = trained_on  # vectors it was trained with: grown 4x, rebuild
+        self.trained_on = trained_on  # vectors it was trained with (see ApproxOwner.outgrown)
         self._ivf = _faiss().extract_index_ivf(index)
         self._ivf.nprobe = max(16, self._ivf.nlist // PROBE_SHARE)
 

@@ -96,12 +96,6 @@ class ExactOwner:
                 self.ids[turn_id] = start + i
             self.pending = {}
 
-    def live(self) -> tuple[Any, Any]:
-        """``(turn ids, matrix)`` of the vectors held (a copy)."""
-        self.settle()
-        keep = self.rows >= 0
-        return self.rows[keep].copy(), self.matrix[keep].copy()
-
     def nearest(self, query: Any, count: int, center: Any) -> list[int]:
         """Up to ``count`` turn ids, best first by centred cosine."""
         self.settle()
@@ -124,20 +118,15 @@ class ApproxOwner:
 
     approximate = True
 
-    def __init__(self, index: ApproximateIndex, seq: int, *, saved: bool = True) -> None:
+    def __init__(self, index: ApproximateIndex, *, saved: bool = True) -> None:
         self.index = index
         self.saved = saved  # False: built here, never written
-        self.saved_seq = seq  # the log position of the last snapshot written or read
         self.saved_at = time.monotonic()
         self.changes = 0  # changes applied since
 
     @property
     def size(self) -> int:
         return self.index.size
-
-    def add(self, turn_id: int, vec: Any) -> None:
-        self.index.add([turn_id], vec.reshape(1, -1))
-        self.changes += 1
 
     def add_many(self, ids: list[int], vecs: Any) -> None:
         self.index.add(ids, vecs)
@@ -152,6 +141,11 @@ class ApproxOwner:
 
     def nearest(self, query: Any, count: int, center: Any) -> list[int]:
         return self.index.nearest(query, count)
+
+    def outgrown(self) -> bool:
+        """Whether it holds four times the vectors it was trained on: its lists grew
+        four times as long, and it is built again (trained on what it holds now)."""
+        return self.size >= 4 * self.index.trained_on
 
     def due(self) -> bool:
         """Whether its snapshot is behind enough to write again."""
@@ -175,7 +169,7 @@ class ApproxOwner:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(meta, fh)
         os.replace(tmp, path + ".json")
-        self.saved, self.saved_seq, self.saved_at, self.changes = True, seq, time.monotonic(), 0
+        self.saved, self.saved_at, self.changes = True, time.monotonic(), 0
 
     @classmethod
     def open(cls, np: Any, path: str, model: str, owner: str) -> tuple[ApproxOwner, int] | None:
@@ -194,7 +188,7 @@ class ApproxOwner:
         except Exception as exc:  # a torn or foreign file: rebuilt, logged
             log.warning("feedback_plugin: vector snapshot %s unreadable (%s)", path, exc)
             return None
-        return cls(index, seq), seq
+        return cls(index), seq
 
 
 def snapshot_path(index_path: str, model: str, owner: str) -> str | None:

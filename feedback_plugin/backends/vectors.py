@@ -460,10 +460,10 @@ class VectorStore:
             grown = {
                 owner
                 for owner, held in self._owners.items()
-                if isinstance(held, ExactOwner) and held.size >= ann.APPROX_MIN
+                if (isinstance(held, ExactOwner) and held.size >= ann.APPROX_MIN)
+                or (isinstance(held, ApproxOwner) and held.outgrown())
             }
             todo, seq, model = sorted(grown | self._building), self._seq, self._model
-            dims = next((h.dims for h in self._owners.values() if isinstance(h, ExactOwner)), 0)
         for owner in todo:
             # Read outside the lock (queries go on); what changes meanwhile is in the
             # log after ``seq`` and replayed below (adding or removing twice is harmless).
@@ -476,16 +476,14 @@ class VectorStore:
             matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32)
             matrix = matrix.reshape(len(rows), -1)
             del rows
-            built = ann.ApproximateIndex.build(
-                ids, matrix, self._center_for(np, dims or matrix.shape[1])
-            )
+            built = ann.ApproximateIndex.build(ids, matrix, self._center_for(np, matrix.shape[1]))
             with self._lock:
                 if self._model != model:
                     return
                 self._sync(np)
                 _, logged = self._logged(seq)
                 self._owners.pop(owner, None)
-                fresh = ApproxOwner(built, seq, saved=False)
+                fresh = ApproxOwner(built, saved=False)
                 self._owners[owner] = fresh
                 self._apply(np, logged, [owner])
                 self._building.discard(owner)
