@@ -113,7 +113,7 @@ def search_memory(
             caught_up = True
         elif kind == "searches":  # by meaning in the meaning lane, by words here, at once
             if not caught_up:
-                _search(memory, True, None, 0, {}, None)
+                _catch_up(memory)
                 caught_up = True
             meaning = beside(_search, memory, False, *arg[1])
             reply = [_search(memory, False, *arg[0]), meaning.result()]
@@ -170,7 +170,7 @@ async def asearch_memory(
             caught_up = True
         elif kind == "searches":  # the two read threads at once, after one catch-up
             if not caught_up:
-                await in_thread(_search, memory, True, None, 0, {}, None)
+                await in_thread(_catch_up, memory)
                 caught_up = True
             reply = list(
                 await asyncio.gather(*(in_thread(_search, memory, False, *a) for a in arg))
@@ -325,14 +325,22 @@ def _search(
     """One leg of the search: by words (``what`` a text) or by meaning (a vector of
     ``model``), after ``catch_up`` (every change made in any process seen); its
     failures raised as the store's (:class:`StoreError`)."""
+    if catch_up:
+        _catch_up(memory)
     try:
-        if catch_up:
-            memory.catch_up()
-        if not limit:  # the catch-up alone
-            return []
         if model is None:
             return memory.search(what, limit=limit, **options)
         return memory.search_by_vector(what, model=model, limit=limit, **options)
+    except StoreError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"memory search failed: {describe(exc)}") from exc
+
+
+def _catch_up(memory: MemorySearch) -> None:
+    """Have the memory see every change made in any process; failures as the store's."""
+    try:
+        memory.catch_up()
     except StoreError:
         raise
     except Exception as exc:
