@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from functools import cache
+from typing import Any
 
 import pytest
 
@@ -39,3 +40,16 @@ def require_redis(what: str = "Redis") -> None:
     if os.environ.get("CI"):
         pytest.fail(f"CI is set and the {what} tests cannot run: {reason}")
     pytest.skip(f"{what} tests skipped: {reason}")
+
+
+class Counter:
+    """Counts the commands a redis-py client sends, upper case (a pipeline is one)."""
+
+    def __init__(self, client: Any) -> None:
+        self.commands: list[str] = []
+        self._send = client.execute_command
+        client.execute_command = self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.commands.append(str(args[0]).upper())
+        return self._send(*args, **kwargs)

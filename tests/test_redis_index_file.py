@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _redis import REDIS_URL, require_redis
+from _redis import REDIS_URL, Counter, require_redis
 from langchain_core.embeddings import Embeddings
 
 from feedback_plugin import PositiveMemoryRetriever, SessionQAEntry, SessionStore
@@ -36,17 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCANS = {"SISMEMBER", "SSCAN", "SCAN"}  # how a scan of the namespace starts
 
 
-class Counter:
-    """Counts the commands a redis-py client sends (pipelines aside)."""
-
-    def __init__(self, client: Any) -> None:
-        self.commands: list[str] = []
-        self._send = client.execute_command
-        client.execute_command = self
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.commands.append(str(args[0]).upper())
-        return self._send(*args, **kwargs)
+class Scans(Counter):
+    """Counts the commands a redis-py client sends; whether one began a scan."""
 
     @property
     def scanned(self) -> bool:
@@ -82,8 +73,8 @@ def found(store: SessionStore, query: str) -> set[str]:
     return {d.metadata["qa_id"] for d in PositiveMemoryRetriever(store=store, k=5).invoke(query)}
 
 
-def counted(store: SessionStore) -> Counter:
-    return Counter(store.backend.client)  # type: ignore[attr-defined]
+def counted(store: SessionStore) -> Scans:
+    return Scans(store.backend.client)  # type: ignore[attr-defined]
 
 
 def index_rows(path: str) -> list[tuple[Any, ...]]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from _redis import REDIS_URL, require_redis
+from _redis import REDIS_URL, Counter, require_redis
 
 from feedback_plugin import PositiveMemoryRetriever, SessionStore
 
@@ -19,19 +18,6 @@ def store() -> Iterator[SessionStore]:
     yield s
     s.backend.drop()  # type: ignore[attr-defined]
     s.close()
-
-
-class Counter:
-    """Counts the commands a redis-py client sends (each one a round trip here)."""
-
-    def __init__(self, client: Any) -> None:
-        self.commands: list[str] = []
-        self._send = client.execute_command
-        client.execute_command = self
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.commands.append(str(args[0]))
-        return self._send(*args, **kwargs)
 
 
 def test_a_memory_query_for_k_4_makes_at_most_two_round_trips(store: SessionStore) -> None:
