@@ -281,4 +281,4 @@ async def _change(
         return await store.backend.aupdate(key, qa_id, change)
 
     new = await _guard(store, "feedback", update())
-    return store._changed(change, new is not None, key, qa_id)
+    return store._changed(change, change.stored(new) is not None, key, qa_id)

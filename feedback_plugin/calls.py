@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from pydantic_core import to_json
+
 from .backends.base import Item, SessionKey
 from .errors import InvalidArgumentError, InvalidFeedbackError, StoreError, TurnNotFoundError
 from .models import (
@@ -128,8 +130,9 @@ def refused(exc: TurnNotFoundError | StoreError) -> bool:
 
 
 class Change:
-    """The read-modify-write a feedback call hands the backend's ``update``: applies
-    ``changes`` (stamped with the time) and keeps the entry as stored."""
+    """The change a feedback call hands the backend's ``update`` (a
+    :class:`~.backends.base.Change`): applies ``changes`` (stamped with the time) to a
+    payload, or names them as ``fields`` for an engine that merges them itself."""
 
     __slots__ = ("changes", "result")
 
@@ -137,10 +140,22 @@ class Change:
         self.changes = {**changes, "feedback_time": utcnow()}
         self.result: SessionQAEntry | None = None
 
+    @property
+    def fields(self) -> str:
+        """The changed fields as one JSON object, in the stored layout's formats."""
+        return to_json(self.changes).decode()
+
     def __call__(self, payload: str) -> str:
         changed = SessionQAEntry.from_json(payload).model_copy(update=self.changes)
         self.result = changed
         return changed.to_json()
+
+    def stored(self, new: str | None) -> SessionQAEntry | None:
+        """The entry as stored after ``update`` returned ``new``: the one this change
+        built, or (an engine merged ``fields`` itself) ``new`` parsed."""
+        if self.result is None and new is not None:
+            self.result = parse(new)
+        return self.result
 
 
 def parse_all(payloads: Iterable[str]) -> list[SessionQAEntry]:

@@ -541,7 +541,7 @@ class SessionStore(AsyncMethods):
         # positive memory learns it from there (see ready_memory).
         self._flush_quietly()
         new = self._io("feedback", self.backend.update, key, qa_id, change)
-        return self._changed(change, new is not None, key, qa_id)
+        return self._changed(change, change.stored(new) is not None, key, qa_id)
 
     def _changed(
         self, change: calls.Change, found: bool, key: SessionKey, qa_id: str

@@ -99,9 +99,14 @@ def test_closing_waits_for_the_embedder_thread_to_finish(tmp_path: Path) -> None
 
     index = MemoryIndex(tmp_path / "memory.sqlite3")
     _liked(index, "a", "answer")
+    before = set(threading.enumerate())  # other tests' stores may still be closing theirs
     index.use_embeddings("slow", Slow())
     assert started.wait(5)
-    threads = [t for t in threading.enumerate() if t.name.startswith("feedback-plugin-embedder")]
+    threads = [
+        t
+        for t in set(threading.enumerate()) - before
+        if t.name.startswith("feedback-plugin-embedder")
+    ]
     assert threads
     index.close()
     assert not any(t.is_alive() for t in threads)

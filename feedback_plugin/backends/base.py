@@ -20,12 +20,12 @@ engine of its own may answer :meth:`MemorySearch.search` itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Backend", "ChangeFeed", "Hit", "Item", "MemorySearch", "SessionKey"]
+__all__ = ["Backend", "Change", "ChangeFeed", "Hit", "Item", "MemorySearch", "SessionKey"]
 
 SessionKey = tuple["str | None", str]
 """``(user, session_id)``: the unit of ownership and ordering."""
@@ -41,6 +41,23 @@ class Hit:
     key: SessionKey
     qa_id: str
     relevance: float  # higher is more relevant; 0.0 for a query without words
+    payload: str | None = None
+    """The entry as stored, when the search read it from the store itself in the same
+    query (a server-side memory): the caller then need not re-read it."""
+
+
+class Change(Protocol):
+    """A feedback change for :meth:`Backend.update`: ``change(payload)`` is the new payload.
+
+    ``fields`` is the JSON object of the top-level fields the change sets (or
+    ``None``), for an engine that merges them into the stored entry itself
+    (PostgreSQL's ``jsonb ||``) instead of reading the payload to call it.
+    """
+
+    @property
+    def fields(self) -> str | None: ...
+
+    def __call__(self, payload: str) -> str: ...
 
 
 class MemorySearch(Protocol):
@@ -155,7 +172,7 @@ class Backend(Protocol):
         """The payloads of several entries, in order (``None`` for missing ones), in as
         few round trips as the engine allows."""
 
-    def update(self, key: SessionKey, qa_id: str, change: Callable[[str], str]) -> str | None:
+    def update(self, key: SessionKey, qa_id: str, change: Change) -> str | None:
         """Atomically replace an entry's payload by ``change(payload)``.
 
         Returns the new payload, or ``None`` (and calls nothing) when the
@@ -203,9 +220,7 @@ class Backend(Protocol):
     async def aget_many(self, refs: Sequence[tuple[SessionKey, str]]) -> list[str | None]:
         """:meth:`get_many`, awaited."""
 
-    async def aupdate(
-        self, key: SessionKey, qa_id: str, change: Callable[[str], str]
-    ) -> str | None:
+    async def aupdate(self, key: SessionKey, qa_id: str, change: Change) -> str | None:
         """:meth:`update`, awaited (``change`` stays a plain function)."""
 
     async def asessions(self, user: str | None) -> list[str]:

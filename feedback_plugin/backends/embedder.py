@@ -16,12 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .vectors import VectorStore
-
-__all__ = ["BATCH", "POLL", "Embedder", "Embeds"]
+__all__ = ["BATCH", "POLL", "Embedder", "Embeds", "Queue"]
 
 log = logging.getLogger("feedback_plugin")
 
@@ -38,10 +35,33 @@ class Embeds(Protocol):
     def embed_documents(self, texts: list[str]) -> list[list[float]]: ...
 
 
+class Queue(Protocol):
+    """The turns waiting for a vector, as the embedder takes them (the SQLite memory's
+    :class:`~.vectors.VectorStore`, PostgreSQL's ``embed_queue``)."""
+
+    def lease(self, limit: int) -> tuple[float, list[tuple[int, str]]]:
+        """Up to ``limit`` pending ``(turn id, text)`` pairs, and the lease's stamp."""
+
+    def store(self, model: str, stamp: float, vectors: dict[int, Any]) -> None:
+        """Save the vectors of turns still leased with ``stamp``."""
+
+    def release(self, stamp: float, turn_ids: list[int]) -> None:
+        """Give back a leased batch the model failed on."""
+
+    def pending(self) -> int:
+        """How many turns wait for a vector."""
+
+    def catch_up(self) -> None:
+        """Look for turns that entered memory in any process."""
+
+    def maintain(self) -> None:
+        """Idle work (building and saving approximate indexes)."""
+
+
 class Embedder:
     """The background thread that embeds pending turns for one model (daemon)."""
 
-    def __init__(self, vectors: VectorStore, model: str, embeddings: Embeds) -> None:
+    def __init__(self, vectors: Queue, model: str, embeddings: Embeds) -> None:
         self.vectors = vectors
         self.model = model
         self.embeddings = embeddings
@@ -105,7 +125,7 @@ class Embedder:
                     backoff, looked = 0.0, False
                     continue
                 if not looked:
-                    self.vectors.connections.catch_up()
+                    self.vectors.catch_up()
                     looked = True
                     continue
                 self.vectors.maintain()  # approximate indexes built, snapshots written

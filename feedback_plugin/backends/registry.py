@@ -1,6 +1,6 @@
 """Store locations: which backend a location string opens.
 
->>> {"redis://", "rediss://", "unix://"} <= set(schemes())  # built in; more can be added
+>>> {"redis://", "postgresql://", "postgres://"} <= set(schemes())  # built in; more can be added
 True
 >>> type(open_backend("some/dir")).__name__  # no scheme: a directory (opened on first use)
 'DiskBackend'
@@ -73,5 +73,13 @@ def _redis(location: str, **options: Any) -> Backend:
     return RedisBackend(location, **options)
 
 
+def _postgres(location: str, **options: Any) -> Backend:
+    from .postgres import PostgresBackend
+
+    return PostgresBackend(location, **options)
+
+
 for _scheme in ("redis://", "rediss://", "unix://"):
     register_scheme(_scheme, _redis)
+for _scheme in ("postgresql://", "postgres://"):
+    register_scheme(_scheme, _postgres)

@@ -144,6 +144,10 @@ class VectorStore:
     def pending(self) -> int:
         return self.queue.pending()
 
+    def catch_up(self) -> None:
+        """Have the index file see every change of the store (turns to embed)."""
+        self.connections.catch_up()
+
     # -- search --------------------------------------------------------------------
 
     def _sync(self, np: Any) -> None:

@@ -18,7 +18,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
 
 from ..backends.base import Hit
-from ..calls import describe
+from ..calls import describe, parse
 from ..errors import ArgumentTypeError, InvalidArgumentError, StoreError
 from ..models import SessionQAEntry, check_id, check_score, check_user
 from ..pool import beside, in_thread
@@ -272,8 +272,11 @@ class _Plan:
             pool *= 4
 
     def _backed(self, hits: list[Hit]) -> Generator[Step, Any, list[Found]]:
-        """The hits the store still backs (re-read in one ``get_many``) that pass the filter."""
-        entries = yield ("read", [(hit.key[1], hit.qa_id) for hit in hits])
+        """The hits the store still backs (re-read in one ``get_many``, unless the search
+        read them itself: :attr:`Hit.payload`) that pass the filter."""
+        unread = [(hit.key[1], hit.qa_id) for hit in hits if hit.payload is None]
+        read = iter((yield ("read", unread)) if unread else ())
+        entries = [next(read) if hit.payload is None else parse(hit.payload) for hit in hits]
         found: list[Found] = []
         stale: list[tuple[str, str]] = []
         wanted = self.metadata_filter

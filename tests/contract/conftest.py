@@ -3,14 +3,17 @@
 ``backend`` is parametrised over ``"disk"`` (a diskcache directory under
 ``tmp_path``), ``"redis"`` (a real server, ``$FEEDBACK_PLUGIN_TEST_REDIS``,
 default ``redis://127.0.0.1:6379/15``, in a namespace of its own,
-``test-<uuid>``, whose keys are deleted at teardown) and ``"memory"`` (an
+``test-<uuid>``, whose keys are deleted at teardown), ``"postgres"`` (a real
+server, ``$FEEDBACK_PLUGIN_TEST_POSTGRES``, default database ``test`` on
+127.0.0.1:5432, likewise in a namespace of its own whose rows are deleted at
+teardown) and ``"memory"`` (an
 in-memory backend written only against the documented protocol,
 ``contract/memory_backend.py``: it proves the protocol is the whole
 contract). Tests that need a second process skip a backend that is not
 ``shared_across_processes``.
 
-No Redis answering: the Redis half fails when ``$CI`` is set (CI must run
-both halves) and is skipped with the reason otherwise.
+No server answering: that server's part fails when ``$CI`` is set (CI must
+run every part) and is skipped with the reason otherwise.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _postgres import POSTGRES_URL, require_postgres
 from _redis import REDIS_URL, require_redis
 
 from feedback_plugin import SessionStore
 
 REPO = Path(__file__).resolve().parents[2]
-BACKENDS = ["disk", "redis", "memory"]
+BACKENDS = ["disk", "redis", "postgres", "memory"]
 
 
 class Stores:
@@ -47,8 +51,8 @@ class Stores:
         self._opened: list[SessionStore] = []
         self._fresh = 0
         self.baseline: set[str] | None = None
-        if backend == "redis":
-            self.location = REDIS_URL
+        if backend in ("redis", "postgres"):
+            self.location = REDIS_URL if backend == "redis" else POSTGRES_URL
             self.namespace: str | None = f"test-{uuid.uuid4().hex}"
         elif backend == "memory":
             import contract.memory_backend  # noqa: F401  (registers memory://)
@@ -63,8 +67,13 @@ class Stores:
     def is_redis(self) -> bool:
         return self.backend == "redis"
 
+    @property
+    def is_server(self) -> bool:
+        """Redis or PostgreSQL: data outlives the test unless dropped."""
+        return self.backend in ("redis", "postgres")
+
     def ns(self, suffix: str) -> str:
-        """A namespace of its own for this test (Redis: under the test's unique prefix)."""
+        """A namespace of its own for this test (a server: under the test's unique prefix)."""
         return f"{self.namespace}-{suffix}" if self.namespace else f"app-{suffix}"
 
     def __call__(self, **kwargs: Any) -> SessionStore:
@@ -74,7 +83,7 @@ class Stores:
         return store
 
     def adopt(self, store: SessionStore) -> SessionStore:
-        """Close (and for Redis drop) a store built by the test itself at teardown."""
+        """Close (and on a server drop) a store built by the test itself at teardown."""
         self._opened.append(store)
         return store
 
@@ -85,7 +94,7 @@ class Stores:
         return self(**kwargs)
 
     def discard(self, store: SessionStore) -> None:
-        """Close a store and (Redis) delete its keys now: hypothesis makes many per test."""
+        """Close a store and (a server) delete its data now: hypothesis makes many per test."""
         self._cleanup(store)
         self._opened.remove(store)
 
@@ -93,7 +102,7 @@ class Stores:
         try:
             store.close()
         finally:
-            if self.is_redis:
+            if self.is_server:
                 store.backend.drop()  # type: ignore[attr-defined]
                 store.backend.close()
 
@@ -168,6 +177,15 @@ class Stores:
         backend: Any = store.backend
         if self.backend == "memory":
             return str(backend.stored_text())
+        if self.backend == "postgres":
+            s, ns = backend.s, backend.ns
+            rows = backend._run(
+                f"SELECT t.doc::text || coalesce(t.raw, '') FROM {s}.turns t"
+                " WHERE t.namespace = %(ns)s UNION ALL"
+                f" SELECT encode(v.vec, 'hex') FROM {s}.vectors v WHERE v.namespace = %(ns)s",
+                {"ns": ns},
+            )
+            return "\n".join(row[0] for row in rows)
         if self.is_redis:
             client = backend.client
             for name in client.scan_iter(match=backend._prefix + "*", count=1000):
@@ -206,6 +224,8 @@ class Stores:
 def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "redis":
         require_redis("Redis contract")
+    elif request.param == "postgres":
+        require_postgres("PostgreSQL contract")
     return str(request.param)
 
 
@@ -317,5 +337,7 @@ def process_context() -> Any:
     import multiprocessing as mp
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["feedback_plugin", "redis", "contract.workers", "faults.workers"])
+    ctx.set_forkserver_preload(
+        ["feedback_plugin", "redis", "psycopg", "contract.workers", "faults.workers"]
+    )
     return ctx

@@ -1,0 +1,349 @@
+"""Positive memory of the PostgreSQL backend: answered by the database itself.
+
+By words
+    ``turns.words`` is a generated ``tsvector`` of every rated or corrected
+    turn (question weight A, best answer weight B; English stemming), under a
+    partial GIN index. A query is its words OR-ed (``'refund' | 'policy'``),
+    ranked by ``ts_rank_cd`` among one owner's rows that pass ``min_score``
+    (or have a correction), the session and the time filters, in one
+    statement that also returns each hit's entry, so the retriever reads
+    nothing more (:attr:`~.base.Hit.payload`). A query without words returns
+    the owner's most recent remembered turns. Nothing is held by the
+    process: a rating changed anywhere is in every process's next query, and
+    :meth:`catch_up`, :meth:`on_change` and :meth:`reset` have nothing to do.
+
+By meaning
+    ``vectors`` holds one normalised float32 vector per remembered turn and
+    model, made by an :class:`~.embedder.Embedder` thread in each process
+    that uses embeddings: it leases turns from ``embed_queue`` (``FOR UPDATE
+    SKIP LOCKED``: processes share the work, and a lease that ends with its
+    process is taken again after :data:`LEASE` seconds), which a trigger
+    fills when a turn enters memory or its text changes, and from which it
+    drops a turn that leaves. PostgreSQL 15 without the ``vector`` extension
+    (this project's CI) cannot rank vectors itself, so each process keeps
+    the vectors of the owners it searches as a matrix
+    (:class:`~.vector_owners.ExactOwner`), brought up to date before every
+    search with the vectors added since (their ids only grow). Candidates
+    are then checked and read in one statement: a vector removed meanwhile
+    (its turn left memory, or the session was deleted) is dropped from the
+    matrix, and the filters apply there. One embedding model per namespace
+    at a time: another model's process embeds into its own vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .base import Hit
+from .embedder import Embedder
+from .postgres_rows import dec_id, enc_id
+from .vector_owners import ExactOwner
+from .vector_queue import numpy_module
+
+if TYPE_CHECKING:
+    from .postgres import PostgresBackend
+
+__all__ = ["LEASE", "PostgresMemory", "tsquery"]
+
+log = logging.getLogger("feedback_plugin")
+
+LEASE = 300.0
+"""Seconds a batch of turns stays leased to the embedder that took it."""
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def tsquery(text: str, most: int = 64) -> str:
+    """The OR of the text's words, as ``to_tsquery`` input (each word quoted, so none is
+    read as an operator); ``''`` when it has none.
+
+    >>> tsquery("Refund policy?!")
+    "'refund' | 'policy'"
+    """
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))[:most]
+    return " | ".join(f"'{w}'" for w in words)
+
+
+class PostgresMemory:
+    """A :class:`~.base.MemorySearch` answered by the PostgreSQL server."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.backend = backend
+        self.s, self.t = backend.s, backend.t
+        self._lock = threading.Lock()
+        self._embedders: dict[str, Embedder] = {}
+        self._held: dict[tuple[str, str], tuple[ExactOwner, list[Any]]] = {}
+        self._seen: dict[tuple[str, str], int] = {}  # last vector id read, per owner and model
+
+    # -- filters shared by both searches -------------------------------------------
+
+    def _filters(
+        self,
+        user: str | None,
+        min_score: int,
+        session_id: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        table: str = "t",
+    ) -> tuple[str, dict[str, Any]]:
+        sql = [
+            f"{table}.namespace = %(ns)s",
+            f"{table}.owner = %(o)s",
+            f"({table}.score >= %(min)s OR {table}.corrected)",
+            f"({table}.expires_at IS NULL OR {table}.expires_at > now())",
+        ]
+        params: dict[str, Any] = {"ns": self.backend.ns, "o": enc_id(user), "min": min_score}
+        if session_id is not None:
+            sql.append(f"{table}.session_id = %(sid)s")
+            params["sid"] = enc_id(session_id)
+        if since is not None:
+            sql.append(f"({table}.doc->>'time')::timestamptz >= %(since)s")
+            params["since"] = since
+        if until is not None:
+            sql.append(f"({table}.doc->>'time')::timestamptz <= %(until)s")
+            params["until"] = until
+        return " AND ".join(sql), params
+
+    # -- by words --------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        *,
+        user: str | None,
+        limit: int,
+        min_score: int,
+        session_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        metadata_filter: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        """Best-first hits with their entries, in one statement (see the module docstring);
+        ``metadata_filter`` is left to the caller."""
+        where, params = self._filters(user, min_score, session_id, since, until)
+        words = tsquery(query)
+        params["limit"] = limit
+        if words:
+            params["q"] = words
+            sql = (
+                "SELECT t.owner, t.session_id, t.qa_id, ts_rank_cd(t.words, q),"
+                f" coalesce(t.raw, t.doc::text) FROM {self.t} t,"
+                " to_tsquery('english', %(q)s) AS q"
+                f" WHERE t.words @@ q AND {where}"
+                " ORDER BY 4 DESC, t.seq DESC LIMIT %(limit)s"
+            )
+        else:
+            sql = (
+                "SELECT t.owner, t.session_id, t.qa_id, 0.0, coalesce(t.raw, t.doc::text)"
+                f" FROM {self.t} t WHERE t.words IS NOT NULL AND {where}"
+                " ORDER BY t.seq DESC LIMIT %(limit)s"
+            )
+        return [
+            Hit((dec_id(o), str(dec_id(s))), str(dec_id(q)), float(r), payload)
+            for o, s, q, r, payload in self.backend._run(sql, params)
+        ]
+
+    # -- nothing held, nothing to catch up ---------------------------------------------
+
+    def catch_up(self) -> None:
+        """The server is the memory: every committed change is already in it."""
+
+    def on_change(self, key: tuple[str | None, str], qa_id: str) -> None:
+        """Nothing is cached by words; a stale vector is dropped when a search meets it."""
+
+    def on_delete_session(self, key: tuple[str | None, str]) -> None:
+        """The rows went with the session (their vectors with them, by cascade)."""
+
+    def reset(self) -> None:
+        """Imports write rows whose generated columns and triggers index them already."""
+
+    # -- by meaning ------------------------------------------------------------------
+
+    def use_embeddings(self, model: str, embeddings: Any) -> None:
+        """Start this process's embedder for ``model`` (stopping one of another model),
+        after queueing every remembered turn of the namespace that has no vector of
+        ``model`` yet."""
+        with self._lock:
+            embedder = self._embedders.get(model)
+            if embedder is not None and embedder.alive():
+                return
+            for other in list(self._embedders):  # one model at a time: its batch finished
+                self._embedders.pop(other).stop()
+            self.backend._run(
+                f"INSERT INTO {self.s}.embed_queue (turn_seq, namespace)"
+                f" SELECT t.seq, t.namespace FROM {self.t} t"
+                " WHERE t.namespace = %(ns)s AND t.words IS NOT NULL AND NOT EXISTS"
+                f" (SELECT 1 FROM {self.s}.vectors v WHERE v.turn_seq = t.seq"
+                " AND v.model = %(m)s) ON CONFLICT (turn_seq) DO NOTHING RETURNING 1",
+                {"ns": self.backend.ns, "m": model},
+            )
+            embedder = self._embedders[model] = Embedder(_Queue(self), model, embeddings)
+            embedder.start()
+
+    def wait_embedded(self, timeout: float) -> bool:
+        with self._lock:
+            embedders = list(self._embedders.values())
+        if not embedders:
+            return _Queue(self).pending() == 0
+        return all(e.wait_idle(timeout) for e in embedders)
+
+    def _owner(self, user: str | None, model: str) -> tuple[ExactOwner, list[Any]]:
+        """The owner's vectors of ``model``, with every vector added since the last look
+        (under the lock)."""
+        np = numpy_module()
+        key = (enc_id(user), model)
+        held = self._held.get(key)
+        since = self._seen.get(key, 0)
+        rows = self.backend._run(
+            f"SELECT id, turn_seq, vec FROM {self.s}.vectors WHERE namespace = %(ns)s"
+            " AND owner = %(o)s AND model = %(m)s AND id > %(since)s ORDER BY id",
+            {"ns": self.backend.ns, "o": key[0], "m": model, "since": since},
+        )
+        if held is None:
+            if not rows:
+                return ExactOwner(np, 0), [None]
+            dims = len(rows[0][2]) // 4
+            held = self._held[key] = (ExactOwner(np, dims), [np.zeros(dims, dtype=np.float64), 0])
+        owner, total = held
+        for vector_id, turn_seq, vec in rows:
+            arr = np.frombuffer(vec, dtype=np.float32)
+            if len(arr) != owner.dims:
+                continue  # written by another build of the model: skipped
+            owner.add(int(turn_seq), arr)
+            total[0] += arr
+            total[1] += 1
+            since = vector_id
+        self._seen[key] = since
+        return held
+
+    def search_by_vector(
+        self,
+        vector: Sequence[float],
+        *,
+        model: str,
+        user: str | None,
+        limit: int,
+        min_score: int,
+        session_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Hit]:
+        """Nearest-first hits (relevance: cosine similarity) with their entries."""
+        np = numpy_module()
+        query = np.asarray(vector, dtype=np.float32)
+        query = query / (float(np.linalg.norm(query)) or 1.0)
+        where, params = self._filters(user, min_score, session_id, since, until)
+        params["m"] = model
+        with self._lock:
+            owner, total = self._owner(user, model)
+            if total[0] is None or owner.size == 0 or len(query) != owner.dims:
+                return []
+            center = (total[0] / max(total[1], 1)).astype(np.float32)
+            count = max(limit * 2, 10)
+            while True:
+                candidates = owner.nearest(query, count, center)
+                rows = self.backend._run(
+                    "SELECT c.seq, v.turn_seq IS NOT NULL, t.owner, t.session_id, t.qa_id,"
+                    " coalesce(t.raw, t.doc::text)"
+                    " FROM unnest(%(c)s::bigint[]) WITH ORDINALITY AS c(seq, n)"
+                    f" LEFT JOIN {self.s}.vectors v ON v.turn_seq = c.seq AND v.model = %(m)s"
+                    f" LEFT JOIN {self.t} t ON t.seq = c.seq AND {where} ORDER BY c.n",
+                    {**params, "c": candidates},
+                )
+                hits = []
+                for seq, alive, o, s, q, payload in rows:
+                    if not alive:
+                        owner.remove(seq)
+                    elif payload is not None:
+                        vec = owner.matrix[owner.ids[seq]]
+                        relevance = float(vec @ query)
+                        hits.append(
+                            Hit((dec_id(o), str(dec_id(s))), str(dec_id(q)), relevance, payload)
+                        )
+                if len(hits) >= limit or len(candidates) < count:
+                    return hits[:limit]
+                count *= 4
+
+    def close(self) -> None:
+        with self._lock:
+            embedders, self._embedders = list(self._embedders.values()), {}
+            self._held, self._seen = {}, {}
+        for embedder in embedders:
+            embedder.stop()
+
+
+class _Queue:
+    """``embed_queue`` as the :class:`~.embedder.Embedder` leases from it."""
+
+    def __init__(self, memory: PostgresMemory) -> None:
+        self.backend = memory.backend
+        self.s, self.t = memory.s, memory.t
+
+    def lease(self, limit: int) -> tuple[float, list[tuple[int, str]]]:
+        rows = self.backend._run(
+            f"WITH picked AS (SELECT turn_seq FROM {self.s}.embed_queue"
+            " WHERE namespace = %(ns)s AND lease < extract(epoch FROM now())"
+            " ORDER BY turn_seq LIMIT %(n)s FOR UPDATE SKIP LOCKED)"
+            f" UPDATE {self.s}.embed_queue q SET lease = extract(epoch FROM now()) + %(lease)s"
+            f" FROM picked JOIN {self.t} t ON t.seq = picked.turn_seq"
+            " WHERE q.turn_seq = picked.turn_seq RETURNING q.turn_seq, q.lease,"
+            " t.doc->>'question', coalesce(t.doc->>'correction', t.doc->>'answer')",
+            {"ns": self.backend.ns, "n": limit, "lease": LEASE},
+        )
+        if not rows:
+            return 0.0, []
+        return float(rows[0][1]), [(seq, f"Question: {q}\nAnswer: {a}") for seq, _, q, a in rows]
+
+    def store(self, model: str, stamp: float, vectors: dict[int, Any]) -> None:
+        """Save the vectors of turns still leased with ``stamp`` (one whose text changed,
+        or that left memory, meanwhile is skipped: its vector would be of another text)."""
+        np = numpy_module()
+        seqs, blobs = [], []
+        for seq, vec in vectors.items():
+            arr = np.asarray(vec, dtype=np.float32)
+            seqs.append(seq)
+            blobs.append((arr / (float(np.linalg.norm(arr)) or 1.0)).tobytes())
+        with self.backend.pool.connection() as con, con.transaction():
+            done = [
+                row[0]
+                for row in con.execute(
+                    f"DELETE FROM {self.s}.embed_queue WHERE turn_seq = ANY(%(s)s)"
+                    " AND lease = %(stamp)s RETURNING turn_seq",
+                    {"s": seqs, "stamp": stamp},
+                ).fetchall()
+            ]
+            con.execute(
+                f"DELETE FROM {self.s}.vectors WHERE turn_seq = ANY(%(s)s) AND model = %(m)s",
+                {"s": done, "m": model},
+            )
+            con.execute(
+                f"INSERT INTO {self.s}.vectors (turn_seq, namespace, owner, model, vec)"
+                " SELECT t.seq, t.namespace, t.owner, %(m)s, x.vec"
+                " FROM unnest(%(s)s::bigint[], %(v)s::bytea[]) AS x(seq, vec)"
+                f" JOIN {self.t} t ON t.seq = x.seq WHERE x.seq = ANY(%(done)s)",
+                {"m": model, "s": seqs, "v": blobs, "done": done},
+            )
+
+    def release(self, stamp: float, turn_ids: list[int]) -> None:
+        self.backend._run(
+            f"UPDATE {self.s}.embed_queue SET lease = 0 WHERE turn_seq = ANY(%(s)s)"
+            " AND lease = %(stamp)s RETURNING 1",
+            {"s": turn_ids, "stamp": stamp},
+        )
+
+    def pending(self) -> int:
+        rows = self.backend._run(
+            f"SELECT count(*) FROM {self.s}.embed_queue WHERE namespace = %s", (self.backend.ns,)
+        )
+        return int(rows[0][0])
+
+    def catch_up(self) -> None:
+        """The queue is filled by a trigger: nothing to look for."""
+
+    def maintain(self) -> None:
+        """No index is kept by the embedder."""

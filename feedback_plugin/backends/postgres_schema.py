@@ -1,0 +1,170 @@
+"""The PostgreSQL backend's tables, and the migrations that create and move them forward.
+
+Layout (in one PostgreSQL schema, ``feedback_plugin`` unless the URL says
+``?schema=``; every namespace shares its tables)::
+
+    turns        one row per turn
+      seq          bigint identity: the recording order, and the row's id
+      namespace    text ('' for none); owner text ('' for no user); session_id, qa_id text
+      doc          jsonb: the entry (the layout of :mod:`feedback_plugin.codec`)
+      raw          text: the entry exactly as written, kept only when jsonb would
+                   change it (U+0000, a lone surrogate, a number in exponent form)
+      expires_at   timestamptz: the ttl's end (NULL: never); reads skip expired rows
+      score, corrected, words   generated from doc: the 1-5 score, whether the
+                   turn has a correction, and for rated or corrected turns only a
+                   tsvector of the question (weight A) and best answer (weight B)
+      UNIQUE (namespace, owner, session_id, qa_id)
+    vectors      one vector per remembered turn and embedding model (float32,
+                 normalised, bytea); dropped with its turn, and when the turn's
+                 text changes or it leaves memory (trigger)
+    embed_queue  turns waiting for a vector (filled by the same trigger), leased
+                 by the embedder threads of every process
+    meta         key/value: ``schema_version``
+
+Indexes: ``(namespace, owner, session_id, seq)`` for a session's turns and a
+user's session list; a GIN index on ``words`` and a btree on ``(namespace,
+owner, seq)``, both partial (``WHERE words IS NOT NULL``: rated or corrected
+turns only) for memory; ``(namespace, expires_at)`` where a ttl is set.
+
+Migrations: :data:`MIGRATIONS` lists, for each schema version, the SQL that
+moves a database from the version before to it. The first process that uses
+a database takes a transaction-level advisory lock, reads
+``meta.schema_version`` and runs the missing steps in that one transaction
+(so a crash leaves the database at the old version, and two processes never
+migrate at once), then records the new version. A database newer than this
+library is refused with :class:`~feedback_plugin.errors.ConfigurationError`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..errors import ConfigurationError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "check_schema_name", "ensure_schema"]
+
+_REMEMBERED = (
+    "(jsonb_typeof(doc->'feedback_score') = 'number' OR jsonb_typeof(doc->'correction') = 'string')"
+)
+
+MIGRATIONS: list[list[str]] = [
+    # 1: the first layout
+    [
+        """
+        CREATE TABLE {s}.turns (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            namespace text NOT NULL,
+            owner text NOT NULL,
+            session_id text NOT NULL,
+            qa_id text NOT NULL,
+            doc jsonb NOT NULL,
+            raw text,
+            expires_at timestamptz,
+            score smallint GENERATED ALWAYS AS (
+                CASE WHEN jsonb_typeof(doc->'feedback_score') = 'number'
+                      AND doc->'feedback_score' BETWEEN '-32768'::jsonb AND '32767'::jsonb
+                THEN trunc((doc->>'feedback_score')::numeric)::smallint END
+            ) STORED,
+            corrected boolean GENERATED ALWAYS AS (
+                coalesce(jsonb_typeof(doc->'correction') = 'string', false)
+            ) STORED,
+            words tsvector GENERATED ALWAYS AS (
+                CASE WHEN """
+        + _REMEMBERED
+        + """ THEN
+                    setweight(to_tsvector('english'::regconfig,
+                                          coalesce(doc->>'question', '')), 'A')
+                    || setweight(to_tsvector('english'::regconfig,
+                                 coalesce(doc->>'correction', doc->>'answer', '')), 'B')
+                END
+            ) STORED,
+            UNIQUE (namespace, owner, session_id, qa_id)
+        )
+        """,
+        "CREATE INDEX turns_session ON {s}.turns (namespace, owner, session_id, seq)",
+        "CREATE INDEX turns_remembered ON {s}.turns (namespace, owner, seq)"
+        " WHERE words IS NOT NULL",
+        "CREATE INDEX turns_words ON {s}.turns USING gin (words) WHERE words IS NOT NULL",
+        "CREATE INDEX turns_expiry ON {s}.turns (namespace, expires_at)"
+        " WHERE expires_at IS NOT NULL",
+        """
+        CREATE TABLE {s}.vectors (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            turn_seq bigint NOT NULL REFERENCES {s}.turns (seq) ON DELETE CASCADE,
+            namespace text NOT NULL,
+            owner text NOT NULL,
+            model text NOT NULL,
+            vec bytea NOT NULL,
+            UNIQUE (turn_seq, model)
+        )
+        """,
+        "CREATE INDEX vectors_owner ON {s}.vectors (namespace, owner, model, id)",
+        """
+        CREATE TABLE {s}.embed_queue (
+            turn_seq bigint PRIMARY KEY REFERENCES {s}.turns (seq) ON DELETE CASCADE,
+            namespace text NOT NULL,
+            lease double precision NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX embed_queue_lease ON {s}.embed_queue (namespace, lease)",
+        """
+        CREATE FUNCTION {s}.queue_embedding() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            DELETE FROM {s}.vectors WHERE turn_seq = NEW.seq;
+            IF NEW.words IS NULL THEN
+                DELETE FROM {s}.embed_queue WHERE turn_seq = NEW.seq;
+            ELSE
+                INSERT INTO {s}.embed_queue (turn_seq, namespace) VALUES (NEW.seq, NEW.namespace)
+                ON CONFLICT (turn_seq) DO UPDATE SET lease = 0;
+            END IF;
+            RETURN NULL;
+        END $$
+        """,
+        "CREATE TRIGGER turns_embed_ai AFTER INSERT ON {s}.turns FOR EACH ROW"
+        " WHEN (NEW.words IS NOT NULL) EXECUTE FUNCTION {s}.queue_embedding()",
+        "CREATE TRIGGER turns_embed_au AFTER UPDATE OF doc ON {s}.turns FOR EACH ROW"
+        " WHEN (NEW.words IS DISTINCT FROM OLD.words) EXECUTE FUNCTION {s}.queue_embedding()",
+    ],
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The schema version this library writes."""
+
+_LOCK_KEY = 0x66656564  # pg_advisory_xact_lock key: "feed"
+
+
+def check_schema_name(name: str) -> str:
+    """``name`` if it is a plain lower-case PostgreSQL identifier, else ConfigurationError."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise ConfigurationError(
+            f"schema must be a lower-case identifier (letters, digits, _), got {name!r}"
+        )
+    return name
+
+
+def ensure_schema(con: Any, schema: str) -> None:
+    """Create or migrate ``schema`` to :data:`SCHEMA_VERSION` (one transaction on ``con``)."""
+    s = f'"{check_schema_name(schema)}"'
+    with con.transaction():
+        con.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL)"
+        )
+        row = con.execute(f"SELECT value FROM {s}.meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"the database's feedback_plugin schema {schema!r} is at version {version}; "
+                f"this library knows up to {SCHEMA_VERSION}: upgrade feedback-plugin"
+            )
+        for steps in MIGRATIONS[version:]:
+            for statement in steps:
+                con.execute(statement.replace("{s}", s))
+        if version < SCHEMA_VERSION:
+            con.execute(
+                f"INSERT INTO {s}.meta VALUES ('schema_version', %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                (str(SCHEMA_VERSION),),
+            )
