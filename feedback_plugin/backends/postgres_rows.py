@@ -10,7 +10,7 @@ store's contract is that every id and text round-trips exactly, so:
   No user (``None``) and no namespace are ``''`` (never a valid id).
 * a payload goes into ``doc`` (jsonb) as is, unless jsonb would refuse or
   change it: then ``raw`` keeps the exact text and ``doc`` a copy jsonb can
-  hold (U+0000 dropped, lone surrogates as "?", non-finite numbers as
+  hold (U+0000 as a space, lone surrogates as "?", non-finite numbers as
   null), which memory searches. Reads return ``raw`` when there is one.
 
 >>> enc_id("s1"), dec_id(enc_id("a\\x00b")) == "a\\x00b", enc_id(None)
@@ -18,7 +18,7 @@ store's contract is that every id and text round-trips exactly, so:
 >>> split_payload('{"question":"hi"}')
 ('{"question":"hi"}', None)
 >>> split_payload('{"question":"a\\\\u0000b"}')
-('{"question": "ab"}', '{"question":"a\\\\u0000b"}')
+('{"question": "a b"}', '{"question":"a\\\\u0000b"}')
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def split_payload(payload: str) -> tuple[str, str | None]:
 
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
-        return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+        return value.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return None
     if isinstance(value, dict):
