@@ -214,9 +214,10 @@ class PostgresBackend:
             self._apools[loop] = pool
         return pool
 
-    def _run(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    def _run(self, sql: str, params: Any = None, binary: bool = False) -> list[tuple[Any, ...]]:
+        """One statement's rows (``binary``: bytea as bytes on the wire, not hex text)."""
         with self.pool.connection() as con:
-            cur = con.execute(sql, params)
+            cur = con.execute(sql, params, binary=binary)
             rows: list[tuple[Any, ...]] = cur.fetchall() if cur.description else []
         return rows
 

@@ -203,6 +203,7 @@ class PostgresMemory:
             f"SELECT id, turn_seq, vec FROM {self.s}.vectors WHERE namespace = %(ns)s"
             " AND owner = %(o)s AND model = %(m)s AND id > %(since)s ORDER BY id",
             {"ns": self.backend.ns, "o": key[0], "m": model, "since": since},
+            binary=True,
         )
         if held is None:
             if not rows:
