@@ -3,8 +3,9 @@
 By words
     ``turns.words`` is a generated ``tsvector`` of every rated or corrected
     turn (question weight A, best answer weight B; English stemming), under a
-    partial GIN index. A query is its words OR-ed (``'refund' | 'policy'``),
-    ranked by ``ts_rank_cd`` among one owner's rows that pass ``min_score``
+    partial GIN index. A query is its rarest words OR-ed (``'refund' |
+    'polici'``; which: :mod:`.postgres_terms`), ranked by ``ts_rank_cd``
+    among one owner's rows that pass ``min_score``
     (or have a correction), the session and the time filters, in one
     statement that also returns each hit's entry, so the retriever reads
     nothing more (:attr:`~.base.Hit.payload`). A query without words returns
@@ -42,13 +43,14 @@ from typing import TYPE_CHECKING, Any
 from .base import Hit
 from .embedder import Embedder
 from .postgres_rows import dec_id, enc_id
+from .postgres_terms import RECENT, Lexicon
 from .vector_owners import ExactOwner
 from .vector_queue import numpy_module
 
 if TYPE_CHECKING:
     from .postgres import PostgresBackend
 
-__all__ = ["LEASE", "PostgresMemory", "tsquery"]
+__all__ = ["LEASE", "PostgresMemory", "query_words"]
 
 log = logging.getLogger("feedback_plugin")
 
@@ -58,15 +60,13 @@ LEASE = 300.0
 _WORD = re.compile(r"[^\W_]+")
 
 
-def tsquery(text: str, most: int = 64) -> str:
-    """The OR of the text's words, as ``to_tsquery`` input (each word quoted, so none is
-    read as an operator); ``''`` when it has none.
+def query_words(text: str, most: int = 64) -> list[str]:
+    """The query's distinct words, lower case, the first ``most``.
 
-    >>> tsquery("Refund policy?!")
-    "'refund' | 'policy'"
+    >>> query_words("Refund policy?! refund")
+    ['refund', 'policy']
     """
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))[:most]
-    return " | ".join(f"'{w}'" for w in words)
+    return list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))[:most]
 
 
 class PostgresMemory:
@@ -79,6 +79,7 @@ class PostgresMemory:
         self._embedders: dict[str, Embedder] = {}
         self._held: dict[tuple[str, str], tuple[ExactOwner, list[Any]]] = {}
         self._seen: dict[tuple[str, str], int] = {}  # last vector id read, per owner and model
+        self._lexicon = Lexicon(backend._run, backend.schema)
 
     # -- filters shared by both searches -------------------------------------------
 
@@ -126,22 +127,32 @@ class PostgresMemory:
         """Best-first hits with their entries, in one statement (see the module docstring);
         ``metadata_filter`` is left to the caller."""
         where, params = self._filters(user, min_score, session_id, since, until)
-        words = tsquery(query)
         params["limit"] = limit
-        if words:
-            params["q"] = words
-            sql = (
-                "SELECT t.owner, t.session_id, t.qa_id, ts_rank_cd(t.words, q),"
-                f" coalesce(t.raw, t.doc::text) FROM {self.t} t,"
-                " to_tsquery('english', %(q)s) AS q"
-                f" WHERE t.words @@ q AND {where}"
-                " ORDER BY 4 DESC, t.seq DESC LIMIT %(limit)s"
-            )
-        else:
+        words = query_words(query)
+        if not words:
             sql = (
                 "SELECT t.owner, t.session_id, t.qa_id, 0.0, coalesce(t.raw, t.doc::text)"
                 f" FROM {self.t} t WHERE t.words IS NOT NULL AND {where}"
                 " ORDER BY t.seq DESC LIMIT %(limit)s"
+            )
+        else:
+            choice = self._lexicon.choose(words)
+            if choice is None:
+                return []  # stop words only: nothing to tell turns apart by
+            params["q"], recent = choice
+            if recent:  # every word is common: rank the newest remembered turns only
+                where += (
+                    f" AND t.seq >= coalesce((SELECT r.seq FROM {self.t} r"
+                    " WHERE r.namespace = %(ns)s AND r.owner = %(o)s AND r.words IS NOT NULL"
+                    " ORDER BY r.seq DESC OFFSET %(recent)s LIMIT 1), 0)"
+                )
+                params["recent"] = RECENT
+            sql = (
+                "SELECT t.owner, t.session_id, t.qa_id, top.r, coalesce(t.raw, t.doc::text)"
+                " FROM (SELECT t.seq, ts_rank_cd(t.words, %(q)s::tsquery) AS r"
+                f" FROM {self.t} t WHERE t.words @@ %(q)s::tsquery AND {where}"
+                " ORDER BY r DESC, t.seq DESC LIMIT %(limit)s) AS top"
+                f" JOIN {self.t} t ON t.seq = top.seq ORDER BY top.r DESC, top.seq DESC"
             )
         return [
             Hit((dec_id(o), str(dec_id(s))), str(dec_id(q)), float(r), payload)
