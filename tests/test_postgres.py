@@ -46,7 +46,7 @@ def schema() -> Iterator[str]:
     yield name
     with psycopg.connect(POSTGRES_URL, autocommit=True) as con:
         con.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    postgres._schema_ready.discard((POSTGRES_URL, name))
+    postgres._schema_ready.pop((POSTGRES_URL, name), None)
 
 
 def _sql(statement: str, *params: Any) -> list[tuple[Any, ...]]:

@@ -75,7 +75,8 @@ def _live(table: str = "") -> str:
 _LIVE = _live()
 _PAYLOAD = "coalesce(raw, doc::text)"
 
-_schema_ready: set[tuple[str, str]] = set()  # (conninfo, schema) checked by this process
+# (conninfo, schema) checked by this process -> whether the database has pgvector
+_schema_ready: dict[tuple[str, str], bool] = {}
 _schema_lock = threading.Lock()
 
 
@@ -146,6 +147,7 @@ class PostgresBackend:
         )
         self._memory: PostgresMemory | None = None
         self._purged = 0.0
+        self.server_vectors = False  # the database has pgvector (known after first use)
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self.url!r}, namespace={self.namespace!r})"
@@ -154,16 +156,24 @@ class PostgresBackend:
 
     def _ensure_schema(self) -> None:
         key = (self.conninfo, self.schema)
-        if key in _schema_ready:
-            return
-        import psycopg
+        if key not in _schema_ready:
+            import psycopg
 
-        with _schema_lock:
-            if key in _schema_ready:
-                return
-            with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as con:
-                ensure_schema(con, self.schema)
-            _schema_ready.add(key)
+            with _schema_lock:
+                if key not in _schema_ready:
+                    with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as con:
+                        _schema_ready[key] = ensure_schema(con, self.schema)
+        self.server_vectors = _schema_ready[key]
+
+    def _configure(self, con: Any) -> None:
+        """A new pooled connection: with pgvector, let a filtered HNSW search scan on
+        until enough rows pass (pgvector 0.8's iterative scan; no effect before)."""
+        if self.server_vectors:
+            con.execute("SET hnsw.iterative_scan = relaxed_order")
+
+    async def _aconfigure(self, con: Any) -> None:
+        if self.server_vectors:
+            await con.execute("SET hnsw.iterative_scan = relaxed_order")
 
     def _pool_options(self) -> dict[str, Any]:
         return {
@@ -187,6 +197,7 @@ class PostgresBackend:
                     pool = ConnectionPool(
                         self.conninfo,
                         check=ConnectionPool.check_connection,
+                        configure=self._configure,
                         name=f"feedback-plugin-{self.schema}",
                         **self._pool_options(),
                     )
@@ -202,11 +213,11 @@ class PostgresBackend:
         if pool is None:
             from psycopg_pool import AsyncConnectionPool
 
-            if (self.conninfo, self.schema) not in _schema_ready:
-                await asyncio.to_thread(self._ensure_schema)
+            await asyncio.to_thread(self._ensure_schema)
             pool = AsyncConnectionPool(
                 self.conninfo,
                 check=AsyncConnectionPool.check_connection,
+                configure=self._aconfigure,
                 name=f"feedback-plugin-{self.schema}-async",
                 **self._pool_options(),
             )

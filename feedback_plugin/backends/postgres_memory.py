@@ -20,8 +20,12 @@ By meaning
     SKIP LOCKED``: processes share the work, and a lease that ends with its
     process is taken again after :data:`LEASE` seconds), which a trigger
     fills when a turn enters memory or its text changes, and from which it
-    drops a turn that leaves. PostgreSQL 15 without the ``vector`` extension
-    (this project's CI) cannot rank vectors itself, so each process keeps
+    drops a turn that leaves. Where the database has the ``vector`` extension
+    (pgvector), vectors are also written to ``vectors.embedding``, a partial
+    HNSW index per model (cosine) is built when the model's first vectors
+    are stored, and the server ranks: one statement, filters applied while
+    the index is scanned (``hnsw.iterative_scan``), hits with their entries.
+    Without it (PostgreSQL's own packages) the server cannot rank vectors, so each process keeps
     the vectors of the owners it searches as a matrix
     (:class:`~.vector_owners.ExactOwner`), brought up to date before every
     search with the vectors added since (their ids only grow). Candidates
@@ -43,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from .base import Hit
 from .embedder import Embedder
 from .postgres_rows import dec_id, enc_id
+from .postgres_schema import ensure_hnsw
 from .postgres_terms import RECENT, Lexicon
 from .vector_owners import ExactOwner
 from .vector_queue import numpy_module
@@ -58,6 +63,11 @@ LEASE = 300.0
 """Seconds a batch of turns stays leased to the embedder that took it."""
 
 _WORD = re.compile(r"[^\W_]+")
+
+
+def vector_text(vector: Any) -> str:
+    """A vector as pgvector's text input: ``[0.1,0.2]``."""
+    return "[" + ",".join(map(repr, vector.tolist())) + "]"
 
 
 def query_words(text: str, most: int = 64) -> list[str]:
@@ -251,6 +261,8 @@ class PostgresMemory:
         query = query / (float(np.linalg.norm(query)) or 1.0)
         where, params = self._filters(user, min_score, session_id, since, until)
         params["m"] = model
+        if self.backend.server_vectors:
+            return self._ranked_on_server(query, where, params, limit)
         with self._lock:
             owner, total = self._owner(user, model)
             if total[0] is None or owner.size == 0 or len(query) != owner.dims:
@@ -281,6 +293,26 @@ class PostgresMemory:
                     return hits[:limit]
                 count *= 4
 
+    def _ranked_on_server(
+        self, query: Any, where: str, params: dict[str, Any], limit: int
+    ) -> list[Hit]:
+        """pgvector ranks: the model's HNSW index (an owner too small for it: the planner
+        scans its rows exactly), filters applied as it scans; strict order outside."""
+        dims = len(query)
+        rows = self.backend._run(
+            "SELECT o, s, q, 1 - d, payload FROM (SELECT t.owner AS o, t.session_id AS s,"
+            f" t.qa_id AS q, v.embedding::vector({dims}) <=> %(qv)s::vector({dims}) AS d,"
+            " coalesce(t.raw, t.doc::text) AS payload"
+            f" FROM {self.s}.vectors v JOIN {self.t} t ON t.seq = v.turn_seq"
+            " WHERE v.model = %(m)s AND v.namespace = %(ns)s AND v.owner = %(o)s"
+            f" AND {where} ORDER BY d LIMIT %(limit)s) AS near ORDER BY d",
+            {**params, "qv": vector_text(query), "limit": limit},
+        )
+        return [
+            Hit((dec_id(o), str(dec_id(s))), str(dec_id(q)), float(similarity), payload)
+            for o, s, q, similarity, payload in rows
+        ]
+
     def close(self) -> None:
         with self._lock:
             embedders, self._embedders = list(self._embedders.values()), {}
@@ -295,6 +327,7 @@ class _Queue:
     def __init__(self, memory: PostgresMemory) -> None:
         self.backend = memory.backend
         self.s, self.t = memory.s, memory.t
+        self._indexed: set[tuple[str, int]] = set()  # HNSW indexes known to exist
 
     def lease(self, limit: int) -> tuple[float, list[tuple[int, str]]]:
         rows = self.backend._run(
@@ -333,13 +366,30 @@ class _Queue:
                 f"DELETE FROM {self.s}.vectors WHERE turn_seq = ANY(%(s)s) AND model = %(m)s",
                 {"s": done, "m": model},
             )
+            server = self.backend.server_vectors
             con.execute(
-                f"INSERT INTO {self.s}.vectors (turn_seq, namespace, owner, model, vec)"
-                " SELECT t.seq, t.namespace, t.owner, %(m)s, x.vec"
-                " FROM unnest(%(s)s::bigint[], %(v)s::bytea[]) AS x(seq, vec)"
+                f"INSERT INTO {self.s}.vectors (turn_seq, namespace, owner, model, vec"
+                + (", embedding)" if server else ")")
+                + " SELECT t.seq, t.namespace, t.owner, %(m)s, x.vec"
+                + (", x.e::vector" if server else "")
+                + " FROM unnest(%(s)s::bigint[], %(v)s::bytea[], %(e)s::text[]) AS x(seq, vec, e)"
                 f" JOIN {self.t} t ON t.seq = x.seq WHERE x.seq = ANY(%(done)s)",
-                {"m": model, "s": seqs, "v": blobs, "done": done},
+                {
+                    "m": model,
+                    "s": seqs,
+                    "v": blobs,
+                    "e": [vector_text(np.frombuffer(b, dtype=np.float32)) for b in blobs]
+                    if server
+                    else [None] * len(blobs),
+                    "done": done,
+                },
             )
+        if self.backend.server_vectors and blobs:
+            dims = len(blobs[0]) // 4
+            if (model, dims) not in self._indexed:
+                with self.backend.pool.connection() as con:
+                    ensure_hnsw(con, self.backend.schema, model, dims)
+                self._indexed.add((model, dims))
 
     def release(self, stamp: float, turn_ids: list[int]) -> None:
         self.backend._run(

@@ -21,6 +21,11 @@ Layout (in one PostgreSQL schema, ``feedback_plugin`` unless the URL says
                  by the embedder threads of every process
     meta         key/value: ``schema_version``
 
+Where the database has the ``vector`` extension (pgvector; ``CREATE EXTENSION
+vector`` is the database owner's to run), ``vectors`` also gets an
+``embedding vector`` column and, per model, a partial HNSW index (cosine) of
+it: the server then ranks by meaning too (:mod:`.postgres_memory`).
+
 Indexes: ``(namespace, owner, session_id, seq)`` for a session's turns and a
 user's session list; a GIN index on ``words`` and a btree on ``(namespace,
 owner, seq)``, both partial (``WHERE words IS NOT NULL``: rated or corrected
@@ -37,12 +42,19 @@ library is refused with :class:`~feedback_plugin.errors.ConfigurationError`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
 from ..errors import ConfigurationError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "check_schema_name", "ensure_schema"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "check_schema_name",
+    "ensure_hnsw",
+    "ensure_schema",
+]
 
 _REMEMBERED = (
     "(jsonb_typeof(doc->'feedback_score') = 'number' OR jsonb_typeof(doc->'correction') = 'string')"
@@ -146,8 +158,10 @@ def check_schema_name(name: str) -> str:
     return name
 
 
-def ensure_schema(con: Any, schema: str) -> None:
-    """Create or migrate ``schema`` to :data:`SCHEMA_VERSION` (one transaction on ``con``)."""
+def ensure_schema(con: Any, schema: str) -> bool:
+    """Create or migrate ``schema`` to :data:`SCHEMA_VERSION` (one transaction on ``con``);
+    whether the database has the ``vector`` extension, whose ``vectors.embedding``
+    column is then added (see :func:`ensure_hnsw`)."""
     s = f'"{check_schema_name(schema)}"'
     with con.transaction():
         con.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -171,3 +185,34 @@ def ensure_schema(con: Any, schema: str) -> None:
                 " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                 (str(SCHEMA_VERSION),),
             )
+        server = con.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
+        if server is not None:
+            con.execute(f"ALTER TABLE {s}.vectors ADD COLUMN IF NOT EXISTS embedding vector")
+        return server is not None
+
+
+def hnsw_index_name(model: str, dims: int) -> str:
+    """The name of the HNSW index of one model's vectors (a hash: any model id fits)."""
+    return "vectors_hnsw_" + hashlib.sha1(f"{dims}/{model}".encode()).hexdigest()[:16]
+
+
+def ensure_hnsw(con: Any, schema: str, model: str, dims: int) -> None:
+    """With the ``vector`` extension: an HNSW index (cosine) of ``model``'s vectors, partial
+    on the model and cast to its ``dims`` (built once; later vectors join it as written)."""
+    from psycopg import sql
+
+    s = f'"{check_schema_name(schema)}"'
+    name = hnsw_index_name(model, dims)
+    with con.transaction():
+        con.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        con.execute(
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {name} ON {s}.vectors USING hnsw"
+                " ((embedding::vector({dims})) vector_cosine_ops) WHERE model = {model}"
+            ).format(
+                name=sql.Identifier(name),
+                s=sql.SQL(s),
+                dims=sql.Literal(int(dims)),
+                model=sql.Literal(model),
+            )
+        )

@@ -6,7 +6,9 @@ default ``redis://127.0.0.1:6379/15``, in a namespace of its own,
 ``test-<uuid>``, whose keys are deleted at teardown), ``"postgres"`` (a real
 server, ``$FEEDBACK_PLUGIN_TEST_POSTGRES``, default database ``test`` on
 127.0.0.1:5432, likewise in a namespace of its own whose rows are deleted at
-teardown) and ``"memory"`` (an
+teardown), ``"pgvector"`` (the same in database ``test_pgvector`` with the
+``vector`` extension, so the server ranks by meaning; skipped where the server
+has no pgvector, CI included: the extension is optional) and ``"memory"`` (an
 in-memory backend written only against the documented protocol,
 ``contract/memory_backend.py``: it proves the protocol is the whole
 contract). Tests that need a second process skip a backend that is not
@@ -28,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _postgres import POSTGRES_URL, require_postgres
+from _postgres import PGVECTOR_URL, POSTGRES_URL, require_pgvector, require_postgres
 from _redis import REDIS_URL, require_redis
 
 from feedback_plugin import SessionStore
 
 REPO = Path(__file__).resolve().parents[2]
-BACKENDS = ["disk", "redis", "postgres", "memory"]
+BACKENDS = ["disk", "redis", "postgres", "pgvector", "memory"]
 
 
 class Stores:
@@ -51,8 +53,10 @@ class Stores:
         self._opened: list[SessionStore] = []
         self._fresh = 0
         self.baseline: set[str] | None = None
-        if backend in ("redis", "postgres"):
-            self.location = REDIS_URL if backend == "redis" else POSTGRES_URL
+        if backend in ("redis", "postgres", "pgvector"):
+            self.location = {"redis": REDIS_URL, "postgres": POSTGRES_URL}.get(
+                backend, PGVECTOR_URL
+            )
             self.namespace: str | None = f"test-{uuid.uuid4().hex}"
         elif backend == "memory":
             import contract.memory_backend  # noqa: F401  (registers memory://)
@@ -70,7 +74,7 @@ class Stores:
     @property
     def is_server(self) -> bool:
         """Redis or PostgreSQL: data outlives the test unless dropped."""
-        return self.backend in ("redis", "postgres")
+        return self.backend in ("redis", "postgres", "pgvector")
 
     def ns(self, suffix: str) -> str:
         """A namespace of its own for this test (a server: under the test's unique prefix)."""
@@ -177,7 +181,7 @@ class Stores:
         backend: Any = store.backend
         if self.backend == "memory":
             return str(backend.stored_text())
-        if self.backend == "postgres":
+        if self.backend in ("postgres", "pgvector"):
             s, ns = backend.s, backend.ns
             rows = backend._run(
                 f"SELECT t.doc::text || coalesce(t.raw, '') FROM {s}.turns t"
@@ -226,6 +230,8 @@ def backend(request: pytest.FixtureRequest) -> str:
         require_redis("Redis contract")
     elif request.param == "postgres":
         require_postgres("PostgreSQL contract")
+    elif request.param == "pgvector":
+        require_pgvector()
     return str(request.param)
 
 
