@@ -49,7 +49,7 @@ from .embedder import Embedder
 from .postgres_rows import dec_id, enc_id
 from .postgres_schema import ensure_hnsw
 from .postgres_terms import RECENT, Lexicon
-from .vector_owners import ExactOwner
+from .postgres_vectors import HeldVectors
 from .vector_queue import numpy_module
 
 if TYPE_CHECKING:
@@ -87,8 +87,8 @@ class PostgresMemory:
         self.s, self.t = backend.s, backend.t
         self._lock = threading.Lock()
         self._embedders: dict[str, Embedder] = {}
-        self._held: dict[tuple[str, str], tuple[ExactOwner, list[Any]]] = {}
-        self._seen: dict[tuple[str, str], int] = {}  # last vector id read, per owner and model
+        place = f"{backend.conninfo}\x00{backend.schema}"
+        self._vectors = HeldVectors(backend._run, f"{self.s}.vectors", backend.ns, place)
         self._lexicon = Lexicon(backend._run, backend.schema)
 
     # -- filters shared by both searches -------------------------------------------
@@ -203,7 +203,8 @@ class PostgresMemory:
                 " AND v.model = %(m)s) ON CONFLICT (turn_seq) DO NOTHING RETURNING 1",
                 {"ns": self.backend.ns, "m": model},
             )
-            embedder = self._embedders[model] = Embedder(_Queue(self), model, embeddings)
+            queue = _Queue(self)
+            embedder = self._embedders[model] = Embedder(queue, model, embeddings)
             embedder.start()
 
     def wait_embedded(self, timeout: float) -> bool:
@@ -212,36 +213,6 @@ class PostgresMemory:
         if not embedders:
             return _Queue(self).pending() == 0
         return all(e.wait_idle(timeout) for e in embedders)
-
-    def _owner(self, user: str | None, model: str) -> tuple[ExactOwner, list[Any]]:
-        """The owner's vectors of ``model``, with every vector added since the last look
-        (under the lock)."""
-        np = numpy_module()
-        key = (enc_id(user), model)
-        held = self._held.get(key)
-        since = self._seen.get(key, 0)
-        rows = self.backend._run(
-            f"SELECT id, turn_seq, vec FROM {self.s}.vectors WHERE namespace = %(ns)s"
-            " AND owner = %(o)s AND model = %(m)s AND id > %(since)s ORDER BY id",
-            {"ns": self.backend.ns, "o": key[0], "m": model, "since": since},
-            binary=True,
-        )
-        if held is None:
-            if not rows:
-                return ExactOwner(np, 0), [None]
-            dims = len(rows[0][2]) // 4
-            held = self._held[key] = (ExactOwner(np, dims), [np.zeros(dims, dtype=np.float64), 0])
-        owner, total = held
-        for vector_id, turn_seq, vec in rows:
-            arr = np.frombuffer(vec, dtype=np.float32)
-            if len(arr) != owner.dims:
-                continue  # written by another build of the model: skipped
-            owner.add(int(turn_seq), arr)
-            total[0] += arr
-            total[1] += 1
-            since = vector_id
-        self._seen[key] = since
-        return held
 
     def search_by_vector(
         self,
@@ -263,35 +234,35 @@ class PostgresMemory:
         params["m"] = model
         if self.backend.server_vectors:
             return self._ranked_on_server(query, where, params, limit)
-        with self._lock:
-            owner, total = self._owner(user, model)
-            if total[0] is None or owner.size == 0 or len(query) != owner.dims:
-                return []
-            center = (total[0] / max(total[1], 1)).astype(np.float32)
-            count = max(limit * 2, 10)
-            while True:
-                candidates = owner.nearest(query, count, center)
-                rows = self.backend._run(
-                    "SELECT c.seq, v.turn_seq IS NOT NULL, t.owner, t.session_id, t.qa_id,"
-                    " coalesce(t.raw, t.doc::text)"
-                    " FROM unnest(%(c)s::bigint[]) WITH ORDINALITY AS c(seq, n)"
-                    f" LEFT JOIN {self.s}.vectors v ON v.turn_seq = c.seq AND v.model = %(m)s"
-                    f" LEFT JOIN {self.t} t ON t.seq = c.seq AND {where} ORDER BY c.n",
-                    {**params, "c": candidates},
-                )
-                hits = []
-                for seq, alive, o, s, q, payload in rows:
-                    if not alive:
-                        owner.remove(seq)
-                    elif payload is not None:
-                        vec = owner.matrix[owner.ids[seq]]
-                        relevance = float(vec @ query)
-                        hits.append(
-                            Hit((dec_id(o), str(dec_id(s))), str(dec_id(q)), relevance, payload)
-                        )
-                if len(hits) >= limit or len(candidates) < count:
-                    return hits[:limit]
-                count *= 4
+        owner = enc_id(user)
+        count = max(limit * 2, 10)
+        while True:
+            candidates = self._vectors.nearest(np, owner, model, query, count)
+            if not candidates:
+                return []  # none, or a large memory's index still being built
+            rows = self.backend._run(
+                "SELECT c.seq, v.vec, t.owner, t.session_id, t.qa_id,"
+                " coalesce(t.raw, t.doc::text)"
+                " FROM unnest(%(c)s::bigint[]) WITH ORDINALITY AS c(seq, n)"
+                f" LEFT JOIN {self.s}.vectors v ON v.turn_seq = c.seq AND v.model = %(m)s"
+                f" LEFT JOIN {self.t} t ON t.seq = c.seq AND {where} ORDER BY c.n",
+                {**params, "c": candidates},
+                binary=True,
+            )
+            hits, gone = [], []
+            for seq, vec, o, s, q, payload in rows:
+                if vec is None:
+                    gone.append(seq)
+                elif payload is not None:
+                    relevance = float(np.frombuffer(vec, dtype=np.float32) @ query)
+                    hits.append(
+                        Hit((dec_id(o), str(dec_id(s))), str(dec_id(q)), relevance, payload)
+                    )
+            if gone:
+                self._vectors.forget(owner, model, gone)
+            if len(hits) >= limit or len(candidates) < count:
+                return hits[:limit]
+            count *= 4
 
     def _ranked_on_server(
         self, query: Any, where: str, params: dict[str, Any], limit: int
@@ -316,7 +287,7 @@ class PostgresMemory:
     def close(self) -> None:
         with self._lock:
             embedders, self._embedders = list(self._embedders.values()), {}
-            self._held, self._seen = {}, {}
+        self._vectors.clear()
         for embedder in embedders:
             embedder.stop()
 
@@ -325,6 +296,7 @@ class _Queue:
     """``embed_queue`` as the :class:`~.embedder.Embedder` leases from it."""
 
     def __init__(self, memory: PostgresMemory) -> None:
+        self.memory = memory
         self.backend = memory.backend
         self.s, self.t = memory.s, memory.t
         self._indexed: set[tuple[str, int]] = set()  # HNSW indexes known to exist
@@ -408,4 +380,6 @@ class _Queue:
         """The queue is filled by a trigger: nothing to look for."""
 
     def maintain(self) -> None:
-        """No index is kept by the embedder."""
+        """Build and save the approximate indexes of large memories (no pgvector)."""
+        if not self.backend.server_vectors:
+            self.memory._vectors.maintain()
