@@ -25,14 +25,14 @@ By meaning
     HNSW index per model (cosine) is built when the model's first vectors
     are stored, and the server ranks: one statement, filters applied while
     the index is scanned (``hnsw.iterative_scan``), hits with their entries.
-    Without it (PostgreSQL's own packages) the server cannot rank vectors, so each process keeps
-    the vectors of the owners it searches as a matrix
-    (:class:`~.vector_owners.ExactOwner`), brought up to date before every
-    search with the vectors added since (their ids only grow). Candidates
-    are then checked and read in one statement: a vector removed meanwhile
-    (its turn left memory, or the session was deleted) is dropped from the
-    matrix, and the filters apply there. One embedding model per namespace
-    at a time: another model's process embeds into its own vectors.
+    Without it (PostgreSQL's own packages) the server cannot rank vectors:
+    each process proposes candidates from the vectors of the owners it
+    searches (:mod:`.postgres_vectors`: a matrix, or for a large memory an
+    approximate index built off the query path and snapshotted), and one
+    statement checks and reads them: a vector removed meanwhile (its turn
+    left memory, or the session was deleted) is dropped, and the filters
+    apply there. One embedding model per process at a time; processes with
+    different models on one namespace share one queue, so keep to one.
 """
 
 from __future__ import annotations
