@@ -1,4 +1,5 @@
-"""Fixtures for the fault tests: stores per backend, a private redis-server, checks.
+"""Fixtures for the fault tests: stores per backend, a private redis-server and a private
+PostgreSQL server (``private_postgres``, from tests/_pg_server.py), checks.
 
 Every fault test ends with :func:`assert_consistent`: every stored entry
 parses and its fields agree with what the writer wrote (nothing half-written).
@@ -18,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pg_server import private_postgres  # noqa: F401  (the fixture, for the fault tests)
+from _postgres import POSTGRES_URL, require_postgres
 from _redis import REDIS_URL, require_redis
 
 from feedback_plugin import SessionQAEntry, SessionStore
 
 
 def skip_or_fail(reason: str) -> None:
-    """Skip with ``reason``; in CI (``$CI`` set) a missing Redis is a failure instead."""
+    """Skip with ``reason``; in CI (``$CI`` set) a missing server is a failure instead."""
     if os.environ.get("CI"):
         pytest.fail(f"CI is set and this fault test cannot run: {reason}")
     pytest.skip(reason)
@@ -36,21 +39,36 @@ def process_context() -> Any:
     import multiprocessing as mp
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["feedback_plugin", "redis", "contract.workers", "faults.workers"])
+    ctx.set_forkserver_preload(
+        ["feedback_plugin", "redis", "psycopg", "contract.workers", "faults.workers"]
+    )
     return ctx
 
 
-@pytest.fixture(params=["disk", "redis"])
+@pytest.fixture(params=["disk", "redis", "postgres"])
 def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """``(location, namespace)`` of an empty store on each backend; Redis keys dropped after."""
+    """``(location, namespace)`` of an empty store on each backend; on the servers (the
+    shared test Redis and PostgreSQL) a namespace of its own, whose keys or rows are
+    dropped after."""
     if request.param == "disk":
         yield str(tmp_path / "store"), ""
         return
-    require_redis("Redis fault")
+    if request.param == "redis":
+        require_redis("Redis fault")
+        location = REDIS_URL
+    else:
+        require_postgres("PostgreSQL fault")
+        location = POSTGRES_URL
     namespace = f"test-{uuid.uuid4().hex}"
-    yield REDIS_URL, namespace
-    with SessionStore(REDIS_URL, namespace=namespace) as store:
+    yield location, namespace
+    with SessionStore(location, namespace=namespace) as store:
         store.backend.drop()  # type: ignore[attr-defined]
+
+
+def with_params(url: str, **params: object) -> str:
+    """``url`` with these query parameters added (``pool_timeout=1``, ...)."""
+    query = "&".join(f"{name}={value}" for name, value in params.items())
+    return f"{url}{'&' if '?' in url else '?'}{query}"
 
 
 def assert_consistent(store: SessionStore) -> list[SessionQAEntry]:

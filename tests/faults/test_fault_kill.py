@@ -1,4 +1,4 @@
-"""``kill -9`` in the middle of a stream of writes, on diskcache and on Redis.
+"""``kill -9`` in the middle of a stream of writes, on diskcache, Redis and PostgreSQL.
 
 A child process records turn after turn (and rates some) and acknowledges
 each call that returned; the parent kills it with SIGKILL mid-stream, then
