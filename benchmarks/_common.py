@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: a table row and its printing, and checking the Redis
-they were pointed at."""
+"""What the benchmark scripts share: a table row and its printing, checking the Redis and
+PostgreSQL servers they were pointed at, and deleting a run's namespace there."""
 
 from __future__ import annotations
 
@@ -87,3 +87,52 @@ def redis_versions(url: str) -> tuple[str, str]:
     finally:
         client.close()
     return server, redis.__version__
+
+
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+"""The PostgreSQL the benchmarks use by default (the test server ``.ci/run`` starts)."""
+
+
+def libpq_url(url: str) -> str:
+    """``url`` without the backend's own query parameters (``schema``, ``pool_size``...)."""
+    from feedback_plugin.backends.postgres import PostgresBackend
+
+    return PostgresBackend(url).conninfo  # the constructor does no I/O
+
+
+def postgres_unreachable(url: str) -> str | None:
+    """Why the PostgreSQL server at ``url`` cannot be used, or ``None`` when it answers."""
+    try:
+        import psycopg
+        import psycopg_pool  # noqa: F401  (the backend needs both)
+    except ImportError:
+        return "psycopg is not installed (pip install 'feedback-plugin[postgres]')"
+    try:
+        with psycopg.connect(libpq_url(url), connect_timeout=3) as con:
+            con.execute("SELECT 1")
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}".strip()
+    return None
+
+
+def postgres_versions(url: str) -> tuple[str, str]:
+    """The PostgreSQL server's and the psycopg client's versions."""
+    import psycopg
+
+    with psycopg.connect(libpq_url(url), connect_timeout=3) as con:
+        row = con.execute("SHOW server_version").fetchone()
+    return (str(row[0]).split()[0] if row else "?"), psycopg.__version__
+
+
+def drop_namespace(location: str, namespace: str) -> int:
+    """Delete everything of ``namespace`` on a Redis or PostgreSQL server (a benchmark
+    run's own, ``bench-...``); return how many keys or rows went."""
+    from feedback_plugin import SessionStore
+
+    if not namespace.startswith("bench"):
+        raise ValueError(f"not a benchmark namespace: {namespace!r}")
+    store = SessionStore(location, namespace=namespace)
+    try:
+        return int(store.backend.drop())  # type: ignore[attr-defined]
+    finally:
+        store.close()

@@ -7,7 +7,8 @@ Run from the repository root (inside the project's venv)::
     python benchmarks/bench_core.py --quick    # smoke test, about 15 seconds
     python benchmarks/bench_core.py --json benchmarks/results/core.json
     python benchmarks/bench_core.py --redis redis://host:6379/15   # another Redis
-    python benchmarks/bench_core.py --no-redis                      # diskcache only
+    python benchmarks/bench_core.py --postgres postgresql://u@host:5432/db  # another PostgreSQL
+    python benchmarks/bench_core.py --no-redis --no-postgres        # diskcache only
 
 It prints one markdown table and a PASS/FAIL line per target, and always
 exits 0: a failed target is a finding to report, not a crash.
@@ -48,16 +49,20 @@ What is measured (every store is a real diskcache directory in a temp dir):
    the handler vs a no-op handler, ``FeedbackMiddleware`` vs none, and the
    cost of memory injection at 100,000 turns (``--no-agents`` skips it).
 
-Sections 3 and 4 run a second time on the Redis backend (``--redis URL``,
-default ``redis://127.0.0.1:6379/15``; ``--no-redis`` skips it, and so does
-an unreachable server, with a line saying so). Each Redis row, marked
-``[Redis]``, sits right below its diskcache row. The Redis stores use their
-own namespace (``bench-<uuid>``), whose keys are deleted at the end. The
-same latency targets are shown beside the Redis rows but only as
-information ("info: met" / "info: over"), not PASS/FAIL: every synchronous
-Redis call is at least one network round trip, which the diskcache targets
-were not set for. The Redis correctness checks (every entry, rating and
-turn there) are real PASS/FAIL checks.
+Sections 3, 4 and 5 run again on the Redis backend (``--redis URL``,
+default ``redis://127.0.0.1:6379/15``) and on the PostgreSQL backend
+(``--postgres URL``, default ``postgresql://postgres@127.0.0.1:5432/test``);
+``--no-redis`` / ``--no-postgres`` skip one, and so does an unreachable
+server, with a line saying so. Each server row, marked ``[Redis]`` or
+``[PostgreSQL]``, sits right below its diskcache row. The server stores use
+a namespace of their own (``bench-<uuid>``), whose keys or rows are deleted
+at the end. The same latency targets are shown beside the server rows but
+only as information ("info: met" / "info: over"), not PASS/FAIL: every
+synchronous call to a server is at least one network round trip, which the
+diskcache targets were not set for. PostgreSQL's flatness in section 3 is a
+real target of its own (the PostgreSQL issue): the p50 in a session of
+10,000 turns within 2x of the p50 in a session of 10. The correctness checks
+(every entry, rating and turn there) are real PASS/FAIL checks everywhere.
 
 Rows marked "diagnostic" carry no target; they split an overhead into its
 parts: LangChain's own cost of having any callback handler, the handler's work
@@ -93,7 +98,16 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from _common import Row, print_rows, redis_unreachable, redis_versions  # noqa: E402  (benchmarks/_common.py)
+from _common import (  # noqa: E402  (benchmarks/_common.py)
+    POSTGRES_URL,
+    Row,
+    drop_namespace,
+    postgres_unreachable,
+    postgres_versions,
+    print_rows,
+    redis_unreachable,
+    redis_versions,
+)
 
 from feedback_plugin import FeedbackCallbackHandler, SessionStore  # noqa: E402
 
@@ -104,6 +118,7 @@ CHAIN_RATIO_MAX = 1.15
 WRITE_P50_MAX_US = 300.0
 READ_P50_MAX_US = 1000.0
 FLAT_MAX = 1.5
+PG_FLAT_MAX = 2.0  # PostgreSQL: an index scan per call, "flat" within 2x (its issue)
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -143,7 +158,7 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     closes: list[float] = field(default_factory=list)  # seconds each store.close() took
-    redis_closes: list[float] = field(default_factory=list)  # the same, Redis stores
+    server_closes: dict[str, list[float]] = field(default_factory=dict)  # by server label
 
     def add(
         self, name: str, value: str, target: str = "", ok: bool | None = None, info: bool = False
@@ -486,23 +501,30 @@ def bench_chain(s: Settings, base: Path, rep: Report) -> None:
 
 @dataclass(frozen=True)
 class Place:
-    """Where a benchmark's stores live: a diskcache directory, or a Redis URL and namespace."""
+    """Where a benchmark's stores live: a diskcache directory, or a server (Redis,
+    PostgreSQL) URL and namespace."""
 
-    label: str  # "diskcache" or "Redis"
-    location: str  # the parent directory (diskcache) or the redis:// URL
+    label: str  # "diskcache", "Redis" or "PostgreSQL"
+    location: str  # the parent directory (diskcache) or the server's URL
     namespace: str | None = None
 
     @property
-    def redis(self) -> bool:
-        return self.label == "Redis"
+    def server(self) -> bool:
+        """A Redis or PostgreSQL store: every synchronous call is a round trip."""
+        return self.label != "diskcache"
+
+    @property
+    def key(self) -> str:
+        """The prefix of this place's figures in the JSON (``""`` for diskcache)."""
+        return f"{self.label.lower()}_" if self.server else ""
 
     def where(self, part: str) -> tuple[str, str | None]:
         """``SessionStore`` arguments for one part of the run (``ops``, ``multi``).
 
-        diskcache: a directory per part; Redis: every part in the run's one
+        diskcache: a directory per part; a server: every part in the run's one
         namespace (the parts use different session ids), dropped at the end.
         """
-        if self.redis:
+        if self.server:
             return self.location, self.namespace
         return str(Path(self.location) / part), None
 
@@ -511,17 +533,24 @@ class Place:
         return SessionStore(location, namespace=namespace, **kwargs)
 
     def tag(self, name: str) -> str:
-        """A row name: diskcache rows keep their names, Redis rows get a ``[Redis]`` prefix."""
-        return f"[Redis] {name}" if self.redis else name
+        """A row name: diskcache rows keep their names, server rows get a ``[Redis]`` or
+        ``[PostgreSQL]`` prefix."""
+        return f"[{self.label}] {name}" if self.server else name
 
+    def info(self, target: str) -> str:
+        """A latency target as shown on this place's row (information only on a server)."""
+        return target + (" (info)" if self.server else "")
 
-def drop_redis(place: Place) -> int:
-    """Delete every key of the run's Redis namespace; return how many went."""
-    store = SessionStore(place.location, namespace=place.namespace)
-    try:
-        return int(store.backend.drop())  # type: ignore[attr-defined]
-    finally:
-        store.close()
+    def flat_target(self) -> tuple[float, bool, str]:
+        """Section 3's flatness target here: the largest ratio, whether it is information
+        only, and what the row says."""
+        if self.label == "PostgreSQL":
+            return PG_FLAT_MAX, False, f"<= {PG_FLAT_MAX:g}x (flat)"
+        return FLAT_MAX, self.server, self.info(f"<= {FLAT_MAX}x")
+
+    def closes(self, rep: Report) -> list[float]:
+        """Where this place's ``store.close()`` times go."""
+        return rep.server_closes.setdefault(self.label, []) if self.server else rep.closes
 
 
 # -- 3: store operations at growing session sizes -----------------------------
@@ -655,13 +684,13 @@ def measure_store_ops(s: Settings, place: Place) -> OpsResult:
 
 
 def bench_store_ops(
-    s: Settings, places: list[Place], rep: Report, redis_note: str | None = None
+    s: Settings, places: list[Place], rep: Report, skipped: dict[str, str] | None = None
 ) -> None:
-    """Section 3 on every place; each Redis row right below its diskcache row."""
+    """Section 3 on every place; each server row right below its diskcache row."""
     measured = [(place, measure_store_ops(s, place)) for place in places]
     small, big = s.sizes[0], s.sizes[-1]
-    if redis_note:
-        rep.add("[Redis] store operations and writer processes", redis_note)
+    for label, note in (skipped or {}).items():
+        rep.add(f"[{label}] store operations and writer processes", note)
     for op, limit in OP_LIMITS.items():
         if limit is None:
             for place, r in measured:
@@ -676,18 +705,19 @@ def bench_store_ops(
                 rep.add(
                     place.tag(f"{op} p50, session of {n:,}"),
                     fmt_us(value),
-                    f"<= {limit:,.0f} µs" + (" (info)" if place.redis else ""),
+                    place.info(f"<= {limit:,.0f} µs"),
                     value <= limit,
-                    info=place.redis,
+                    info=place.server,
                 )
         for place, r in measured:
             flat = r.p50[op][big] / r.p50[op][small]
+            most, info, target = place.flat_target()
             rep.add(
                 place.tag(f"{op} flatness: p50 at {big:,} / p50 at {small:,}"),
                 f"{flat:.2f}x",
-                f"<= {FLAT_MAX}x" + (" (info)" if place.redis else ""),
-                flat <= FLAT_MAX,
-                info=place.redis,
+                target,
+                flat <= most,
+                info=info,
             )
     for place, r in measured:
         rep.add(
@@ -705,12 +735,11 @@ def bench_store_ops(
             not r.bad,
         )
     for place, r in measured:
-        (rep.redis_closes if place.redis else rep.closes).append(r.close_s)
-        prefix = "redis_" if place.redis else ""
-        rep.data[prefix + "store_ops_p50_us"] = {
+        place.closes(rep).append(r.close_s)
+        rep.data[place.key + "store_ops_p50_us"] = {
             op: {str(n): v for n, v in p.items()} for op, p in r.p50.items()
         }
-        rep.data[prefix + "record_wb_flush_per_turn_us"] = {
+        rep.data[place.key + "record_wb_flush_per_turn_us"] = {
             str(n): v for n, v in r.amortised_flush.items()
         }
 
@@ -753,17 +782,17 @@ def bench_session_starts(s: Settings, places: list[Place], rep: Report) -> None:
                     f"a turn starting a new session (wait=True) p50, user with {count:,} sessions"
                 ),
                 fmt_us(starts[count]),
-                f"<= {WRITE_P50_MAX_US:,.0f} µs" + (" (info)" if place.redis else ""),
+                place.info(f"<= {WRITE_P50_MAX_US:,.0f} µs"),
                 starts[count] <= WRITE_P50_MAX_US,
-                info=place.redis,
+                info=place.server,
             )
         flat = starts[big] / starts[small]
         rep.add(
             place.tag(f"new-session flatness: p50 at {big:,} / p50 at {small:,} sessions"),
             f"{flat:.2f}x",
-            f"<= {FLAT_MAX}x" + (" (info)" if place.redis else ""),
+            place.info(f"<= {FLAT_MAX}x"),
             flat <= FLAT_MAX,
-            info=place.redis,
+            info=place.server,
         )
         rep.add(
             place.tag(
@@ -773,8 +802,7 @@ def bench_session_starts(s: Settings, places: list[Place], rep: Report) -> None:
             ),
             " / ".join(f"{listing[n] / 1000:,.1f}" for n in s.session_counts) + " ms",
         )
-        prefix = "redis_" if place.redis else ""
-        rep.data[prefix + "session_start_p50_us"] = {str(n): v for n, v in starts.items()}
+        rep.data[place.key + "session_start_p50_us"] = {str(n): v for n, v in starts.items()}
 
 
 # -- 4: several writer processes -------------------------------------------------
@@ -853,7 +881,7 @@ def bench_processes(s: Settings, places: list[Place], rep: Report) -> None:
         for place in places:
             log(f"{s.procs} writer processes x {s.turns_per_proc:,} turns, {label}, {place.label}")
             elapsed, questions, slowest_close = run_writers(*place.where("multi"), s, wait)
-            (rep.redis_closes if place.redis else rep.closes).append(slowest_close)
+            place.closes(rep).append(slowest_close)
             ok, detail = check_writers(questions, s)
             rate = total / elapsed
             rep.add(
@@ -865,7 +893,7 @@ def bench_processes(s: Settings, places: list[Place], rep: Report) -> None:
             )
             rep.add(place.tag(f"  ... every turn there ({label}, check)"), detail, "all", ok)
             key = "processes_sync" if wait else "processes"
-            rep.data[("redis_" if place.redis else "") + key] = {
+            rep.data[place.key + key] = {
                 "turns_per_s": rate,
                 "seconds": elapsed,
                 "found": len(questions),
@@ -898,18 +926,53 @@ def print_table(rep: Report, s: Settings, quick: bool) -> None:
         f"load average {rep.data.get('load_before', '?')} before, "
         f"{rep.data.get('load_after', '?')} after the run (other processes share the CPUs).\n"
     )
-    redis_info = rep.data.get("redis", {})
-    if redis_info.get("skipped"):
-        print(f"Redis rows skipped: {redis_info['skipped']}\n")
-    elif redis_info:
-        print(
-            f"[Redis] rows: Redis {redis_info['server']} at {redis_info['url']} (redis-py "
-            f"{redis_info['client']}), namespace {redis_info['namespace']!r}, keys deleted "
-            "after the run; their latency targets are information only (each synchronous "
-            "call includes a loopback round trip).\n"
-        )
+    for label, client, deleted in SERVERS:
+        info = rep.data.get(label.lower(), {})
+        if info.get("skipped"):
+            print(f"{label} rows skipped: {info['skipped']}\n")
+        elif info:
+            print(
+                f"[{label}] rows: {label} {info['server']} at {info['url']} ({client} "
+                f"{info['client']}), namespace {info['namespace']!r}, {deleted} deleted "
+                "after the run; their latency targets are information only (each synchronous "
+                "call includes a loopback round trip)"
+                + (
+                    f"; their flatness target is PostgreSQL's own, <= {PG_FLAT_MAX:g}x."
+                    if label == "PostgreSQL"
+                    else "."
+                )
+                + "\n"
+            )
 
     print_rows(rep.rows)
+
+
+# (label, client library, what the namespace's drop deletes)
+SERVERS = [("Redis", "redis-py", "keys"), ("PostgreSQL", "psycopg", "rows")]
+
+
+def server_place(label: str, url: str | None, rep: Report, notes: dict[str, str]) -> Place | None:
+    """The place of one server, or ``None`` (``url`` None: its ``--no-...`` flag; or no
+    server answers there, noted in ``notes``)."""
+    key = label.lower()
+    if url is None:
+        rep.data[key] = {"skipped": f"--no-{key if label == 'Redis' else 'postgres'}"}
+        return None
+    unreachable = redis_unreachable if label == "Redis" else postgres_unreachable
+    if (why := unreachable(url)) is not None:
+        notes[label] = f"skipped: no {label} at {url} ({why})"
+        rep.data[key] = {"skipped": f"no {label} at {url} ({why})"}
+        print(f"{label} rows skipped: no {label} at {url} ({why})", flush=True)
+        return None
+    place = Place(label, url, f"bench-{uuid.uuid4().hex}")
+    server, client = (redis_versions if label == "Redis" else postgres_versions)(url)
+    rep.data[key] = {
+        "url": url,
+        "namespace": place.namespace,
+        "server": server,
+        "client": client,
+    }
+    return place
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -921,37 +984,34 @@ def main(argv: list[str] | None = None) -> int:
         "--redis",
         metavar="URL",
         default=REDIS_URL,
-        help=f"also run sections 3 and 4 on this Redis (default {REDIS_URL})",
+        help=f"also run sections 3 to 5 on this Redis (default {REDIS_URL})",
     )
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis rows")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        default=POSTGRES_URL,
+        help=f"also run sections 3 to 5 on this PostgreSQL (default {POSTGRES_URL})",
+    )
+    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL rows")
     parser.add_argument("--no-agents", action="store_true", help="skip section 6 (agents)")
     args = parser.parse_args(argv)
     s = QUICK if args.quick else Settings()
     base = Path(tempfile.mkdtemp(prefix="fp-bench-", dir=args.dir))
     rep = Report()
     places = [Place("diskcache", str(base))]
-    redis_note = None
-    if args.no_redis:
-        rep.data["redis"] = {"skipped": "--no-redis"}
-    elif (why := redis_unreachable(args.redis)) is not None:
-        redis_note = f"skipped: no Redis at {args.redis} ({why})"
-        rep.data["redis"] = {"skipped": f"no Redis at {args.redis} ({why})"}
-        print(f"Redis rows skipped: no Redis at {args.redis} ({why})", flush=True)
-    else:
-        redis_place = Place("Redis", args.redis, f"bench-{uuid.uuid4().hex}")
-        places.append(redis_place)
-        server, client = redis_versions(args.redis)
-        rep.data["redis"] = {
-            "url": args.redis,
-            "namespace": redis_place.namespace,
-            "server": server,
-            "client": client,
-        }
+    skipped: dict[str, str] = {}
+    for label, url in (
+        ("Redis", None if args.no_redis else args.redis),
+        ("PostgreSQL", None if args.no_postgres else args.postgres),
+    ):
+        if (place := server_place(label, url, rep, skipped)) is not None:
+            places.append(place)
     rep.data["load_before"] = load_average()
     try:
         bench_handler(s, base, rep)
         bench_chain(s, base, rep)
-        bench_store_ops(s, places, rep, redis_note)
+        bench_store_ops(s, places, rep, skipped)
         bench_processes(s, places, rep)
         bench_session_starts(s, places, rep)
         if not args.no_agents:
@@ -969,26 +1029,26 @@ def main(argv: list[str] | None = None) -> int:
             worst < 1.0,
         )
         rep.data["close_seconds"] = rep.closes
-        if rep.redis_closes:
-            worst = max(rep.redis_closes)
+        for label, closes in rep.server_closes.items():
+            worst = max(closes)
             rep.add(
-                "[Redis] store.close() right after the last record, slowest of "
-                f"{len(rep.redis_closes)} stores (check)",
+                f"[{label}] store.close() right after the last record, slowest of "
+                f"{len(closes)} stores (check)",
                 f"{worst:.3f} s",
                 "< 1 s",
                 worst < 1.0,
             )
-            rep.data["redis_close_seconds"] = rep.redis_closes
+            rep.data[f"{label.lower()}_close_seconds"] = closes
         rep.data["load_after"] = load_average()
     finally:
         shutil.rmtree(base, ignore_errors=True)
         for place in places:
-            if place.redis:
+            if place.server and place.namespace is not None:
                 try:
-                    removed = drop_redis(place)
-                    log(f"deleted the {removed:,} Redis keys of namespace {place.namespace!r}")
+                    removed = drop_namespace(place.location, place.namespace)
+                    log(f"deleted {removed:,} {place.label} keys/rows of {place.namespace!r}")
                 except Exception as exc:
-                    log(f"could not delete Redis namespace {place.namespace!r}: {exc}")
+                    log(f"could not delete {place.label} namespace {place.namespace!r}: {exc}")
     print_table(rep, s, args.quick)
     if args.json:
         out = Path(args.json)

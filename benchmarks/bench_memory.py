@@ -12,6 +12,9 @@ Run from the repository root (inside the project's venv)::
     python benchmarks/bench_memory.py --backend redis --redis redis://host:6379/15
     python benchmarks/bench_memory.py --only recall        # (e) alone: recall by meaning
     python benchmarks/bench_memory.py --only recall --embeddings fake   # code path only
+    python benchmarks/bench_memory.py --only postgres      # the PostgreSQL rows alone
+    python benchmarks/bench_memory.py --postgres postgresql://u@host:5432/db
+    python benchmarks/bench_memory.py --no-postgres        # without the PostgreSQL rows
 
 It prints one markdown table and a PASS/FAIL line per target, and always
 exits 0: a failed target is a finding to report, not a crash. The header
@@ -108,6 +111,21 @@ So:
 - (d) "index build" deletes the index file, as on diskcache; the next query
   builds it from a full scan. Same 30 s target and checks. (A fresh process
   with the file in place: ``benchmarks/bench_first_query.py``.)
+
+On PostgreSQL (every run, after (d); ``--only postgres`` alone)
+---------------------------------------------------------------
+``benchmarks/bench_postgres.py`` (also runnable alone; its docstring has the
+details) loads the same data set, ``n`` turns of which 30% liked, into a
+PostgreSQL namespace of its own (``--postgres URL``, default
+``postgresql://postgres@127.0.0.1:5432/test``; ``bench-pg-<8 hex digits>``,
+dropped at the end) with ``import_entries``, then, in rows marked
+``[PostgreSQL]``: the retriever's p50 / p95 by words (targets p50 <= 10 ms,
+p95 <= 30 ms, judged at any ``n``; the issue sets them at 100,000 turns) and
+hybrid with word-hash embeddings (information), recall@5 (information), and
+a fresh process's first query (target: within 2x the warm p50 plus a bare
+connection's setup), with Redis's fresh-process figure from
+``bench_first_query`` beside it. ``--no-postgres`` skips them, and so does an
+unreachable server, with a row saying so.
 """
 
 from __future__ import annotations
@@ -138,7 +156,13 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from _common import Row, print_rows, redis_unreachable, redis_versions  # noqa: E402  (benchmarks/_common.py)
+from _common import (  # noqa: E402  (benchmarks/_common.py)
+    POSTGRES_URL,
+    Row,
+    print_rows,
+    redis_unreachable,
+    redis_versions,
+)
 
 from feedback_plugin import PositiveMemoryRetriever, SessionStore  # noqa: E402
 
@@ -1739,6 +1763,11 @@ def print_table(rep: Report, s: Settings, quick: bool, where: Where, only: str |
             "\n## feedback_plugin positive-memory benchmark, (e) recall by meaning only"
             f"{' (--quick)' if quick else ''}\n"
         )
+    elif only == "postgres":
+        print(
+            f"\n## feedback_plugin positive-memory benchmark, PostgreSQL only ({s.n:,} turns"
+            f"{', --quick' if quick else ''})\n"
+        )
     else:
         print(
             f"\n## feedback_plugin positive-memory benchmark ({s.n:,} turns"
@@ -1752,6 +1781,14 @@ def print_table(rep: Report, s: Settings, quick: bool, where: Where, only: str |
             + (", kept" if redis_info.get("kept") else ", keys deleted after the run")
             + "; the memory index is a file per machine (SQLite FTS5, built from a scan, "
             "fed by the change stream).\n"
+        )
+    pg = rep.data.get("postgres", {})
+    if pg.get("server"):
+        print(
+            f"[PostgreSQL] rows: PostgreSQL {pg['server']} at {pg['url']} (psycopg "
+            f"{pg['client']}), namespace {pg['namespace']!r}, {pg['n']:,} turns loaded with "
+            "import_entries, rows deleted after the run; searched on the server (tsvector, "
+            "GIN, ts_rank_cd); hybrid with word-hash embeddings (bench_scale).\n"
         )
     print(
         f"Python {platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}, "
@@ -1807,9 +1844,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("recall",),
-        help="run one section alone: recall = (e) recall by meaning (its own small stores)",
+        choices=("recall", "postgres"),
+        help="run one section alone: recall = (e) recall by meaning (its own small stores), "
+        "postgres = the PostgreSQL rows (bench_postgres.py)",
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        default=POSTGRES_URL,
+        help=f"the PostgreSQL of the [PostgreSQL] rows (default {POSTGRES_URL})",
+    )
+    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL rows")
     parser.add_argument(
         "--embeddings",
         choices=("auto", "local", "fake"),
@@ -1841,7 +1886,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter()
     try:
         rep.mark_load("start")
-        if args.only != "recall":
+        if args.only is None:
             store, data = build(s, where, rep)
             rep.mark_load("(a)")
             bench_latency(s, store, data, rep, args.profile)
@@ -1851,7 +1896,13 @@ def main(argv: list[str] | None = None) -> int:
             rep.mark_load("(d)")
             store = bench_build(s, store, data, rep, compare, args.profile)
             store.close()
-        bench_meaning(s, rep, base, args.embeddings)
+        if args.only in (None, "postgres") and not args.no_postgres:
+            import bench_postgres
+
+            pg = bench_postgres.settings(args.quick, s.n)
+            bench_postgres.run(pg, rep, args.postgres, args.redis, base, keep=args.keep)
+        if args.only in (None, "recall"):
+            bench_meaning(s, rep, base, args.embeddings)
         rep.mark_load("end")
     finally:
         if args.keep:
