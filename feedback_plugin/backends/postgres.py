@@ -30,7 +30,7 @@ event loop, an ``AsyncConnectionPool`` for the ``a*`` ones, both opened on
 first use (the constructor does no I/O) and checked before each use, so a
 server restart costs no failed call once it is back. The URL's own query
 parameters ``schema`` (default ``feedback_plugin``), ``pool_size`` (10) and
-``pool_timeout`` (seconds a call waits for a free connection, 5) are the
+``pool_timeout`` (seconds a call waits for a free connection, 2) are the
 backend's; the rest go to libpq. An exhausted pool raises
 ``psycopg_pool.PoolTimeout`` (a transient error: queued turns are kept and
 retried; a read raises :class:`~feedback_plugin.errors.StoreError` saying so).
@@ -129,7 +129,7 @@ class PostgresBackend:
         self.schema = check_schema_name(schema or options.get("schema") or "feedback_plugin")
         try:
             self.pool_size = int(pool_size or options.get("pool_size") or 10)
-            self.pool_timeout = float(pool_timeout or options.get("pool_timeout") or 5.0)
+            self.pool_timeout = float(pool_timeout or options.get("pool_timeout") or 2.0)
         except ValueError as exc:
             raise ConfigurationError(f"bad pool option in {url!r}: {exc}") from exc
         if self.pool_size < 1 or not self.pool_timeout > 0:
@@ -180,6 +180,11 @@ class PostgresBackend:
             "min_size": 1,
             "max_size": self.pool_size,
             "timeout": self.pool_timeout,
+            # a failed reconnection is retried at 1, 3, 7, 15... s, and no caller starts
+            # another meanwhile: give up within seconds, so the next call connects at once
+            # when the server is back (the default, 300 s, kept calls failing for as long
+            # as the outage had lasted)
+            "reconnect_timeout": max(self.pool_timeout, 2.0),
             "kwargs": {"autocommit": True, "connect_timeout": 5},
             "open": False,
         }
