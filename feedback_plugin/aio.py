@@ -50,6 +50,8 @@ class _Store(Protocol):
     @property
     def location(self) -> str: ...
     @property
+    def shown_location(self) -> str: ...
+    @property
     def _writer(self) -> _Writer: ...
 
     def _waits(self, wait: bool | None) -> bool: ...
@@ -90,7 +92,7 @@ async def _guard(store: _Store, what: str, work: Awaitable[_T]) -> _T:
     except StoreError:
         raise
     except Exception as exc:
-        raise StoreError(f"{what} failed on {store.location}: {calls.describe(exc)}") from exc
+        raise StoreError(f"{what} failed on {store.shown_location}: {calls.describe(exc)}") from exc
 
 
 async def _written(store: _Store, scope: tuple[str | None, str | None] | None = None) -> None:

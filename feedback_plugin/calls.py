@@ -41,6 +41,7 @@ __all__ = [
     "parse",
     "parse_all",
     "rating",
+    "redacted",
     "refused",
     "session_args",
     "thumb",
@@ -174,6 +175,19 @@ def parse(payload: str) -> SessionQAEntry | None:
             payload,
         )
         return None
+
+
+def redacted(location: str) -> str:
+    """A store location fit for messages and logs: a URL's password as ``***``.
+
+    >>> redacted("postgresql://app:s3cret@db:5432/feedback")
+    'postgresql://app:***@db:5432/feedback'
+    """
+    scheme, sep, rest = location.partition("://")
+    userinfo, at, host = rest.partition("@")
+    if not sep or not at or ":" not in userinfo or "/" in userinfo:
+        return location
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def describe(exc: BaseException) -> str:

@@ -162,6 +162,7 @@ class SessionStore(AsyncMethods):
             self.backend = open_backend(
                 self.location, namespace=namespace, ttl=ttl, max_entries=max_entries
             )
+        self.shown_location = calls.redacted(self.location)  # for messages: no password
         self._writer: WriteBehind[Queued] = WriteBehind(
             self._append,
             interval=flush_interval,
@@ -192,7 +193,7 @@ class SessionStore(AsyncMethods):
         self._io("memory", self.backend.memory().on_change, (user, session_id), qa_id)
 
     def __repr__(self) -> str:
-        return f"SessionStore({self.location!r}, namespace={self.namespace!r})"
+        return f"SessionStore({self.shown_location!r}, namespace={self.namespace!r})"
 
     def __enter__(self) -> SessionStore:
         return self
@@ -447,7 +448,9 @@ class SessionStore(AsyncMethods):
         try:
             yield from self.backend.scan()
         except Exception as exc:
-            raise StoreError(f"scan failed on {self.location}: {calls.describe(exc)}") from exc
+            raise StoreError(
+                f"scan failed on {self.shown_location}: {calls.describe(exc)}"
+            ) from exc
 
     def read_payloads(self, session_id: Id, *, user: str | None = None) -> list[str]:
         """One session's stored payloads, oldest first, unparsed (see :meth:`scan_payloads`)."""
@@ -606,4 +609,6 @@ class SessionStore(AsyncMethods):
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(f"{what} failed on {self.location}: {calls.describe(exc)}") from exc
+            raise StoreError(
+                f"{what} failed on {self.shown_location}: {calls.describe(exc)}"
+            ) from exc

@@ -49,6 +49,7 @@ def store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SessionSt
 
 def _fill(store: SessionStore, start: int, stop: int) -> None:
     """Liked turns ``start..stop`` with their vectors stored (leased and stored by hand)."""
+    memory(store).queue_all("m")
     store.import_entries(
         SessionQAEntry(
             qa_id=f"q{i}", session_id="s", question=f"question {i}", answer="a",

@@ -45,7 +45,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
 from .base import Change, Item, SessionKey
@@ -92,7 +92,9 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
             else rest.append((name, value))
         )
     scheme = "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
-    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(rest), "")), ours
+    # quote, not quote_plus: libpq reads "+" as a plus sign, not a space
+    query = urlencode(rest, quote_via=quote)
+    return urlunsplit((scheme, parts.netloc, parts.path, query, "")), ours
 
 
 class PostgresBackend:
@@ -150,7 +152,9 @@ class PostgresBackend:
         self.server_vectors = False  # the database has pgvector (known after first use)
 
     def __repr__(self) -> str:
-        return f"PostgresBackend({self.url!r}, namespace={self.namespace!r})"
+        from ..calls import redacted
+
+        return f"PostgresBackend({redacted(self.url)!r}, namespace={self.namespace!r})"
 
     # -- connections -----------------------------------------------------------------
 
@@ -230,10 +234,17 @@ class PostgresBackend:
             self._apools[loop] = pool
         return pool
 
-    def _run(self, sql: str, params: Any = None, binary: bool = False) -> list[tuple[Any, ...]]:
-        """One statement's rows (``binary``: bytea as bytes on the wire, not hex text)."""
+    def _run(
+        self, sql: str, params: Any = None, binary: bool = False, prepare: bool | None = None
+    ) -> list[tuple[Any, ...]]:
+        """One statement's rows (``binary``: bytea as bytes on the wire, not hex text).
+
+        ``prepare=False`` for a statement whose best plan depends on its values (a
+        memory search: one owner's few rows, or the GIN index): psycopg prepares a
+        statement run five times, and PostgreSQL then settles on one generic plan
+        (measured: 2.4 ms planned per query, 10.7 ms prepared)."""
         with self.pool.connection() as con:
-            cur = con.execute(sql, params, binary=binary)
+            cur = con.execute(sql, params, binary=binary, prepare=prepare)
             rows: list[tuple[Any, ...]] = cur.fetchall() if cur.description else []
         return rows
 
@@ -515,12 +526,24 @@ class PostgresBackend:
             return self._memory
 
     def close(self) -> None:
+        """Release the sync pool, and the async pool of every event loop that is not
+        running now (closed on that loop: its tasks end there, not whenever the loop's
+        owner cancels what is left); a running loop's pool is its own ``aclose``'s."""
         if self._memory is not None:
             self._memory.close()
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+        for loop, apool in list(self._apools.items()):
+            if loop.is_running():
+                continue
+            self._apools.pop(loop, None)
+            if not loop.is_closed():
+                try:
+                    loop.run_until_complete(apool.close(timeout=1.0))
+                except Exception as exc:  # closing is best effort: the loop goes anyway
+                    log.warning("feedback_plugin: async pool not closed: %s", exc)
 
     async def aclose(self) -> None:
         """Close this loop's async pool (other loops close theirs), then the sync one."""

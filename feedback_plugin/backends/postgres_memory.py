@@ -166,7 +166,7 @@ class PostgresMemory:
             )
         return [
             Hit((dec_id(o), str(dec_id(s))), str(dec_id(q)), float(r), payload)
-            for o, s, q, r, payload in self.backend._run(sql, params)
+            for o, s, q, r, payload in self.backend._run(sql, params, prepare=False)
         ]
 
     # -- nothing held, nothing to catch up ---------------------------------------------
@@ -195,17 +195,27 @@ class PostgresMemory:
                 return
             for other in list(self._embedders):  # one model at a time: its batch finished
                 self._embedders.pop(other).stop()
-            self.backend._run(
-                f"INSERT INTO {self.s}.embed_queue (turn_seq, namespace)"
-                f" SELECT t.seq, t.namespace FROM {self.t} t"
-                " WHERE t.namespace = %(ns)s AND t.words IS NOT NULL AND NOT EXISTS"
-                f" (SELECT 1 FROM {self.s}.vectors v WHERE v.turn_seq = t.seq"
-                " AND v.model = %(m)s) ON CONFLICT (turn_seq) DO NOTHING RETURNING 1",
-                {"ns": self.backend.ns, "m": model},
-            )
+            self.queue_all(model)
             queue = _Queue(self)
             embedder = self._embedders[model] = Embedder(queue, model, embeddings)
             embedder.start()
+
+    def queue_all(self, model: str) -> None:
+        """Have every remembered turn of the namespace without a vector of ``model``
+        queued, and the trigger queue the namespace's turns from now on."""
+        self.backend._run(
+            f"INSERT INTO {self.s}.meta VALUES ('embeddings:' || %(ns)s, %(m)s)"
+            " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            {"ns": self.backend.ns, "m": model},
+        )
+        self.backend._run(
+            f"INSERT INTO {self.s}.embed_queue (turn_seq, namespace)"
+            f" SELECT t.seq, t.namespace FROM {self.t} t"
+            " WHERE t.namespace = %(ns)s AND t.words IS NOT NULL AND NOT EXISTS"
+            f" (SELECT 1 FROM {self.s}.vectors v WHERE v.turn_seq = t.seq"
+            " AND v.model = %(m)s) ON CONFLICT (turn_seq) DO NOTHING",
+            {"ns": self.backend.ns, "m": model},
+        )
 
     def wait_embedded(self, timeout: float) -> bool:
         with self._lock:
@@ -248,6 +258,7 @@ class PostgresMemory:
                 f" LEFT JOIN {self.t} t ON t.seq = c.seq AND {where} ORDER BY c.n",
                 {**params, "c": candidates},
                 binary=True,
+                prepare=False,
             )
             hits, gone = [], []
             for seq, vec, o, s, q, payload in rows:
@@ -278,6 +289,7 @@ class PostgresMemory:
             " WHERE v.model = %(m)s AND v.namespace = %(ns)s AND v.owner = %(o)s"
             f" AND {where} ORDER BY d LIMIT %(limit)s) AS near ORDER BY d",
             {**params, "qv": vector_text(query), "limit": limit},
+            prepare=False,
         )
         return [
             Hit((dec_id(o), str(dec_id(s))), str(dec_id(q)), float(similarity), payload)

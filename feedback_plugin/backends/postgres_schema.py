@@ -17,9 +17,11 @@ Layout (in one PostgreSQL schema, ``feedback_plugin`` unless the URL says
     vectors      one vector per remembered turn and embedding model (float32,
                  normalised, bytea); dropped with its turn, and when the turn's
                  text changes or it leaves memory (trigger)
-    embed_queue  turns waiting for a vector (filled by the same trigger), leased
-                 by the embedder threads of every process
-    meta         key/value: ``schema_version``
+    embed_queue  turns waiting for a vector (filled by the same trigger in a
+                 namespace where a process embeds), leased by the embedder
+                 threads of every process
+    meta         key/value: ``schema_version``; ``embeddings:<namespace>``, the
+                 model a namespace's turns are embedded with
 
 Where the database has the ``vector`` extension (pgvector; ``CREATE EXTENSION
 vector`` is the database owner's to run), ``vectors`` also gets an
@@ -126,10 +128,13 @@ MIGRATIONS: list[list[str]] = [
         """
         CREATE FUNCTION {s}.queue_embedding() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            DELETE FROM {s}.vectors WHERE turn_seq = NEW.seq;
+            IF TG_OP = 'UPDATE' THEN  -- a new text, or out of memory: the vector is stale
+                DELETE FROM {s}.vectors WHERE turn_seq = NEW.seq;
+            END IF;
             IF NEW.words IS NULL THEN
                 DELETE FROM {s}.embed_queue WHERE turn_seq = NEW.seq;
-            ELSE
+            ELSIF EXISTS (SELECT 1 FROM {s}.meta WHERE key = 'embeddings:' || NEW.namespace)
+            THEN  -- only where a process embeds (use_embeddings queues the rest itself)
                 INSERT INTO {s}.embed_queue (turn_seq, namespace) VALUES (NEW.seq, NEW.namespace)
                 ON CONFLICT (turn_seq) DO UPDATE SET lease = 0;
             END IF;
@@ -158,11 +163,40 @@ def check_schema_name(name: str) -> str:
     return name
 
 
+def _current(con: Any, s: str) -> bool | None:
+    """Whether the database has pgvector, when ``s`` is at this version with everything
+    in place (one statement, no DDL: an application role needs no CREATE right);
+    ``None`` when it must be created or migrated."""
+    row = con.execute(
+        "SELECT to_regclass(%s) IS NOT NULL,"
+        " EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector'),"
+        " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+        " AND attname = 'embedding' AND NOT attisdropped)",
+        (f"{s}.meta", f"{s}.vectors"),
+    ).fetchone()
+    has_meta, server, column = row
+    if not has_meta or (server and not column):
+        return None
+    found = con.execute(f"SELECT value FROM {s}.meta WHERE key = 'schema_version'").fetchone()
+    if found is None or int(found[0]) < SCHEMA_VERSION:
+        return None
+    if int(found[0]) > SCHEMA_VERSION:
+        raise ConfigurationError(
+            f"the database's feedback_plugin schema {s} is at version {found[0]}; "
+            f"this library knows up to {SCHEMA_VERSION}: upgrade feedback-plugin"
+        )
+    return bool(server)
+
+
 def ensure_schema(con: Any, schema: str) -> bool:
     """Create or migrate ``schema`` to :data:`SCHEMA_VERSION` (one transaction on ``con``);
     whether the database has the ``vector`` extension, whose ``vectors.embedding``
-    column is then added (see :func:`ensure_hnsw`)."""
+    column is then added (see :func:`ensure_hnsw`). A schema already current costs one
+    read and no DDL."""
     s = f'"{check_schema_name(schema)}"'
+    current = _current(con, s)
+    if current is not None:
+        return current
     with con.transaction():
         con.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
@@ -203,6 +237,8 @@ def ensure_hnsw(con: Any, schema: str, model: str, dims: int) -> None:
 
     s = f'"{check_schema_name(schema)}"'
     name = hnsw_index_name(model, dims)
+    if con.execute("SELECT to_regclass(%s)", (f'{s}."{name}"',)).fetchone()[0] is not None:
+        return  # built: no DDL (an application role may lack the right)
     with con.transaction():
         con.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         con.execute(

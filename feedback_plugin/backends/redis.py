@@ -134,7 +134,9 @@ class RedisBackend(RedisFeed):
         )
 
     def __repr__(self) -> str:
-        return f"RedisBackend({self.url!r}, namespace={self.namespace!r})"
+        from ..calls import redacted
+
+        return f"RedisBackend({redacted(self.url)!r}, namespace={self.namespace!r})"
 
     @property
     def client(self) -> Any:

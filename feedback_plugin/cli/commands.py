@@ -311,9 +311,13 @@ def cmd_import(args: argparse.Namespace, store: SessionStore, out: Out) -> int:
     except analytics.ImportFormatError as exc:  # a bad line: a file error, not bad arguments
         raise CliError(str(exc)) from exc
     if out.as_json:
-        out.json({"imported": imported, "store": store.location, "namespace": store.namespace})
+        out.json(
+            {"imported": imported, "store": store.shown_location, "namespace": store.namespace}
+        )
     else:
-        out.print(f"imported {imported} turn{'s' if imported != 1 else ''} into {store.location}")
+        out.print(
+            f"imported {imported} turn{'s' if imported != 1 else ''} into {store.shown_location}"
+        )
     return EXIT_OK
 
 

@@ -128,8 +128,8 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--store",
         metavar="DIR|URL",
         default=default,
-        help="store directory or redis:// URL (default: $FEEDBACK_PLUGIN_DIR, else "
-        "the per-user data directory)",
+        help="store directory, redis:// or postgresql:// URL (default: $FEEDBACK_PLUGIN_DIR, "
+        "else the per-user data directory)",
     )
     parser.add_argument(
         "--namespace",

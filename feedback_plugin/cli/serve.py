@@ -87,7 +87,9 @@ def cmd_serve(args: argparse.Namespace, out: Out) -> int:
             allow_open=allow_open or guards.is_loopback(host),
         )
         shown = f"[{host}]" if ":" in host else host
-        out.print(f"feedback_plugin demo chat: http://{shown}:{port}/  (store: {store.location})")
+        out.print(
+            f"feedback_plugin demo chat: http://{shown}:{port}/  (store: {store.shown_location})"
+        )
         out.print(f"Answers to Host names: {', '.join(hosts)}")
         out.print("Ctrl+C stops it.")
         sys.stdout.flush()
