@@ -548,9 +548,9 @@ def sent_statement(store: SessionStore, user: str, query: str) -> tuple[str, dic
     real: Callable[..., Any] = backend._run
     sent: list[tuple[str, Any]] = []
 
-    def spy(statement: str, params: Any = None) -> Any:
+    def spy(statement: str, params: Any = None, **options: Any) -> Any:
         sent.append((statement, params))
-        return real(statement, params)
+        return real(statement, params, **options)
 
     backend._run = spy
     try:
@@ -580,8 +580,8 @@ def bench_plans(url: str, store: SessionStore, queries: list[tuple[str, str]], r
             p50[prepare] = ms(statistics.median(times))
     rep.add(
         f"[PostgreSQL] ... diagnostic: the search statements of {len(statements)} queries "
-        "replayed on a plain connection, unprepared (a plan per query) / prepared (what the "
-        "pool's connections do after 5 runs: PostgreSQL may switch to a generic plan), p50",
+        "replayed on a plain connection, unprepared (a plan per query: what the library "
+        "sends) / prepared (a generic plan after 5 runs, which the library avoids), p50",
         f"{p50[False]:.2f} / {p50[True]:.2f} ms",
     )
     rep.data["postgres"]["plans_p50_ms"] = {"unprepared": p50[False], "prepared": p50[True]}

@@ -44,16 +44,14 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
 from .base import Change, Item, SessionKey
+from .postgres_memory import PostgresMemory
 from .postgres_rows import dec_id, enc_id, jsonb_safe, split_payload
 from .postgres_schema import check_schema_name, ensure_schema
-
-if TYPE_CHECKING:
-    from .postgres_memory import PostgresMemory
 
 __all__ = ["PostgresBackend"]
 
@@ -159,6 +157,9 @@ class PostgresBackend:
     # -- connections -----------------------------------------------------------------
 
     def _ensure_schema(self) -> None:
+        """Create or migrate the schema once per process, on a connection of its own (a
+        server that does not answer is then reported as such, not as a pool timeout),
+        and learn whether the database has pgvector."""
         key = (self.conninfo, self.schema)
         if key not in _schema_ready:
             import psycopg
@@ -520,8 +521,6 @@ class PostgresBackend:
         """Positive memory, searched on the server (:mod:`.postgres_memory`)."""
         with self._pool_lock:
             if self._memory is None:
-                from .postgres_memory import PostgresMemory
-
                 self._memory = PostgresMemory(self)
             return self._memory
 

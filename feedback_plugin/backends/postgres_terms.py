@@ -4,18 +4,24 @@
 turns ("password" in a help desk's memory) matches most rows, costs a rank
 of each, and outweighs the rare word that tells them apart. So a query
 searches its rarest lexemes only, as many as keep the estimated matches
-within :data:`BUDGET` rows (and always the two rarest):
+within :data:`BUDGET` rows:
 
 * lexemes: each query word as ``to_tsvector('english', …)`` stems it, asked
   of the server once per word and process (:data:`WORDS_KEPT` kept);
 * counts: ``ANALYZE`` keeps, for a ``tsvector`` column, the fraction of rows
   holding each of its most common lexemes (``pg_stats.most_common_elems``).
-  A lexeme not listed is rarer than the least common listed one. Read at
-  most every :data:`STATS_EVERY` seconds per process; a table never
-  analysed is analysed once, in the background.
+  A lexeme not listed is rarer than the least common listed one, or in no
+  row at all (a synonym the memory never uses): it is always searched, and
+  the two rarest listed ones with it, however common, since the turn a
+  query rewords holds its common words too (searching only the rarest,
+  absent, words found 0.31 of reworded queries; this, 0.97). Read at most
+  every :data:`STATS_EVERY` seconds per process; a table never analysed is
+  analysed once, in the background.
 
-When even the rarest lexeme is estimated to match more than the budget, the
-search ranks the owner's :data:`RECENT` most recent remembered turns only.
+Rows are matched by the chosen lexemes and ranked by all of the query's.
+When even the rarest listed lexeme is estimated to match more than the
+budget, the search ranks the owner's :data:`RECENT` most recent remembered
+turns only.
 """
 
 from __future__ import annotations
@@ -41,9 +47,14 @@ WORDS_KEPT = 50_000
 
 Run = Callable[[str, Any], list[tuple[Any, ...]]]
 
-Choice = tuple[str, bool]
-"""``(tsquery text, recent only)``: the lexemes to search for, OR-ed, quoted; whether
+Choice = tuple[str, str, bool]
+"""``(match, rank, recent only)``: the lexemes rows must hold one of, and every lexeme
+of the query (what they are ranked by), each a tsquery text (OR-ed, quoted); whether
 to rank only the owner's most recent remembered turns."""
+
+
+def _ored(lexemes: Sequence[str]) -> str:
+    return " | ".join("'" + x.replace("'", "''") + "'" for x in lexemes)
 
 
 class Lexicon:
@@ -55,7 +66,6 @@ class Lexicon:
         self._lock = threading.Lock()
         self._lexemes: dict[str, tuple[str, ...]] = {}
         self._freq: dict[str, float] = {}
-        self._floor = 0.0  # the least common listed lexeme's fraction
         self._rows = 0.0  # remembered rows, estimated
         self._read_at = -STATS_EVERY
         self._analysing = False
@@ -67,19 +77,20 @@ class Lexicon:
             return None
         self._refresh()
         with self._lock:
-            freq, floor, rows = self._freq, self._floor, self._rows
-        by_rarity = sorted(lexemes, key=lambda x: freq.get(x, floor / 2))
-        chosen: list[str] = []
+            freq, rows = self._freq, self._rows
+        # a lexeme the counts do not list is rarer than the least common listed one, or
+        # in no row at all (a word of the query the memory never uses): searched always
+        chosen = [x for x in lexemes if x not in freq]
+        known = sorted((x for x in lexemes if x in freq), key=freq.__getitem__)
         matches = 0.0
-        for lexeme in by_rarity:
-            estimate = freq.get(lexeme, floor / 2) * rows
-            if len(chosen) >= 2 and matches + estimate > BUDGET:
+        for taken, lexeme in enumerate(known):
+            estimate = freq[lexeme] * rows
+            if taken >= 2 and matches + estimate > BUDGET:
                 break
             chosen.append(lexeme)
             matches += estimate
-        rarest = freq.get(by_rarity[0], floor / 2) * rows
-        text = " | ".join("'" + x.replace("'", "''") + "'" for x in chosen)
-        return text, rarest > BUDGET
+        common = bool(known) and freq[known[0]] * rows > BUDGET
+        return _ored(chosen), _ored(lexemes), common
 
     def _stems(self, words: Sequence[str]) -> list[str]:
         with self._lock:
@@ -118,7 +129,6 @@ class Lexicon:
         counted = dict(zip(elems, freqs, strict=False))  # freqs end with min, max (, null)
         with self._lock:
             self._freq = counted
-            self._floor = float(freqs[len(elems)]) if len(freqs) > len(elems) else 0.0
             self._rows = max(float(reltuples), 0.0) * (1.0 - float(null_frac))
 
     def _analyse(self) -> None:

@@ -583,7 +583,9 @@ def test_delete_session_leaves_no_copy_of_the_text(stores: Stores) -> None:
 
 def test_expired_turns_leave_no_copy_of_the_text_in_redis(stores: Stores) -> None:
     if not stores.is_redis:
-        pytest.skip("diskcache removes expired rows lazily (on later writes): docs/backends.md")
+        pytest.skip(
+            "diskcache and PostgreSQL remove expired rows on later writes: docs/backends.md"
+        )
     s = stores(ttl=0.6)
     e = s.record("s1", "my secret question", "my secret answer")
     assert s.thumbs("s1", e.qa_id, up=True)
