@@ -39,6 +39,7 @@ retried; a read raises :class:`~feedback_plugin.errors.StoreError` saying so).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -71,6 +72,7 @@ def _live(table: str = "") -> str:
 
 
 _LIVE = _live()
+_ITERATIVE_SCAN = "SET hnsw.iterative_scan = relaxed_order"
 _PAYLOAD = "coalesce(raw, doc::text)"
 
 # (conninfo, schema) checked by this process -> whether the database has pgvector
@@ -148,6 +150,7 @@ class PostgresBackend:
         self._memory: PostgresMemory | None = None
         self._purged = 0.0
         self.server_vectors = False  # the database has pgvector (known after first use)
+        self._checked = False  # the schema was checked (and server_vectors learnt)
 
     def __repr__(self) -> str:
         from ..calls import redacted
@@ -156,29 +159,59 @@ class PostgresBackend:
 
     # -- connections -----------------------------------------------------------------
 
-    def _ensure_schema(self) -> None:
-        """Create or migrate the schema once per process, on a connection of its own (a
-        server that does not answer is then reported as such, not as a pool timeout),
-        and learn whether the database has pgvector."""
+    def _ensure_schema(self, pool: Any = None) -> None:
+        """Create or migrate the schema once per process (on a connection of ``pool``, else
+        on one of its own), and learn whether the database has pgvector."""
         key = (self.conninfo, self.schema)
         if key not in _schema_ready:
             import psycopg
 
             with _schema_lock:
-                if key not in _schema_ready:
+                if key not in _schema_ready and pool is not None:
+                    with self._first_connection(pool) as con:
+                        _schema_ready[key] = ensure_schema(con, self.schema)
+                elif key not in _schema_ready:
                     with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as con:
                         _schema_ready[key] = ensure_schema(con, self.schema)
         self.server_vectors = _schema_ready[key]
+        self._checked = True
 
-    def _configure(self, con: Any) -> None:
-        """A new pooled connection: with pgvector, let a filtered HNSW search scan on
-        until enough rows pass (pgvector 0.8's iterative scan; no effect before)."""
-        if self.server_vectors:
-            con.execute("SET hnsw.iterative_scan = relaxed_order")
+    @contextlib.contextmanager
+    def _first_connection(self, pool: Any) -> Iterator[Any]:
+        """A connection of a pool that never connected yet. A pool that cannot connect
+        says only that it timed out: then one direct attempt says why (the server
+        refused, the password was wrong)."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
 
-    async def _aconfigure(self, con: Any) -> None:
-        if self.server_vectors:
-            await con.execute("SET hnsw.iterative_scan = relaxed_order")
+        try:
+            connection = pool.connection()
+            con = connection.__enter__()
+        except PoolTimeout:
+            with psycopg.connect(self.conninfo, connect_timeout=5):
+                pass  # it raises the reason; if it connects now, the timeout stands
+            raise
+        try:
+            yield con
+        except BaseException as exc:
+            connection.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        else:
+            connection.__exit__(None, None, None)
+
+    @staticmethod
+    def _configure(con: Any) -> None:
+        """A new pooled connection: let a filtered HNSW search scan on until enough rows
+        pass (pgvector 0.8's iterative scan). Set whether or not the database has
+        pgvector (a setting with a dot is kept for an extension that may load later), so
+        no connection waits for the schema check."""
+        with contextlib.suppress(Exception):
+            con.execute(_ITERATIVE_SCAN)
+
+    @staticmethod
+    async def _aconfigure(con: Any) -> None:
+        with contextlib.suppress(Exception):
+            await con.execute(_ITERATIVE_SCAN)
 
     def _pool_options(self) -> dict[str, Any]:
         return {
@@ -201,7 +234,6 @@ class PostgresBackend:
         if pool is None:
             from psycopg_pool import ConnectionPool
 
-            self._ensure_schema()
             with self._pool_lock:
                 if self._pool is None:
                     pool = ConnectionPool(
@@ -214,6 +246,8 @@ class PostgresBackend:
                     pool.open(wait=False)
                     self._pool = pool
                 pool = self._pool
+        if not self._checked:
+            self._ensure_schema(pool)  # on its first connection: one connect per process
         return pool
 
     async def apool(self) -> Any:
