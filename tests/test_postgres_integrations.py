@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 from _postgres import POSTGRES_URL, require_postgres
 from test_analytics import TURNS, seed
+from test_cli import Run
 
 from feedback_plugin import PositiveMemoryRetriever, SessionQAEntry, SessionStore, analytics
-from feedback_plugin.cli import main
 
 
 class Stores:
@@ -226,22 +226,6 @@ def test_raw_export_moves_every_field_between_the_backends(
 
 
 # -- the command line -----------------------------------------------------------------------
-
-
-class Run:
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = main(list(argv))
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def json(self, *argv: str) -> Any:
-        code, out, err = self(*argv, "--json")
-        assert code == 0, err
-        return json.loads(out)
 
 
 @pytest.fixture

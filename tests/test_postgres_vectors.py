@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from _postgres import POSTGRES_URL, require_postgres
+from test_ann import _vector
 
 from feedback_plugin import SessionStore
 from feedback_plugin.backends import ann
@@ -22,17 +23,6 @@ from feedback_plugin.models import SessionQAEntry
 
 np = pytest.importorskip("numpy")
 pytest.importorskip("faiss")
-
-DIMS = 16
-
-
-def _vector(i: int) -> list[float]:
-    """Turn ``i``'s vector: one of 8 clusters, spread a little (deterministic)."""
-    rng = np.random.default_rng(i)
-    base = np.zeros(DIMS, dtype=np.float32)
-    base[i % 8] = 1.0
-    vec = base + 0.15 * rng.standard_normal(DIMS).astype(np.float32)
-    return (vec / np.linalg.norm(vec)).tolist()
 
 
 @pytest.fixture

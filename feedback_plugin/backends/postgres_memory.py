@@ -65,6 +65,11 @@ LEASE = 300.0
 _WORD = re.compile(r"[^\W_]+")
 
 
+def _hit(owner: str, session_id: str, qa_id: str, relevance: float, payload: str) -> Hit:
+    """A hit from a row's stored ids, with its entry."""
+    return Hit((dec_id(owner), str(dec_id(session_id))), str(dec_id(qa_id)), relevance, payload)
+
+
 def vector_text(vector: Any) -> str:
     """A vector as pgvector's text input: ``[0.1,0.2]``."""
     return "[" + ",".join(map(repr, vector.tolist())) + "]"
@@ -170,7 +175,7 @@ class PostgresMemory:
                 " ORDER BY top.r DESC, top.seq DESC"
             )
         return [
-            Hit((dec_id(o), str(dec_id(s))), str(dec_id(q)), float(r), payload)
+            _hit(o, s, q, float(r), payload)
             for o, s, q, r, payload in self.backend._run(sql, params, prepare=False)
         ]
 
@@ -271,9 +276,7 @@ class PostgresMemory:
                     gone.append(seq)
                 elif payload is not None:
                     relevance = float(np.frombuffer(vec, dtype=np.float32) @ query)
-                    hits.append(
-                        Hit((dec_id(o), str(dec_id(s))), str(dec_id(q)), relevance, payload)
-                    )
+                    hits.append(_hit(o, s, q, relevance, payload))
             if gone:
                 self._vectors.forget(owner, model, gone)
             if len(hits) >= limit or len(candidates) < count:
@@ -296,10 +299,7 @@ class PostgresMemory:
             {**params, "qv": vector_text(query), "limit": limit},
             prepare=False,
         )
-        return [
-            Hit((dec_id(o), str(dec_id(s))), str(dec_id(q)), float(similarity), payload)
-            for o, s, q, similarity, payload in rows
-        ]
+        return [_hit(o, s, q, float(similarity), payload) for o, s, q, similarity, payload in rows]
 
     def close(self) -> None:
         with self._lock:
