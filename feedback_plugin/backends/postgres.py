@@ -86,11 +86,10 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
     ours: dict[str, str] = {}
     rest: list[tuple[str, str]] = []
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        (
-            ours.__setitem__(name, value)
-            if name in ("schema", "pool_size", "pool_timeout")
-            else rest.append((name, value))
-        )
+        if name in ("schema", "pool_size", "pool_timeout"):
+            ours[name] = value
+        else:
+            rest.append((name, value))
     scheme = "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
     # quote, not quote_plus: libpq reads "+" as a plus sign, not a space
     query = urlencode(rest, quote_via=quote)

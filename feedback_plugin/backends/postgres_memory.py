@@ -105,23 +105,23 @@ class PostgresMemory:
         session_id: str | None,
         since: datetime | None,
         until: datetime | None,
-        table: str = "t",
     ) -> tuple[str, dict[str, Any]]:
+        """The conditions a remembered row ``t`` must meet, and their parameters."""
         sql = [
-            f"{table}.namespace = %(ns)s",
-            f"{table}.owner = %(o)s",
-            f"({table}.score >= %(min)s OR {table}.corrected)",
-            f"({table}.expires_at IS NULL OR {table}.expires_at > now())",
+            "t.namespace = %(ns)s",
+            "t.owner = %(o)s",
+            "(t.score >= %(min)s OR t.corrected)",
+            "(t.expires_at IS NULL OR t.expires_at > now())",
         ]
         params: dict[str, Any] = {"ns": self.backend.ns, "o": enc_id(user), "min": min_score}
         if session_id is not None:
-            sql.append(f"{table}.session_id = %(sid)s")
+            sql.append("t.session_id = %(sid)s")
             params["sid"] = enc_id(session_id)
         if since is not None:
-            sql.append(f"({table}.doc->>'time')::timestamptz >= %(since)s")
+            sql.append("(t.doc->>'time')::timestamptz >= %(since)s")
             params["since"] = since
         if until is not None:
-            sql.append(f"({table}.doc->>'time')::timestamptz <= %(until)s")
+            sql.append("(t.doc->>'time')::timestamptz <= %(until)s")
             params["until"] = until
         return " AND ".join(sql), params
 
@@ -337,11 +337,11 @@ class _Queue:
         """Save the vectors of turns still leased with ``stamp`` (one whose text changed,
         or that left memory, meanwhile is skipped: its vector would be of another text)."""
         np = numpy_module()
-        seqs, blobs = [], []
-        for seq, vec in vectors.items():
+        seqs, normed = list(vectors), []
+        for vec in vectors.values():
             arr = np.asarray(vec, dtype=np.float32)
-            seqs.append(seq)
-            blobs.append((arr / (float(np.linalg.norm(arr)) or 1.0)).tobytes())
+            normed.append(arr / (float(np.linalg.norm(arr)) or 1.0))
+        blobs = [arr.tobytes() for arr in normed]
         with self.backend.pool.connection() as con, con.transaction():
             done = [
                 row[0]
@@ -367,9 +367,7 @@ class _Queue:
                     "m": model,
                     "s": seqs,
                     "v": blobs,
-                    "e": [vector_text(np.frombuffer(b, dtype=np.float32)) for b in blobs]
-                    if server
-                    else [None] * len(blobs),
+                    "e": [vector_text(arr) for arr in normed] if server else [None] * len(seqs),
                     "done": done,
                 },
             )

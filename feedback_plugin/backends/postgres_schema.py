@@ -177,15 +177,22 @@ def _current(con: Any, s: str) -> bool | None:
     has_meta, server, column = row
     if not has_meta or (server and not column):
         return None
-    found = con.execute(f"SELECT value FROM {s}.meta WHERE key = 'schema_version'").fetchone()
-    if found is None or int(found[0]) < SCHEMA_VERSION:
+    if _version(con, s) < SCHEMA_VERSION:
         return None
-    if int(found[0]) > SCHEMA_VERSION:
+    return bool(server)
+
+
+def _version(con: Any, s: str) -> int:
+    """The schema version ``s``'s ``meta`` records (0: none); a version newer than this
+    library's is refused."""
+    row = con.execute(f"SELECT value FROM {s}.meta WHERE key = 'schema_version'").fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
         raise ConfigurationError(
-            f"the database's feedback_plugin schema {s} is at version {found[0]}; "
+            f"the database's feedback_plugin schema {s} is at version {version}; "
             f"this library knows up to {SCHEMA_VERSION}: upgrade feedback-plugin"
         )
-    return bool(server)
+    return version
 
 
 def ensure_schema(con: Any, schema: str) -> bool:
@@ -203,13 +210,7 @@ def ensure_schema(con: Any, schema: str) -> bool:
         con.execute(
             f"CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL)"
         )
-        row = con.execute(f"SELECT value FROM {s}.meta WHERE key = 'schema_version'").fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise ConfigurationError(
-                f"the database's feedback_plugin schema {schema!r} is at version {version}; "
-                f"this library knows up to {SCHEMA_VERSION}: upgrade feedback-plugin"
-            )
+        version = _version(con, s)
         for steps in MIGRATIONS[version:]:
             for statement in steps:
                 con.execute(statement.replace("{s}", s))
