@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .capture.enable import disable, enable, enabled, with_configurable_session
     from .capture.handler import FeedbackCallbackHandler
     from .memory import PositiveExampleSelector, PositiveMemoryRetriever
-    from .models import SessionQAEntry
+    from .models import SessionFeedback, SessionQAEntry
     from .store import SessionStore
     from .tools import FeedbackToolkit
 
@@ -49,6 +49,7 @@ __all__ = [
     "InvalidIdError",
     "PositiveExampleSelector",
     "PositiveMemoryRetriever",
+    "SessionFeedback",
     "SessionQAEntry",
     "SessionStore",
     "StoreError",
@@ -70,6 +71,7 @@ _LAZY = {
     "with_configurable_session": ".capture",
     "PositiveExampleSelector": ".memory",
     "PositiveMemoryRetriever": ".memory",
+    "SessionFeedback": ".models",
     "SessionQAEntry": ".models",
     "SessionStore": ".store",
     "FeedbackToolkit": ".tools",

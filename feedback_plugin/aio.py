@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from . import calls
+from . import attribution, calls
 from .errors import StoreError, TurnNotFoundError
 from .pool import in_writer_thread
 
@@ -123,9 +123,19 @@ class AsyncMethods:
         metadata: Mapping[str, Any] | None = None,
         qa_id: Id | None = None,
         wait: bool | None = None,
+        memory_ids: Iterable[Any] | None = None,
     ) -> SessionQAEntry:
         """:meth:`record`, awaited."""
-        entry, item = calls.new_turn(session_id, question, answer, context, user, metadata, qa_id)
+        entry, item = calls.new_turn(
+            session_id,
+            question,
+            answer,
+            context,
+            user,
+            metadata,
+            qa_id,
+            calls.memory_refs(memory_ids),
+        )
         if self._waits(wait):
             await _guard(self, "record", _write_now(self, [item]))
         else:
@@ -283,4 +293,7 @@ async def _change(
         return await store.backend.aupdate(key, qa_id, change)
 
     new = await _guard(store, "feedback", update())
-    return store._changed(change, change.stored(new) is not None, key, qa_id)
+    entry = store._changed(change, change.stored(new) is not None, key, qa_id)
+    if entry.memory_ids and attribution.charges(change.changes):
+        await in_writer_thread(attribution.charge, store.backend, entry)
+    return entry

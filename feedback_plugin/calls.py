@@ -37,6 +37,7 @@ __all__ = [
     "describe",
     "entry_args",
     "many_args",
+    "memory_refs",
     "new_turn",
     "parse",
     "parse_all",
@@ -79,6 +80,44 @@ def many_args(
     return user, [((user, check_id(s)), check_id(q, "qa_id")) for s, q in refs]
 
 
+MemoryRef = tuple["str | None", str]
+"""A remembered turn handed to the model: ``(session_id or None if unknown, qa_id)``."""
+
+
+def memory_refs(values: Iterable[Any] | None) -> list[MemoryRef]:
+    """The remembered turns named by ``values``, checked, first mention kept.
+
+    Each value is a qa_id, a ``(session_id, qa_id)`` pair, a memory ``Document``
+    (its ``metadata`` holds both, as :class:`PositiveMemoryRetriever` writes them)
+    or a :class:`SessionQAEntry`.
+
+    >>> memory_refs(["q1", ("s2", "q2"), "q1"])
+    [(None, 'q1'), ('s2', 'q2')]
+    """
+    if values is None:
+        return []
+    if isinstance(values, (str, bytes)):
+        raise InvalidArgumentError("memory_ids must be a list of ids, not one string")
+    refs: dict[str, str | None] = {}
+    sid: str | None
+    qa: Any
+    for value in values:
+        if isinstance(value, SessionQAEntry):
+            sid, qa = value.session_id, value.qa_id
+        elif isinstance(value, (tuple, list)) and len(value) == 2:
+            sid, qa = check_id(value[0]), value[1]
+        elif hasattr(value, "metadata") and isinstance(value.metadata, Mapping):
+            meta = value.metadata
+            qa = meta.get("qa_id")
+            sid = None if meta.get("session_id") is None else check_id(meta["session_id"])
+        else:
+            sid, qa = None, value
+        qa = check_id(qa, "memory id")
+        if refs.get(qa) is None:
+            refs[qa] = sid
+    return [(sid, qa) for qa, sid in refs.items()]
+
+
 def new_turn(
     session_id: Id,
     question: str,
@@ -87,6 +126,7 @@ def new_turn(
     user: str | None,
     metadata: Mapping[str, Any] | None,
     qa_id: Id | None,
+    memory: Sequence[MemoryRef] = (),
 ) -> tuple[SessionQAEntry, Item]:
     """A checked new turn and the item that stores it."""
     session_id = check_id(session_id)
@@ -100,6 +140,8 @@ def new_turn(
         context=[check_text(doc, "context") for doc in context],
         user_id=user,
         metadata=dict(metadata or {}),
+        memory_ids=[qa for _, qa in memory],
+        memory_sessions={qa: sid for sid, qa in memory if sid is not None},
     )
     return entry, ((user, session_id), qa_id, entry.to_json())
 
@@ -114,6 +156,8 @@ def rating(text: str | None, score: int | None, correction: str | None) -> dict[
         changes["feedback_score"] = score
     if correction is not None:
         changes["correction"] = correction
+    if "feedback_score" in changes or "correction" in changes:
+        changes["fed_outcomes"] = {}  # rated again: the memory's record starts over
     return changes
 
 
@@ -137,8 +181,8 @@ class Change:
 
     __slots__ = ("changes", "result")
 
-    def __init__(self, changes: dict[str, Any]) -> None:
-        self.changes = {**changes, "feedback_time": utcnow()}
+    def __init__(self, changes: dict[str, Any], *, stamp: bool = True) -> None:
+        self.changes = {**changes, "feedback_time": utcnow()} if stamp else dict(changes)
         self.result: SessionQAEntry | None = None
 
     @property
@@ -157,6 +201,29 @@ class Change:
         if self.result is None and new is not None:
             self.result = parse(new)
         return self.result
+
+
+class Outcome:
+    """The change that tells a memory how an answer it fed was rated (a
+    :class:`~.backends.base.Change` with no ``fields``: a nested key, so every engine
+    reads, changes and writes it under its lock)."""
+
+    __slots__ = ("answer", "result", "verdict")
+    fields = None
+
+    def __init__(self, answer: str, verdict: str | None) -> None:
+        self.answer, self.verdict = answer, verdict
+        self.result: SessionQAEntry | None = None
+
+    def __call__(self, payload: str) -> str:
+        entry = SessionQAEntry.from_json(payload)
+        fed = dict(entry.fed_outcomes)
+        if self.verdict is None:
+            fed.pop(self.answer, None)
+        else:
+            fed[self.answer] = self.verdict
+        self.result = entry.model_copy(update={"fed_outcomes": fed})
+        return self.result.to_json()
 
 
 def parse_all(payloads: Iterable[str]) -> list[SessionQAEntry]:

@@ -10,6 +10,11 @@ order::
      "time":"2024-05-01T12:00:00.123456Z","feedback_text":null,"feedback_score":null,
      "feedback_time":null,"user_id":null,"metadata":{…},"correction":null}
 
+  followed, only when they hold something, by the extensions
+  (:data:`EXTENSIONS`): ``"memory_ids":["…"]``, ``"memory_sessions":{"…":"…"}``
+  (memory attribution), ``"fed_outcomes":{"…":"negative"}`` and
+  ``"session_feedback":{…}`` (the conversation's rating, on its first turn);
+
 * compact (no spaces), non-ASCII text as UTF-8, times in ISO 8601 UTC with a
   ``Z`` (pydantic-core's format), ``null`` for what is not there;
 * up to ``feedback_text`` every value is a string or a list of strings:
@@ -59,6 +64,7 @@ if TYPE_CHECKING:
     from .backends.base import Item
 
 __all__ = [
+    "EXTENSIONS",
     "Fields",
     "Raw",
     "decode_entry",
@@ -73,10 +79,21 @@ __all__ = [
 Raw = dict[str, Any]
 """One entry as the JSON object the backend stores."""
 
-Fields = tuple["str | None", str, "str | int", str, str, tuple[str, ...], float, dict[str, Any]]
+Fields = tuple[
+    "str | None",
+    str,
+    "str | int",
+    str,
+    str,
+    tuple[str, ...],
+    float,
+    dict[str, Any],
+    tuple[tuple[str, str], ...],
+]
 """A turn queued by :meth:`SessionStore.record_trusted`:
-``(user, session_id, qa_id, question, answer, context, time, metadata)``; an ``int``
-``qa_id`` is a UUID's integer (LangChain's run id), ``time`` a POSIX timestamp."""
+``(user, session_id, qa_id, question, answer, context, time, metadata, memory)``; an
+``int`` ``qa_id`` is a UUID's integer (LangChain's run id), ``time`` a POSIX timestamp,
+``memory`` the ``(session_id, qa_id)`` of each remembered turn handed to the model."""
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -109,16 +126,22 @@ def _surrogate(text: str) -> bool:
     return False
 
 
+EXTENSIONS = ("memory_ids", "memory_sessions", "fed_outcomes", "session_feedback")
+"""Fields after ``correction`` that the stored JSON leaves out while they are empty
+(most turns): a turn without them is stored exactly as before they existed."""
+
+
 def encode_entry(entry: BaseModel) -> str:
     """The stored text of a turn (:meth:`SessionQAEntry.to_json`)."""
+    empty = {name for name in EXTENSIONS if not getattr(entry, name, None)}
     try:
-        text = entry.model_dump_json()
+        text = entry.model_dump_json(exclude=empty)
     except ValueError:  # a lone surrogate in a value: escape them all, as json does
-        return _escaped(entry.model_dump())
+        return _escaped(entry.model_dump(exclude=empty))
     # pydantic writes a lone surrogate in a dict *key* as U+FFFD, silently: look for
     # one only when the text holds a U+FFFD (a C scan; the usual text has none)
     if "\ufffd" in text and _surrogate_key(entry.model_dump()):
-        return _escaped(entry.model_dump())
+        return _escaped(entry.model_dump(exclude=empty))
     return text
 
 
@@ -142,7 +165,7 @@ def encode_queued(turn: Fields) -> Item:
     of the cost of the ``json`` module. Lone surrogates, which UTF-8 cannot
     carry, are escaped by ``json``, as :func:`encode_entry` does.
     """
-    user, session_id, qa_id, question, answer, context, when, metadata = turn
+    user, session_id, qa_id, question, answer, context, when, metadata, memory = turn
     if isinstance(qa_id, int):
         hex32 = f"{qa_id:032x}"
         qa_id = f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
@@ -160,6 +183,12 @@ def encode_queued(turn: Fields) -> Item:
         "metadata": metadata,
         "correction": None,
     }
+    if memory:
+        places: dict[str, str | None] = {}
+        for sid, qa in memory:  # the first mention of a memory wins
+            places.setdefault(qa, sid)
+        fields["memory_ids"] = list(places)
+        fields["memory_sessions"] = {qa: sid for qa, sid in places.items() if sid is not None}
     try:
         payload = _to_json(fields).decode()
     except PydanticSerializationError:  # lone surrogates (in values or keys)

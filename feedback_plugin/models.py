@@ -33,6 +33,7 @@ __all__ = [
     "NEGATIVE_SCORE",
     "POSITIVE_SCORE",
     "Id",
+    "SessionFeedback",
     "SessionQAEntry",
     "check_feedback",
     "check_id",
@@ -59,6 +60,30 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class SessionFeedback(BaseModel):
+    """A whole conversation's rating (Helicone's session feedback).
+
+    It is kept on the session's first turn (where Helicone keeps it, on the
+    session's first request), so it is written atomically by the backend's
+    ordinary ``update``, travels with exports, and lives and expires with
+    that turn.
+
+    >>> SessionFeedback(feedback_score=5).feedback_text is None
+    True
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    feedback_score: int | None = None
+    feedback_text: str | None = None
+    feedback_time: datetime = Field(default_factory=utcnow)
+
+    @field_validator("feedback_time")
+    @classmethod
+    def _as_utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
 class SessionQAEntry(BaseModel):
     """One question/answer turn of a session, with its feedback.
 
@@ -82,6 +107,15 @@ class SessionQAEntry(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     correction: str | None = None
     """Extension: a corrected answer given with the feedback (memory issue)."""
+    memory_ids: list[str] = Field(default_factory=list)
+    """The qa_ids of the remembered turns handed to the model for this turn (``[]``: none)."""
+    memory_sessions: dict[str, str] = Field(default_factory=dict)
+    """Where each of :attr:`memory_ids` lives (qa_id -> session_id), when it is known."""
+    fed_outcomes: dict[str, str] = Field(default_factory=dict)
+    """For a remembered turn: how the answers it fed were rated, answer qa_id ->
+    ``"negative"`` or ``"positive"`` (reset when the turn itself is rated again)."""
+    session_feedback: SessionFeedback | None = Field(default=None)
+    """The conversation's rating; only ever on the session's first turn."""
 
     @field_validator("time", "feedback_time")
     @classmethod
@@ -117,6 +151,18 @@ class SessionQAEntry(BaseModel):
         return ratings.is_rated(self)
 
     @property
+    def remembered(self) -> bool:
+        """True when positive memory hands this turn back at the default ``min_score``
+        (:func:`feedback_plugin.ratings.is_remembered`): what a feedback answer reports
+        as "stored in memory"."""
+        return ratings.is_remembered(self)
+
+    @property
+    def hurts(self) -> bool:
+        """True when this memory keeps feeding disliked answers (:func:`.ratings.hurts`)."""
+        return ratings.hurts(self)
+
+    @property
     def best_answer(self) -> str:
         """The correction when there is one, else the answer (what memory hands back).
 
@@ -140,6 +186,7 @@ class SessionQAEntry(BaseModel):
             ("feedback_text", self.feedback_text),
             ("feedback_time", self.feedback_time and self.feedback_time.isoformat()),
             ("context", "\n---\n".join(self.context)),
+            ("memory_ids", ", ".join(self.memory_ids)),
             ("metadata", json.dumps(self.metadata, ensure_ascii=False, default=str)),
         ]
         cell = "text-align:left;vertical-align:top;white-space:pre-wrap"

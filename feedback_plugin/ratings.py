@@ -21,7 +21,12 @@ The scale
 **remembered**
     positive memory hands the turn back: its score is at least ``min_score``
     (:data:`POSITIVE_MIN_SCORE` unless a caller asks otherwise), or it has a
-    correction, which always counts as liked.
+    correction, which always counts as liked -- unless it *hurts*.
+**hurts**
+    a remembered turn that was handed to the model for at least
+    :data:`HURT_MIN_NEGATIVE` (2) answers later rated negative, and for more
+    negative answers than positive ones. It leaves memory until it is
+    itself rated again, which resets its record (``fed_outcomes``).
 **best answer**
     what memory hands back for a remembered turn: the correction when there
     is one, else the recorded answer.
@@ -49,6 +54,7 @@ if TYPE_CHECKING:
     from .models import SessionQAEntry
 
 __all__ = [
+    "HURT_MIN_NEGATIVE",
     "MAX_SCORE",
     "MIN_SCORE",
     "NEGATIVE_MAX_SCORE",
@@ -56,10 +62,12 @@ __all__ = [
     "POSITIVE_MIN_SCORE",
     "POSITIVE_SCORE",
     "best_answer",
+    "hurts",
     "is_negative",
     "is_positive",
     "is_rated",
     "is_remembered",
+    "outcome",
     "thresholds",
 ]
 
@@ -75,6 +83,9 @@ POSITIVE_MIN_SCORE: Final = 4
 """A turn is positive when its score is at least this; memory's default ``min_score``."""
 NEGATIVE_MAX_SCORE: Final = 2
 """A turn is negative when its score is at most this."""
+HURT_MIN_NEGATIVE: Final = 2
+"""A memory hurts once it has fed at least this many negative answers (and more
+negative than positive ones)."""
 
 
 def _score(turn: SessionQAEntry | Mapping[str, Any] | int | None) -> int | None:
@@ -122,6 +133,36 @@ def is_rated(entry_or_score: SessionQAEntry | Mapping[str, Any] | int | None) ->
     return _score(entry_or_score) is not None
 
 
+def outcome(entry_or_score: SessionQAEntry | Mapping[str, Any] | int | None) -> str | None:
+    """What an answer's rating says of the memories that fed it: ``"negative"``,
+    ``"positive"``, or ``None`` (no score, or a 3).
+
+    >>> outcome(1), outcome(5), outcome(3), outcome(None)
+    ('negative', 'positive', None, None)
+    """
+    if is_negative(entry_or_score):
+        return "negative"
+    if is_positive(entry_or_score):
+        return "positive"
+    return None
+
+
+def hurts(entry: SessionQAEntry | Mapping[str, Any]) -> bool:
+    """Whether a memory has fed at least :data:`HURT_MIN_NEGATIVE` negative answers and
+    more negative answers than positive ones.
+
+    >>> hurts({"fed_outcomes": {"a1": "negative", "a2": "negative", "a3": "positive"}})
+    True
+    >>> hurts({"fed_outcomes": {"a1": "negative", "a2": "positive"}})
+    False
+    """
+    fed = entry.get("fed_outcomes") if isinstance(entry, Mapping) else entry.fed_outcomes
+    if not fed:
+        return False
+    negative = sum(1 for verdict in fed.values() if verdict == "negative")
+    return negative >= HURT_MIN_NEGATIVE and negative > len(fed) - negative
+
+
 def is_remembered(
     entry: SessionQAEntry | Mapping[str, Any], min_score: int = POSITIVE_MIN_SCORE
 ) -> bool:
@@ -135,10 +176,11 @@ def is_remembered(
     >>> is_remembered({"feedback_score": 4, "correction": None}, min_score=5)
     False
     """
-    if _correction(entry) is not None:
-        return True
-    score = _score(entry)
-    return score is not None and score >= min_score
+    if _correction(entry) is None:
+        score = _score(entry)
+        if score is None or score < min_score:
+            return False
+    return not hurts(entry)
 
 
 def best_answer(entry: SessionQAEntry | Mapping[str, Any]) -> str:

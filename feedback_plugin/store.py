@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import calls, lifecycle
+from . import attribution, calls, lifecycle
 from .aio import AsyncMethods
 from .backends.base import Backend, Item, MemorySearch, SessionKey
 from .backends.registry import open_backend
@@ -56,6 +56,7 @@ from .models import (
     check_user,
 )
 from .ratings import MIN_SCORE, is_remembered
+from .session_ratings import SessionRatings
 from .writer import WriteBehind
 
 __all__ = ["ChangeListener", "SessionStore", "default_location"]
@@ -88,7 +89,7 @@ def default_location() -> str:
     return str(base / "feedback_plugin")
 
 
-class SessionStore(AsyncMethods):
+class SessionStore(SessionRatings, AsyncMethods):
     """Recorded chat turns, keyed by session and user, with their feedback.
 
     >>> import tempfile
@@ -214,6 +215,7 @@ class SessionStore(AsyncMethods):
         metadata: Mapping[str, Any] | None = None,
         qa_id: Id | None = None,
         wait: bool | None = None,
+        memory_ids: Iterable[Any] | None = None,
     ) -> SessionQAEntry:
         """Record one turn and return it.
 
@@ -221,8 +223,21 @@ class SessionStore(AsyncMethods):
         replaces that turn in place. ``wait=True`` writes before returning
         (raising :class:`StoreError` on failure), ``wait=False`` queues,
         ``None`` follows the store's ``write_behind`` setting.
+        ``memory_ids`` names the remembered turns handed to the model for this
+        answer (qa_ids, ``(session_id, qa_id)`` pairs or memory ``Document`` objects;
+        MemOS's ``retrieved_memory_ids``): rating this turn down charges them
+        (see :mod:`feedback_plugin.attribution`).
         """
-        entry, item = calls.new_turn(session_id, question, answer, context, user, metadata, qa_id)
+        entry, item = calls.new_turn(
+            session_id,
+            question,
+            answer,
+            context,
+            user,
+            metadata,
+            qa_id,
+            calls.memory_refs(memory_ids),
+        )
         if self._waits(wait):
             self._io("record", self._write_now, [item])
         else:
@@ -241,6 +256,7 @@ class SessionStore(AsyncMethods):
         user: str | None,
         metadata: dict[str, Any],
         qa_id: str | int,
+        memory: tuple[tuple[str, str], ...] = (),
     ) -> None:
         """Queue a turn whose fields are already checked (the callback handler's path).
 
@@ -250,13 +266,24 @@ class SessionStore(AsyncMethods):
         written now, raising :class:`StoreError` on failure). Fields must be
         what :meth:`record` would accept: non-empty ids, strings, JSON-safe
         metadata; an int ``qa_id`` is a UUID's 128-bit value (a LangChain
-        ``run_id.int``) and stands for that UUID's string.
+        ``run_id.int``) and stands for that UUID's string; ``memory`` is the
+        ``(session_id, qa_id)`` of each remembered turn handed to the model.
 
         The queued turn is one flat tuple of plain strings, numbers and a dict
         of them, which the garbage collector stops tracking: a long queue (a
         busy process) costs each collection one object per turn, not a tree.
         """
-        turn = (user, session_id, qa_id, question, answer, tuple(context), time.time(), metadata)
+        turn = (
+            user,
+            session_id,
+            qa_id,
+            question,
+            answer,
+            tuple(context),
+            time.time(),
+            metadata,
+            memory,
+        )
         if self.write_behind:
             self._writer.put(turn)
         else:
@@ -544,7 +571,10 @@ class SessionStore(AsyncMethods):
         # positive memory learns it from there (see ready_memory).
         self._flush_quietly()
         new = self._io("feedback", self.backend.update, key, qa_id, change)
-        return self._changed(change, change.stored(new) is not None, key, qa_id)
+        entry = self._changed(change, change.stored(new) is not None, key, qa_id)
+        if entry.memory_ids and attribution.charges(change.changes):
+            attribution.charge(self.backend, entry)  # the memories that fed it learn of it
+        return entry
 
     def _changed(
         self, change: calls.Change, found: bool, key: SessionKey, qa_id: str

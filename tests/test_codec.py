@@ -62,6 +62,7 @@ QUEUED: st.SearchStrategy[Fields] = st.tuples(
     st.lists(TEXT, max_size=3).map(tuple),  # context
     st.floats(0, 7e9, allow_nan=False),  # time, a POSIX timestamp
     st.dictionaries(TEXT, JSON_VALUES, max_size=4),  # metadata
+    st.lists(st.tuples(IDS, IDS), max_size=3).map(tuple),  # memory: (session_id, qa_id)
 )
 FEEDBACK = st.fixed_dictionaries(
     {
@@ -69,14 +70,28 @@ FEEDBACK = st.fixed_dictionaries(
         "feedback_score": st.none() | st.integers(1, 5),
         "feedback_time": st.none() | UTC_TIMES,
         "correction": st.none() | TEXT,
+        "fed_outcomes": st.dictionaries(IDS, st.sampled_from(["negative", "positive"]), max_size=3),
+        "session_feedback": st.none()
+        | st.fixed_dictionaries(
+            {
+                "feedback_score": st.none() | st.integers(1, 5),
+                "feedback_text": st.none() | TEXT,
+                "feedback_time": UTC_TIMES,
+            }
+        ),
     }
 )
 
 
 def _entry(turn: Fields) -> SessionQAEntry:
     """The turn the writer's tuple stands for, built as a model."""
-    user, session_id, qa_id, question, answer, context, when, metadata = turn
+    user, session_id, qa_id, question, answer, context, when, metadata, memory = turn
+    firsts: dict[str, str] = {}
+    for sid, qa in memory:  # the first mention of a memory wins
+        firsts.setdefault(qa, sid)
     return SessionQAEntry(
+        memory_ids=list(firsts),
+        memory_sessions=firsts,
         qa_id=str(uuid.UUID(int=qa_id)) if isinstance(qa_id, int) else qa_id,
         session_id=session_id,
         question=question,
@@ -94,9 +109,9 @@ def _same_as_full_parse(payload: str) -> None:
     light = codec.parse_light(payload)
     timed = codec.parse_light_time(payload)
     for key in ("session_id", "user_id", "feedback_text", "feedback_score", "feedback_time",
-                "metadata", "correction"):  # fmt: skip
-        assert light[key] == full[key], key
-        assert timed[key] == full[key], key
+                "metadata", "correction", *codec.EXTENSIONS):  # fmt: skip
+        assert light.get(key) == full.get(key), key
+        assert timed.get(key) == full.get(key), key
     assert timed["time"] == full["time"]
 
 
@@ -105,8 +120,15 @@ def _same_as_full_parse(payload: str) -> None:
 # found by this test: a lone surrogate in a metadata *key* was written as U+FFFD by the
 # model (silently) and made the writer drop the turn
 @example(
-    turn=(None, "s", 1, "q", "a", (), 0.0, {"\ud800": {"\udfff": ["\x00"]}}),
-    feedback={"feedback_text": None, "feedback_score": 5, "feedback_time": None, "correction": "é"},
+    turn=(None, "s", 1, "q", "a", (), 0.0, {"\ud800": {"\udfff": ["\x00"]}}, ()),
+    feedback={
+        "feedback_text": None,
+        "feedback_score": 5,
+        "feedback_time": None,
+        "correction": "é",
+        "fed_outcomes": {},
+        "session_feedback": None,
+    },
 )
 def test_the_three_codecs_agree(turn: Fields, feedback: dict[str, Any]) -> None:
     recorded = _entry(turn)

@@ -26,6 +26,7 @@ EXPECTED_ALL = [
     "InvalidIdError",
     "PositiveExampleSelector",
     "PositiveMemoryRetriever",
+    "SessionFeedback",
     "SessionQAEntry",
     "SessionStore",
     "StoreError",

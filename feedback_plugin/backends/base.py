@@ -168,6 +168,10 @@ class Backend(Protocol):
     def get(self, key: SessionKey, qa_id: str) -> str | None:
         """One entry's payload, or ``None``."""
 
+    def first(self, key: SessionKey) -> str | None:
+        """The session's oldest entry still stored (where the conversation's rating
+        lives), or ``None`` for a session with no entries."""
+
     def get_many(self, refs: Sequence[tuple[SessionKey, str]]) -> list[str | None]:
         """The payloads of several entries, in order (``None`` for missing ones), in as
         few round trips as the engine allows."""
@@ -216,6 +220,9 @@ class Backend(Protocol):
 
     async def aget(self, key: SessionKey, qa_id: str) -> str | None:
         """:meth:`get`, awaited."""
+
+    async def afirst(self, key: SessionKey) -> str | None:
+        """:meth:`first`, awaited."""
 
     async def aget_many(self, refs: Sequence[tuple[SessionKey, str]]) -> list[str | None]:
         """:meth:`get_many`, awaited."""

@@ -356,6 +356,15 @@ class DiskBackend(ThreadedAsync, DiskFeed):
                 out.append(payload)
         return out
 
+    def first(self, key: SessionKey) -> str | None:
+        cache = self.cache
+        window = self._window(cache, self._meta_key(key))
+        for seq in range(*window[:2]) if window is not None else ():
+            payload: str | None = cache.get(self._entry_key(key, seq))
+            if payload is not None:
+                return payload
+        return None
+
     def get(self, key: SessionKey, qa_id: str) -> str | None:
         return self.get_many([(key, qa_id)])[0]
 

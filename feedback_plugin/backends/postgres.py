@@ -386,6 +386,21 @@ class PostgresBackend:
     async def aread(self, key: SessionKey, last_n: int | None = None) -> list[str]:
         return [row[0] for row in await self._arun(*self._read_sql(key, last_n))]
 
+    def _first_sql(self, key: SessionKey) -> tuple[str, dict[str, Any]]:
+        return (
+            f"SELECT {_PAYLOAD} FROM {self.t} WHERE namespace = %(ns)s AND owner = %(o)s"
+            f" AND session_id = %(s)s AND {_LIVE} ORDER BY seq LIMIT 1",
+            self._key(key),
+        )
+
+    def first(self, key: SessionKey) -> str | None:
+        rows = self._run(*self._first_sql(key))
+        return str(rows[0][0]) if rows else None
+
+    async def afirst(self, key: SessionKey) -> str | None:
+        rows = await self._arun(*self._first_sql(key))
+        return str(rows[0][0]) if rows else None
+
     def _get_sql(self, refs: Sequence[tuple[SessionKey, str]]) -> tuple[str, dict[str, Any]]:
         return (
             f"SELECT x.n, {_PAYLOAD} FROM unnest(%(o)s::text[], %(s)s::text[], %(q)s::text[])"

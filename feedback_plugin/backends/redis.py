@@ -75,7 +75,7 @@ from .base import Item, SessionKey
 from .fts import MemoryIndex
 from .redis_feed import RedisFeed
 from .redis_index import clear_index, default_cache_dir, index_file, open_index, split_index_dir
-from .redis_lua import APPEND, COMPLETE, DELETE, PRUNE, READ, dec, enc
+from .redis_lua import APPEND, COMPLETE, DELETE, FIRST, PRUNE, READ, dec, enc
 
 __all__ = ["RedisBackend"]
 
@@ -251,6 +251,18 @@ class RedisBackend(RedisFeed):
     def _read_call(self, key: SessionKey, last_n: int | None) -> tuple[list[str], list[Any]]:
         start = 0 if last_n is None else -last_n
         return [self._list_key(key)], [start, self._entry_prefix(key)]
+
+    def first(self, key: SessionKey) -> str | None:
+        payload: str | None = self._script("first", FIRST)(
+            keys=[self._list_key(key)], args=[self._entry_prefix(key)]
+        )
+        return payload
+
+    async def afirst(self, key: SessionKey) -> str | None:
+        payload: str | None = await self._async().script("first", FIRST)(
+            keys=[self._list_key(key)], args=[self._entry_prefix(key)]
+        )
+        return payload
 
     def get(self, key: SessionKey, qa_id: str) -> str | None:
         payload: str | None = self.client.get(self._entry_key(key, qa_id))

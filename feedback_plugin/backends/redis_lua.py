@@ -74,6 +74,19 @@ end
 return out
 """
 
+FIRST = """
+-- KEYS[1] list; ARGV: entry_prefix. The oldest entry still stored (ids whose entry
+-- expired are passed over), or false.
+local n = redis.call('LLEN', KEYS[1])
+for first = 0, n - 1, 100 do
+  for _, id in ipairs(redis.call('LRANGE', KEYS[1], first, first + 99)) do
+    local v = redis.call('GET', ARGV[1] .. id)
+    if v then return v end
+  end
+end
+return false
+"""
+
 DELETE = """
 -- KEYS[1] list, KEYS[2] user's sessions, KEYS[3] the namespace's users
 -- ARGV: entry_prefix, session key, user

@@ -107,6 +107,12 @@ class InMemoryBackend:
             payloads = [] if session is None else [p for p, _ in session.entries.values()]
         return payloads if last_n is None else payloads[-last_n:] if last_n else []
 
+    def first(self, key: SessionKey) -> str | None:
+        with self._data.lock:
+            session = self._session(key)
+            entries = [] if session is None else list(session.entries.values())
+        return entries[0][0] if entries else None
+
     def get(self, key: SessionKey, qa_id: str) -> str | None:
         with self._data.lock:
             session = self._session(key)
@@ -179,6 +185,9 @@ class InMemoryBackend:
 
     async def aget(self, key: SessionKey, qa_id: str) -> str | None:
         return self.get(key, qa_id)
+
+    async def afirst(self, key: SessionKey) -> str | None:
+        return self.first(key)
 
     async def aget_many(self, refs: Sequence[tuple[SessionKey, str]]) -> list[str | None]:
         return self.get_many(refs)
