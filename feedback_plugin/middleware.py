@@ -25,7 +25,9 @@ tool calls.
   the newest question.
 * Every model call of the turn gets those turns in its system message, as
   delimited examples (:func:`memory_block`), for that call only: they are
-  never written into the conversation.
+  never written into the conversation. The recorded turn's ``memory_ids``
+  (with ``memory_sessions``) name the liked turns so shown, so rating the
+  answer charges them (:mod:`feedback_plugin.attribution`).
 * Every tool call keeps the documents that retrievers return inside it (a
   plain retriever tool hands the model text only), and those of a tool's
   ``content_and_artifact`` artifact, in the agent state, so a turn paused by
@@ -123,6 +125,31 @@ def _documents(state: Mapping[str, Any]) -> list[str]:
     return [doc for doc in state.get("feedback_context") or [] if doc != _RESET]
 
 
+_formatted: ContextVar[list[SessionQAEntry] | None] = ContextVar(
+    "feedback_plugin_formatted_memories", default=None
+)
+"""While :meth:`FeedbackMiddleware._shown` runs: the entries :func:`memory_block` formats."""
+
+Memory = tuple[tuple[str, str], ...]
+"""The ``(session_id, qa_id)`` of each liked turn shown to the model, as
+``SessionStore.record_trusted`` takes them."""
+
+
+def _memory_refs(refs: object) -> Memory:
+    """The state's ``[session_id, qa_id]`` pairs (lists or tuples after a checkpoint's
+    round trip) as distinct ``(session_id, qa_id)`` pairs, the first mention kept;
+    anything else is passed over."""
+    if not isinstance(refs, (list, tuple)):
+        return ()
+    out: dict[str, str] = {}
+    for ref in refs:
+        if isinstance(ref, (list, tuple)) and len(ref) == 2:
+            session, qa = ref
+            if isinstance(session, str) and session and isinstance(qa, str) and qa:
+                out.setdefault(qa, session)
+    return tuple((session, qa) for qa, session in out.items())
+
+
 class FeedbackState(AgentState[Any]):
     """The agent state keys this middleware adds."""
 
@@ -131,6 +158,8 @@ class FeedbackState(AgentState[Any]):
     # the reducer must come last: LangGraph reads only the last Annotated item as one
     feedback_context: NotRequired[Annotated[list[str], PrivateStateAttr, _gather]]
     feedback_memory: NotRequired[Annotated[str, PrivateStateAttr]]
+    feedback_memory_ids: NotRequired[Annotated[list[list[str]], PrivateStateAttr]]
+    """``[session_id, qa_id]`` of each liked turn in ``feedback_memory``."""
 
 
 # -- documents retrieved inside tools ----------------------------------------------------
@@ -277,11 +306,28 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         update: dict[str, Any] = {"feedback_qa_id": qa_id}
         if _documents(request.state):
             update["feedback_context"] = [_RESET]  # the previous turn's documents
+        refs: list[list[str]] = []
         if self.memory:
-            update["feedback_memory"] = self._memories(request, _text_of(messages[newest]))
+            update["feedback_memory"], refs = self._shown(request, _text_of(messages[newest]))
         elif request.state.get("feedback_memory"):
             update["feedback_memory"] = ""
+        if refs or request.state.get("feedback_memory_ids"):
+            update["feedback_memory_ids"] = refs
         return update
+
+    def _shown(self, request: ModelRequest[Any], question: str) -> tuple[str, list[list[str]]]:
+        """:meth:`_memories`' block and the ``[session_id, qa_id]`` of each liked turn it
+        shows: the entries :func:`memory_block` formatted while it ran (so a subclass's
+        ``_memories`` that builds its block with it is attributed too) named in the block."""
+        shown: list[SessionQAEntry] = []
+        token = _formatted.set(shown)
+        try:
+            block = self._memories(request, question)
+        finally:
+            _formatted.reset(token)
+        if not isinstance(block, str) or not block:
+            return "", []
+        return block, [[e.session_id, e.qa_id] for e in shown if f'qa_id="{e.qa_id}"' in block]
 
     def _memories(self, request: ModelRequest[Any], question: str) -> str:
         """The liked turns that match the turn's question, as a system-message block."""
@@ -302,15 +348,22 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
             return ""
         return memory_block([entry for entry, _ in hits])
 
-    def _prepare(self, request: ModelRequest[Any]) -> tuple[ModelRequest[Any], dict[str, Any]]:
-        """The request to send (memories in its system message) and the state update."""
+    def _prepare(
+        self, request: ModelRequest[Any]
+    ) -> tuple[ModelRequest[Any], dict[str, Any], Memory]:
+        """The request to send (memories in its system message), the state update, and
+        the ``(session_id, qa_id)`` of the memories that request shows the model."""
         try:
             update = self._begin(request) or {}
             block = update.get("feedback_memory", request.state.get("feedback_memory"))
-            return self._with_memory(request, block if self.memory else None), update
+            sent = self._with_memory(request, block if self.memory else None)
+            if sent is request:
+                return sent, update, ()
+            refs = update.get("feedback_memory_ids", request.state.get("feedback_memory_ids"))
+            return sent, update, _memory_refs(refs)
         except Exception:
             log.exception("feedback_plugin: FeedbackMiddleware could not prepare the model call")
-            return request, {}
+            return request, {}, ()
 
     def _with_memory(self, request: ModelRequest[Any], block: object) -> ModelRequest[Any]:
         if not isinstance(block, str) or not block:
@@ -326,11 +379,13 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         blocks: list[str | dict[Any, Any]] = [*content, {"type": "text", "text": block}]
         return request.override(system_message=SystemMessage(content=blocks))
 
-    def _finish(self, request: ModelRequest[Any], update: dict[str, Any], response: Any) -> Any:
+    def _finish(
+        self, request: ModelRequest[Any], update: dict[str, Any], memory: Memory, response: Any
+    ) -> Any:
         """Record the turn if ``response`` is its answer; return what the model node returns."""
         try:
             if self.record:
-                self._record(request, update, response)
+                self._record(request, update, memory, response)
         except Exception:
             log.exception("feedback_plugin: agent turn not recorded; the agent goes on")
         if not update:
@@ -341,7 +396,9 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
             response = ModelResponse(result=[response])
         return ExtendedModelResponse(model_response=response, command=Command(update=update))
 
-    def _record(self, request: ModelRequest[Any], update: dict[str, Any], response: Any) -> None:
+    def _record(
+        self, request: ModelRequest[Any], update: dict[str, Any], memory: Memory, response: Any
+    ) -> None:
         result = (
             response.model_response if isinstance(response, ExtendedModelResponse) else response
         )
@@ -363,7 +420,7 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         # Queued as plain fields: the store's writer thread builds the entry (as for the
         # callback handler); the ids are checked here, the rest is what record() accepts.
         self.store.record_trusted(
-            check_id(session), question, answer, context, check_user(user), metadata, qa_id
+            check_id(session), question, answer, context, check_user(user), metadata, qa_id, memory
         )
 
     def wrap_model_call(
@@ -371,16 +428,16 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
     ) -> Any:
-        sent, update = self._prepare(request)
-        return self._finish(request, update, handler(sent))
+        sent, update, memory = self._prepare(request)
+        return self._finish(request, update, memory, handler(sent))
 
     async def awrap_model_call(
         self,
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> Any:
-        sent, update = await asyncio.to_thread(self._prepare, request)
-        return self._finish(request, update, await handler(sent))
+        sent, update, memory = await asyncio.to_thread(self._prepare, request)
+        return self._finish(request, update, memory, await handler(sent))
 
     # -- every tool call ---------------------------------------------------------------
 
@@ -422,6 +479,9 @@ def memory_block(entries: Sequence[SessionQAEntry]) -> str:
     """
     if not entries:
         return ""
+    formatted = _formatted.get()
+    if formatted is not None:  # FeedbackMiddleware._shown: the entries shown to the model
+        formatted.extend(entries)
     lines = [
         "<liked_answers>",
         "Answers this user liked before (a corrected answer is the right one). "

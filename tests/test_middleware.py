@@ -274,3 +274,49 @@ def test_a_correction_is_the_answer_memory_shows(store: CountingStore) -> None:
 def test_a_bad_min_score_names_min_score(tmp_path: Path, bad: Any) -> None:
     with pytest.raises(ValueError, match="min_score"):
         FeedbackMiddleware(SessionStore(tmp_path / "store"), min_score=bad)
+
+
+def test_the_recorded_turn_names_the_liked_turns_shown_to_the_model(
+    store: CountingStore,
+) -> None:
+    """Attribution: ``memory_ids`` are the memories injected into this turn's model calls."""
+    qa = liked_turn(store, "How do I reset my password?", "Use the emailed link.")
+    liked_turn(store, "How do I reset my password?", "Bob's answer.", user="bob")
+    model = ScriptedChatModel(
+        script=[tool_call("word_count", {"text": "a"}), "Use the emailed link.", "Sunny."]
+    )
+    agent = agent_with(store, model)
+    agent.invoke({"messages": [("user", "password reset?")]}, cfg())
+    agent.invoke({"messages": [("user", "weather tomorrow?")]}, cfg())  # nothing matches
+    first, second = store.get_session("t1", user="alice")
+    assert (first.memory_ids, first.memory_sessions) == ([qa], {qa: "old"})
+    assert f'qa_id="{qa}"' not in model.system_prompts()[2]
+    assert (second.memory_ids, second.memory_sessions) == ([], {})  # not the last turn's
+    # memory off: nothing shown, nothing named
+    agent_with(store, ScriptedChatModel(script=["x"]), memory=False).invoke(
+        {"messages": [("user", "password reset?")]}, cfg("t2")
+    )
+    [off] = store.get_session("t2", user="alice")
+    assert off.memory_ids == []
+
+
+def test_an_interrupted_turn_keeps_the_memories_it_was_shown(store: CountingStore) -> None:
+    qa = liked_turn(store, "How many words?", "Count them with word_count.")
+    model = ScriptedChatModel(script=[tool_call("word_count", {"text": "a b"}), "Two words."])
+    agent = create_agent(
+        model,
+        [word_count],
+        middleware=[
+            FeedbackMiddleware(store),
+            HumanInTheLoopMiddleware(interrupt_on={"word_count": True}),
+        ],
+        checkpointer=InMemorySaver(),
+    )
+    assert "__interrupt__" in agent.invoke({"messages": [("user", "how many words?")]}, cfg())
+    agent.invoke(Command(resume={"decisions": [{"type": "approve"}]}), cfg())
+    [entry] = store.get_session("t1", user="alice")
+    assert (entry.answer, entry.memory_ids, entry.memory_sessions) == (
+        "Two words.",
+        [qa],
+        {qa: "old"},
+    )
