@@ -48,6 +48,7 @@ from .errors import (
     StoreError,
     TurnNotFoundError,
 )
+from .interpretation import FeedbackInterpretation
 from .models import (
     Id,
     SessionQAEntry,
@@ -89,7 +90,7 @@ def default_location() -> str:
     return str(base / "feedback_plugin")
 
 
-class SessionStore(SessionRatings, AsyncMethods):
+class SessionStore(SessionRatings, AsyncMethods, FeedbackInterpretation):
     """Recorded chat turns, keyed by session and user, with their feedback.
 
     >>> import tempfile
