@@ -15,20 +15,37 @@ the newest recorded turn of the session: the answer the user is reacting
 to. The model learns other qa_ids from ``search_positive_memory`` results
 and from memories :class:`~feedback_plugin.middleware.FeedbackMiddleware`
 shows it.
+
+What the tools answer:
+
+* ``add_feedback``: ``Feedback saved for turn <qa_id> (recorded at
+  2026-05-01T12:00:00Z). The turn is now remembered: positive memory hands it
+  back for similar questions.`` -- or ``... The turn is not remembered:
+  positive memory keeps turns rated 4 or more, or corrected.`` (Mixpeek's
+  ``stored`` and ``recorded_at``, in words an agent reads).
+* ``clear_feedback``: ``Feedback cleared for turn <qa_id> (recorded at ...).
+  The turn is not remembered: ...``
+* ``search_positive_memory``: a numbered list of the liked turns (question,
+  answer, qa_id, session, score) as the message text, and the same turns as
+  memory Documents in the tool message's artifact (``content_and_artifact``),
+  so :class:`~feedback_plugin.FeedbackCallbackHandler` names them in the
+  recorded turn's ``memory_ids``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any, Literal, TypeVar
 
+from langchain_core.documents import Document
 from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool, BaseToolkit, ToolException
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from .capture.extract import session_id_from, user_from, user_from_config
 from .errors import ArgumentTypeError, FeedbackPluginError, StoreError, TurnNotFoundError
-from .memory.retriever import asearch_memory, search_memory
+from .memory.retriever import asearch_memory, entry_document, search_memory
 from .models import (
     MAX_SCORE,
     MIN_SCORE,
@@ -37,7 +54,7 @@ from .models import (
     check_score,
     check_user,
 )
-from .ratings import POSITIVE_MIN_SCORE
+from .ratings import POSITIVE_MIN_SCORE, is_remembered
 
 __all__ = [
     "AddFeedbackTool",
@@ -45,6 +62,9 @@ __all__ = [
     "FeedbackToolkit",
     "SearchPositiveMemoryTool",
 ]
+
+
+_T = TypeVar("_T")
 
 
 def _readable(error: ValidationError) -> str:
@@ -60,6 +80,8 @@ class _FeedbackTool(BaseTool):
     store: Any
     session_id: str | None = None
     user: str | None = None
+    min_score: StrictInt = POSITIVE_MIN_SCORE  # strict: True, 4.0, "4" are refused
+    """The lowest score positive memory hands back (a correction always counts)."""
     handle_validation_error: Any = _readable
     handle_tool_error: Any = True
 
@@ -98,21 +120,39 @@ class _FeedbackTool(BaseTool):
             return qa_id
         return _newest(session, await self.store.aget_session(session, user=user, last_n=1))
 
-    def _guard(self, fn: Any, *args: Any, **kwargs: Any) -> str:
+    def _guard(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run ``fn``; turn any failure into a ToolException, which LangChain hands the
         agent as the message text with ``status="error"`` (``handle_tool_error=True``)."""
         try:
-            result: str = fn(*args, **kwargs)
-            return result
+            return fn(*args, **kwargs)
         except Exception as exc:
             raise _tool_error(exc) from exc
 
-    async def _aguard(self, work: Awaitable[str]) -> str:
+    async def _aguard(self, work: Awaitable[_T]) -> _T:
         """:meth:`_guard`, awaited."""
         try:
             return await work
         except Exception as exc:
             raise _tool_error(exc) from exc
+
+    def _saved(self, verb: str, entry: SessionQAEntry) -> str:
+        """The answer to a rating or a cleared rating: when it was recorded, and whether
+        positive memory now hands the turn back."""
+        when = entry.feedback_time
+        at = "" if when is None else f" (recorded at {_utc(when)})"
+        if is_remembered(entry, self.min_score):
+            memory = "now remembered: positive memory hands it back for similar questions"
+        else:
+            memory = (
+                f"not remembered: positive memory keeps turns rated {self.min_score} or more,"
+                " or corrected"
+            )
+        return f"Feedback {verb} for turn {entry.qa_id}{at}. The turn is {memory}."
+
+
+def _utc(when: datetime) -> str:
+    """``2026-05-01T12:00:00Z``: an aware time in UTC, to the second."""
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _newest(session: str, newest: list[Any]) -> str:
@@ -203,10 +243,10 @@ class AddFeedbackTool(_FeedbackTool):
         check_feedback(text, score, correction)  # a bad rating is refused before any read
         qa_id = self._turn(session, qa_id, user)
         try:
-            self.store.rate(session, qa_id, text, score, user=user, correction=correction)
+            entry = self.store.rate(session, qa_id, text, score, user=user, correction=correction)
         except TurnNotFoundError:
             raise _missing(qa_id, session) from None
-        return f"Feedback saved for turn {qa_id}."
+        return self._saved("saved", entry)
 
     async def _aadd(
         self,
@@ -220,10 +260,12 @@ class AddFeedbackTool(_FeedbackTool):
         check_feedback(text, score, correction)
         qa_id = await self._aturn(session, qa_id, user)
         try:
-            await self.store.arate(session, qa_id, text, score, user=user, correction=correction)
+            entry = await self.store.arate(
+                session, qa_id, text, score, user=user, correction=correction
+            )
         except TurnNotFoundError:
             raise _missing(qa_id, session) from None
-        return f"Feedback saved for turn {qa_id}."
+        return self._saved("saved", entry)
 
 
 class ClearFeedbackInput(BaseModel):
@@ -254,19 +296,19 @@ class ClearFeedbackTool(_FeedbackTool):
         session, user = self._target(session_id)
         qa_id = self._turn(session, qa_id, user)
         try:
-            self.store.clear_rating(session, qa_id, user=user)
+            entry = self.store.clear_rating(session, qa_id, user=user)
         except TurnNotFoundError:
             raise _missing(qa_id, session) from None
-        return f"Feedback cleared for turn {qa_id}."
+        return self._saved("cleared", entry)
 
     async def _aclear(self, qa_id: str | None, session_id: str | None) -> str:
         session, user = self._target(session_id)
         qa_id = await self._aturn(session, qa_id, user)
         try:
-            await self.store.aclear_rating(session, qa_id, user=user)
+            entry = await self.store.aclear_rating(session, qa_id, user=user)
         except TurnNotFoundError:
             raise _missing(qa_id, session) from None
-        return f"Feedback cleared for turn {qa_id}."
+        return self._saved("cleared", entry)
 
 
 class SearchInput(BaseModel):
@@ -280,26 +322,32 @@ class SearchPositiveMemoryTool(_FeedbackTool):
         "Use it before answering a question the user may have asked before."
     )
     args_schema: type[BaseModel] = SearchInput
+    response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
+    """The text the agent reads, and the memories as Documents (the message's artifact)."""
     k: int = 4
-    min_score: StrictInt = POSITIVE_MIN_SCORE  # strict: True, 4.0, "4" are refused
 
-    def _run(self, query: str, **_: Any) -> str:
+    def _run(self, query: str, **_: Any) -> tuple[str, list[Document]]:
         return self._guard(self._search, query)
 
-    async def _arun(self, query: str, **_: Any) -> str:
+    async def _arun(self, query: str, **_: Any) -> tuple[str, list[Document]]:
         return await self._aguard(self._asearch(query))
 
-    def _search(self, query: str) -> str:
+    def _search(self, query: str) -> tuple[str, list[Document]]:
         found = search_memory(
             self.store, query, k=self.k, user=self._user(), min_score=self.min_score
         )
-        return _listing(found)
+        return _listing(found), _documents(found)
 
-    async def _asearch(self, query: str) -> str:
+    async def _asearch(self, query: str) -> tuple[str, list[Document]]:
         found = await asearch_memory(
             self.store, query, k=self.k, user=self._user(), min_score=self.min_score
         )
-        return _listing(found)
+        return _listing(found), _documents(found)
+
+
+def _documents(found: list[tuple[SessionQAEntry, float]]) -> list[Document]:
+    """Remembered turns as memory Documents (as PositiveMemoryRetriever returns them)."""
+    return [entry_document(entry, relevance) for entry, relevance in found]
 
 
 def _listing(found: list[tuple[SessionQAEntry, float]]) -> str:
@@ -347,9 +395,14 @@ class FeedbackToolkit(BaseToolkit):
         check_score(self.min_score)
 
     def get_tools(self) -> list[BaseTool]:
-        shared = {"store": self.store, "session_id": self.session_id, "user": self.user}
+        shared = {
+            "store": self.store,
+            "session_id": self.session_id,
+            "user": self.user,
+            "min_score": self.min_score,
+        }
         return [
             AddFeedbackTool(**shared),
             ClearFeedbackTool(**shared),
-            SearchPositiveMemoryTool(**shared, k=self.k, min_score=self.min_score),
+            SearchPositiveMemoryTool(**shared, k=self.k),
         ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -424,3 +426,84 @@ def test_example_selector_add_example(store: SessionStore) -> None:
     assert selector.select_examples({"input": "France capital"}) == [
         {"question": FRANCE_Q, "answer": FRANCE_A}
     ]
+
+
+# -- what add_feedback and clear_feedback answer: recorded when, remembered or not ----------
+
+RECORDED_AT = re.compile(r"\(recorded at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\)")
+
+
+def recorded_at(answer: str) -> datetime:
+    found = RECORDED_AT.search(answer)
+    assert found is not None, answer
+    return datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%S%z")
+
+
+def test_add_feedback_says_when_it_was_recorded_and_whether_the_turn_is_remembered(
+    store: SessionStore,
+) -> None:
+    qa = record(store, "s1", PASSWORD_Q, PASSWORD_A)
+    add = tools(store, session_id="s1")["add_feedback"]
+    liked = add.invoke({"qa_id": qa, "feedback_score": 5})
+    assert liked.startswith(f"Feedback saved for turn {qa} (recorded at ")
+    assert "The turn is now remembered" in liked and "not remembered" not in liked
+    entry = store.get_entry("s1", qa)
+    assert entry is not None and entry.feedback_time is not None
+    assert recorded_at(liked) == entry.feedback_time.replace(microsecond=0)
+
+    disliked = add.invoke({"qa_id": qa, "feedback_score": 2, "feedback_text": "wrong"})
+    assert "The turn is not remembered" in disliked and "rated 4 or more" in disliked
+    assert recorded_at(disliked) >= recorded_at(liked)
+    # a correction always counts as liked, whatever the score
+    corrected = add.invoke({"qa_id": qa, "feedback_score": 1, "correction": "Use the link."})
+    assert "now remembered" in corrected
+    # a comment alone keeps what the score says
+    assert "now remembered" in add.invoke({"qa_id": qa, "feedback_text": "thanks"})
+
+
+def test_clear_feedback_says_the_turn_is_no_longer_remembered(store: SessionStore) -> None:
+    qa = record(store, "s1", PASSWORD_Q, PASSWORD_A)
+    assert store.thumbs("s1", qa, up=True)
+    cleared = tools(store, session_id="s1")["clear_feedback"].invoke({})  # the newest turn
+    assert cleared.startswith(f"Feedback cleared for turn {qa} (recorded at ")
+    assert "The turn is not remembered" in cleared
+    entry = store.get_entry("s1", qa)
+    assert entry is not None and entry.feedback_time is not None
+    assert recorded_at(cleared) == entry.feedback_time.replace(microsecond=0)
+
+
+def test_remembered_follows_the_toolkits_min_score(store: SessionStore) -> None:
+    qa = record(store, "s1", PASSWORD_Q, PASSWORD_A)
+    strict = tools(store, session_id="s1", min_score=5)
+    answer = strict["add_feedback"].invoke({"qa_id": qa, "feedback_score": 4})
+    assert "not remembered" in answer and "rated 5 or more" in answer
+    assert PASSWORD_A not in strict["search_positive_memory"].invoke({"query": "password"})
+    assert "now remembered" in tools(store, session_id="s1")["add_feedback"].invoke(
+        {"qa_id": qa, "feedback_score": 4}
+    )
+
+
+async def test_async_answers_say_it_too(store: SessionStore) -> None:
+    qa = record(store, "s1", PASSWORD_Q, PASSWORD_A)
+    t = tools(store, session_id="s1")
+    added = await t["add_feedback"].ainvoke({"qa_id": qa, "feedback_score": 5})
+    assert "now remembered" in added and recorded_at(added)
+    cleared = await t["clear_feedback"].ainvoke({"qa_id": qa})
+    assert "not remembered" in cleared and recorded_at(cleared) >= recorded_at(added)
+
+
+def test_search_hands_the_memories_to_a_tool_call_as_its_artifact(store: SessionStore) -> None:
+    qa = record(store, "s1", PASSWORD_Q, PASSWORD_A)
+    assert store.thumbs("s1", qa, up=True)
+    search = tools(store)["search_positive_memory"]
+    call = {"name": search.name, "args": {"query": "password"}, "id": "c1", "type": "tool_call"}
+    message = search.invoke(call)
+    assert isinstance(message, ToolMessage) and PASSWORD_A in message.content
+    [doc] = message.artifact
+    assert (doc.metadata["qa_id"], doc.metadata["session_id"]) == (qa, "s1")
+    assert doc.metadata["source"] == "feedback_plugin.memory"
+    empty = search.invoke({**call, "args": {"query": "capital of France"}})
+    assert (empty.content, empty.artifact) == ("No remembered answers match.", [])
+    failed = search.invoke({**call, "args": {}})
+    assert failed.content.startswith("Error:") and failed.status == "error"
+    assert isinstance(search.invoke({"query": "password"}), str)  # no tool call: the text

@@ -25,12 +25,16 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.prompt_values import PromptValue
 
+from ..memory import MEMORY_SOURCE
+from ..models import MAX_ID_LENGTH
+
 __all__ = [
     "SESSION_KEYS",
     "answer_from",
     "is_command",
     "is_interrupt",
     "json_safe",
+    "memories_in",
     "messages_in",
     "question_from",
     "session_id_from",
@@ -113,6 +117,35 @@ def is_interrupt(error: BaseException) -> bool:
         kind.__name__ == "GraphInterrupt" and kind.__module__.startswith("langgraph")
         for kind in type(error).__mro__
     )
+
+
+def memories_in(documents: Any) -> tuple[tuple[str, str], ...]:
+    """``(session_id, qa_id)`` of each remembered turn among ``documents``: those whose
+    metadata's ``source`` is :data:`~feedback_plugin.memory.MEMORY_SOURCE` (as
+    :class:`~feedback_plugin.PositiveMemoryRetriever` writes them) with usable ids;
+    any other document, or anything not a list of documents, gives nothing.
+
+    >>> from langchain_core.documents import Document
+    >>> memory = {"source": "feedback_plugin.memory", "session_id": "s1", "qa_id": "q1"}
+    >>> memories_in([Document("Q/A", metadata=memory), Document("an article", metadata={})])
+    (('s1', 'q1'),)
+    """
+    if not isinstance(documents, (list, tuple)):
+        return ()
+    found: list[tuple[str, str]] = []
+    for doc in documents:
+        meta = getattr(doc, "metadata", None)
+        if type(meta) is not dict or meta.get("source") != MEMORY_SOURCE:
+            continue
+        session, qa = meta.get("session_id"), meta.get("qa_id")
+        if type(session) is str and type(qa) is str and _usable(session) and _usable(qa):
+            found.append((session, qa))
+    return tuple(found)
+
+
+def _usable(value: str) -> bool:
+    """Whether :func:`~feedback_plugin.models.check_id` accepts this string."""
+    return 0 < len(value) <= MAX_ID_LENGTH
 
 
 def messages_in(state: Any) -> list[Any] | None:

@@ -21,6 +21,15 @@ the graph's nodes run with, else the handler's own ``user``. A run whose
 output carries ``feedback_qa_id`` was recorded by
 :class:`~feedback_plugin.middleware.FeedbackMiddleware`, and is not
 recorded again.
+
+Memory attribution: the documents of a retriever run inside the root run
+(or a tool's ``content_and_artifact`` artifact) that are remembered turns --
+:class:`~feedback_plugin.PositiveMemoryRetriever`'s, and the
+``search_positive_memory`` tool's, whose metadata ``source`` is
+:data:`~feedback_plugin.memory.MEMORY_SOURCE` -- are named in the recorded
+turn's ``memory_ids`` (with ``memory_sessions``), so rating the answer
+charges them (:mod:`feedback_plugin.attribution`). Every document, memory or
+not, is also the turn's ``context``.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from .extract import (
     is_command,
     is_interrupt,
     json_safe,
+    memories_in,
     messages_in,
     question_from,
     session_id_from,
@@ -68,6 +78,7 @@ class _Turn:
         "graph",
         "inputs",
         "kind",
+        "memory",
         "metadata",
         "paused",
         "runs",
@@ -90,6 +101,7 @@ class _Turn:
         self.inputs = inputs
         self.metadata = metadata
         self.context: list[str] = []
+        self.memory: tuple[tuple[str, str], ...] = ()  # (session_id, qa_id) of memories used
         self.runs = [rid]  # every run of the tree (as ``run_id.int``), root first
         self.graph = metadata.get("ls_integration") in _GRAPHS  # a LangGraph run
         self.paused = False  # a node called interrupt(): the turn is not over
@@ -244,6 +256,7 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
                 metadata=turn.metadata,
                 qa_id=str(run_id),
                 wait=True,
+                memory_ids=turn.memory,
             )
         else:  # queued as fields: the writer thread builds and stores the entry
             self.store.record_trusted(
@@ -254,6 +267,7 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
                 user,
                 turn.metadata,
                 run_id.int,  # the writer thread makes it str(run_id)
+                turn.memory,
             )
 
     # -- chains ----------------------------------------------------------------
@@ -377,6 +391,8 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
         try:
             if self._end(run_id) is None and (turn := self._turn_of.get(run_id.int)):
                 turn.context.extend(doc.page_content for doc in documents)
+                if found := memories_in(documents):  # remembered turns handed to the model
+                    turn.memory += found
         except Exception:
             self._failed("on_retriever_end")
 
@@ -412,6 +428,8 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
                         text = getattr(doc, "page_content", None)
                         if isinstance(text, str) and text not in turn.context:
                             turn.context.append(text)
+                    if found := memories_in(artifact):  # e.g. search_positive_memory's
+                        turn.memory += found
         except Exception:
             self._failed("on_tool_end")
 

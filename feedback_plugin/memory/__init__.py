@@ -15,7 +15,16 @@ if TYPE_CHECKING:
     from .examples import PositiveExampleSelector
     from .retriever import PositiveMemoryRetriever, asearch_memory, search_memory
 
+MEMORY_SOURCE = "feedback_plugin.memory"
+"""The ``source`` metadata of a Document that is a remembered turn
+(:func:`~.retriever.entry_document`: what :class:`PositiveMemoryRetriever` returns and
+the ``search_positive_memory`` tool's artifact), next to its ``qa_id`` and
+``session_id``. :class:`~feedback_plugin.FeedbackCallbackHandler` counts such
+documents, returned inside a run, in the recorded turn's ``memory_ids``; other
+retrievers' documents are plain context."""
+
 __all__ = [
+    "MEMORY_SOURCE",
     "MemoryIndex",
     "PositiveExampleSelector",
     "PositiveMemoryRetriever",

@@ -23,6 +23,7 @@ from ..errors import ArgumentTypeError, InvalidArgumentError, StoreError
 from ..models import SessionQAEntry, check_id, check_score, check_user
 from ..pool import beside, in_thread
 from ..ratings import POSITIVE_MIN_SCORE, is_remembered
+from . import MEMORY_SOURCE
 from .fusion import fuse
 
 if TYPE_CHECKING:
@@ -35,11 +36,13 @@ __all__ = ["PositiveMemoryRetriever", "asearch_memory", "entry_document", "searc
 
 
 def entry_document(entry: SessionQAEntry, relevance: float) -> Document:
-    """A remembered turn as a Document: question and (corrected) answer in the text."""
+    """A remembered turn as a Document: question and (corrected) answer in the text;
+    its metadata's ``source`` is :data:`~feedback_plugin.memory.MEMORY_SOURCE`."""
     answer = entry.best_answer
     return Document(
         page_content=f"Question: {entry.question}\nAnswer: {answer}",
         metadata={
+            "source": MEMORY_SOURCE,
             "qa_id": entry.qa_id,
             "session_id": entry.session_id,
             "user_id": entry.user_id,
