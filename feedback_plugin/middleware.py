@@ -23,6 +23,15 @@ tool calls.
   under ``feedback_qa_id``. With ``memory=True`` this call also runs the
   turn's one memory query: the user's liked (or corrected) turns that match
   the newest question.
+* With ``detect_feedback=model`` (opt-in), that first call of a turn that
+  follows an answer first asks ``model`` whether the new message is feedback
+  on an earlier answer ("no, it's Canberra"); when it is, the rating is
+  stored (:meth:`SessionStore.process_feedback` with ``detect=True``) before
+  the agent answers, and ``{"feedback_result": {...}}`` (the
+  :class:`~feedback_plugin.interpretation.FeedbackResult` without ``entry``
+  and ``model_reply``) goes to the ``custom`` stream. It costs one more model call per such turn;
+  its tokens stay out of the ``messages`` stream (tag ``nostream``); a
+  failure is logged and the agent goes on.
 * Every model call of the turn gets those turns in its system message, as
   delimited examples (:func:`memory_block`), for that call only: they are
   never written into the conversation. The recorded turn's ``memory_ids``
@@ -67,6 +76,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.messages import AIMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import Runnable
 from langchain_core.tracers.context import register_configure_hook
 from langgraph.config import get_config
 from langgraph.prebuilt.tool_node import ToolCallRequest
@@ -216,6 +226,9 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         user: the user when the run names none.
         embeddings: find liked turns by meaning too (any LangChain ``Embeddings``;
             see :func:`~feedback_plugin.memory.search_memory`).
+        detect_feedback: a chat model that reads each new message of a thread that
+            already has an answer, and stores it as feedback on that answer when it
+            is feedback (see the module docs). ``None``: no detection.
     """
 
     state_schema = FeedbackState
@@ -231,6 +244,7 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         session_id: str | None = None,
         user: str | None = None,
         embeddings: Embeddings | None = None,
+        detect_feedback: Runnable[Any, Any] | None = None,
     ) -> None:
         if not isinstance(store, SessionStore):
             raise ArgumentTypeError(f"store must be a SessionStore, got {type(store).__name__}")
@@ -254,6 +268,12 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
                 f"embeddings must be a LangChain Embeddings, got {type(embeddings).__name__}"
             )
         self.embeddings = embeddings
+        if detect_feedback is not None and not isinstance(detect_feedback, Runnable):
+            raise ArgumentTypeError(
+                "detect_feedback must be a LangChain chat model, "
+                f"got {type(detect_feedback).__name__}"
+            )
+        self.detect_feedback = detect_feedback
         self.tools = []
 
     def __repr__(self) -> str:
@@ -306,6 +326,8 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         update: dict[str, Any] = {"feedback_qa_id": qa_id}
         if _documents(request.state):
             update["feedback_context"] = [_RESET]  # the previous turn's documents
+        if self.detect_feedback is not None and any(_is_ai(m) for m in messages[:newest]):
+            self._detect(request, _text_of(messages[newest]))  # before memory: it may change
         refs: list[list[str]] = []
         if self.memory:
             update["feedback_memory"], refs = self._shown(request, _text_of(messages[newest]))
@@ -314,6 +336,32 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         if refs or request.state.get("feedback_memory_ids"):
             update["feedback_memory_ids"] = refs
         return update
+
+    def _detect(self, request: ModelRequest[Any], words: str) -> None:
+        """Store the new message as feedback on an earlier answer, if it is some."""
+        if not words.strip():
+            return
+        session, user, _ = self._where(request.runtime)
+        model = self.detect_feedback
+        if session is None or model is None:
+            return
+        try:
+            result = self.store.process_feedback(
+                session, words, user=user, model=model, detect=True
+            )
+        except Exception:
+            log.exception("feedback_plugin: feedback detection failed; the agent goes on")
+            return
+        if not result.applied:
+            log.debug("feedback_plugin: no feedback stored: %s", result.reason)
+            return
+        log.info("feedback_plugin: feedback stored on turn %s: %s", result.qa_id, result.reason)
+        if request.runtime is not None:
+            shown = result.model_dump(mode="json", exclude={"entry", "model_reply"})
+            try:
+                request.runtime.stream_writer({"feedback_result": shown})
+            except Exception:  # no stream consumer: nothing to tell
+                log.debug("feedback_plugin: no custom stream for the feedback", exc_info=True)
 
     def _shown(self, request: ModelRequest[Any], question: str) -> tuple[str, list[list[str]]]:
         """:meth:`_memories`' block and the ``[session_id, qa_id]`` of each liked turn it
