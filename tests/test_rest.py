@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -133,7 +134,10 @@ def test_put_score_thumbs_text_correction(store: SessionStore, client: TestClien
     stored = store.get_entry("s1", t.qa_id, user="alice")
     assert stored is not None
     assert (stored.feedback_score, stored.feedback_text, stored.correction) == (5, "wrong", "b")
-    assert r.json() == json.loads(stored.model_dump_json())
+    answer = r.json()
+    assert answer.pop("remembered") is True  # a score of 5 is in positive memory
+    assert datetime.fromisoformat(answer.pop("recorded_at")) == stored.feedback_time
+    assert answer == json.loads(stored.model_dump_json())
 
 
 def test_delete_feedback_clears_and_keeps_the_turn(store: SessionStore, client: TestClient) -> None:
@@ -309,8 +313,12 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PUT", "/api/turns/{qa}/feedback?session_id=s1", {"score": 2}),
     ("DELETE", "/api/turns/{qa}/feedback?session_id=s1", None),
     ("GET", "/api/memory?q=question", None),
+    ("GET", "/api/sessions/feedback?session_id=s1", None),
+    ("PUT", "/api/sessions/feedback?session_id=s1", {"rating": "negative"}),
+    ("DELETE", "/api/sessions/feedback?session_id=s1", None),
+    ("POST", "/api/turns", {"session_id": "s1", "question": "q", "answer": "a"}),
 ]
-WRITES = [e for e in ENDPOINTS if e[0] in ("PUT", "DELETE")]
+WRITES = [e for e in ENDPOINTS if e[0] in ("PUT", "DELETE", "POST")]
 READS = [e for e in ENDPOINTS if e[0] == "GET"]
 
 
@@ -639,7 +647,7 @@ def test_store_down_is_503(
     assert r.headers["retry-after"] == "5"
     backend.fail_reads = backend.fail_writes = False
     assert dump(store, "s1", "alice") == before
-    assert call(client, endpoint, qa_id, ALICE).status_code == 200  # and it recovers
+    assert call(client, endpoint, qa_id, ALICE).status_code in (200, 201)  # and it recovers
 
 
 @pytest.mark.parametrize("endpoint", WRITES, ids=lambda e: f"{e[0]} {e[1]}")
@@ -717,6 +725,7 @@ def test_openapi_schema_is_complete(client: TestClient) -> None:
     paths = schema["paths"]
     assert set(paths) == {
         "/api/sessions",
+        "/api/sessions/feedback",
         "/api/turns",
         "/api/turns/{qa_id}",
         "/api/turns/{qa_id}/feedback",
@@ -725,22 +734,31 @@ def test_openapi_schema_is_complete(client: TestClient) -> None:
         "/healthz",
     }
     assert set(paths["/api/turns/{qa_id}/feedback"]) == {"put", "delete"}
+    assert set(paths["/api/sessions/feedback"]) == {"get", "put", "delete"}
+    assert set(paths["/api/turns"]) == {"get", "post"}
     for path, ops in paths.items():
         if path in ("/healthz", "/api/ratings"):  # no auth: nothing secret
             continue
-        for op in ops.values():
+        for method, op in ops.items():
             assert op["security"] == [{"ApiKey": []}]
+            ok = "201" if (path, method) == ("/api/turns", "post") else "200"
             codes = set(op["responses"])
-            assert {"200", "401", "403", "422", "503"} <= codes
-            assert "$ref" in str(op["responses"]["200"]["content"]["application/json"]["schema"])
+            assert {ok, "401", "403", "422", "503"} <= codes
+            assert "$ref" in str(op["responses"][ok]["content"]["application/json"]["schema"])
     comps = schema["components"]["schemas"]
     assert {
-        "SessionQAEntry",
+        "Turn",
+        "FeedbackAnswer",
         "SessionSummary",
+        "SessionRating",
         "MemoryHit",
         "FeedbackRequest",
+        "SessionFeedbackRequest",
+        "TurnRequest",
         "ErrorResponse",
     } <= set(comps)
+    assert {"memory_ids", "remembered", "recorded_at"} <= set(comps["FeedbackAnswer"]["required"])
+    assert "memory_ids" in comps["Turn"]["required"]
     score = comps["FeedbackRequest"]["properties"]["score"]["anyOf"][0]
     assert (score["type"], score["minimum"], score["maximum"]) == ("integer", 1, 5)
     assert comps["FeedbackRequest"]["additionalProperties"] is False
@@ -755,7 +773,7 @@ def test_api_key_auth_maps_keys_to_users_and_scopes() -> None:
     p = auth.authenticate("k1")
     assert p is not None and p.user == "alice" and p.scopes == {"read", "feedback"}
     p = auth.authenticate("k2")
-    assert p is not None and (p.user, p.scopes) == ("bob", {"read"})
+    assert p is not None and (p.user, p.scopes) == ("bob", frozenset({"read"}))
     assert auth.authenticate("ключ🔑").user == "eve"  # type: ignore[union-attr]
     for wrong in ["", "k", "k1 ", "K1", "k1k1", "\udcff"]:
         assert auth.authenticate(wrong) is None

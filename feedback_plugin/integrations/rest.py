@@ -17,11 +17,22 @@ or run the ready app (keys from ``FEEDBACK_PLUGIN_API_KEYS``)::
 Endpoints (all under ``/api``, all scoped to the caller's user)::
 
     GET    /api/sessions?feedback=any|positive|negative|unrated   session summaries
+    GET    /api/sessions/feedback?session_id=...                  a session's own rating
+    PUT    /api/sessions/feedback?session_id=...                  rate a whole session
+    DELETE /api/sessions/feedback?session_id=...                  clear its rating
+    POST   /api/turns                                             record a turn (201)
     GET    /api/turns?session_id=...&last_n=...                   a session's turns
     GET    /api/turns/{qa_id}?session_id=...                      one turn
     PUT    /api/turns/{qa_id}/feedback?session_id=...             rate a turn
     DELETE /api/turns/{qa_id}/feedback?session_id=...             clear its rating
     GET    /api/memory?q=...&k=...                                positive memory search
+
+A turn is served with every field of :class:`~feedback_plugin.SessionQAEntry`
+(``memory_ids`` ``[]`` when none). A feedback answer (``PUT``/``DELETE`` of a
+turn's or a session's feedback) also says whether the turn is in positive memory
+now (``remembered``; for a session, whether any of its turns is) and when the
+feedback was recorded (``recorded_at``). ``rating: "positive"|"negative"`` is
+thumbs up / down in words (:mod:`.rest_sessions` has the session routes).
 
 ``GET /api/memory`` searches by words (BM25), or, given ``embeddings``, by words
 and by meaning (:func:`~feedback_plugin.memory.search_memory`'s fusion), so a
@@ -70,11 +81,13 @@ rate a turn). A turn scored 3 is in none of the three. ``GET /api/ratings``
 (no auth) serves the scale and thresholds, so a browser never hard-codes them.
 """
 
+import json
 import logging
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from typing import Annotated, Any, TypeAlias
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
@@ -82,7 +95,9 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from langchain_core.embeddings import Embeddings
+from pydantic import TypeAdapter
 
+from ..codec import EXTENSIONS
 from ..errors import (
     ArgumentTypeError,
     ConfigurationError,
@@ -126,13 +141,17 @@ from .guards import (
 from .rest_models import (
     KEEP,
     ErrorResponse,
+    FeedbackAnswer,
     FeedbackFilter,
     FeedbackRequest,
     MemoryHit,
     Ratings,
     SessionSummary,
+    Turn,
+    TurnRequest,
     summary,
 )
+from .rest_sessions import session_routes
 
 __all__ = ["ApiKeyAuth", "authorize", "create_app", "create_router", "guarded_route"]
 
@@ -169,7 +188,7 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "the body could not be read (not UTF-8 / not JSON)",
         401: "missing or unknown API key",
         403: "the API key lacks the scope this needs",
-        404: "no such turn for this user",
+        404: "no such turn (or session) for this user",
         413: "the request body is larger than the server's limit",
         415: "the body was not sent as JSON (Content-Type: application/json)",
         429: "over the rate limit of this API key (see Retry-After)",
@@ -344,9 +363,47 @@ def create_router(
                     out.append(found)
         return out
 
+    router.include_router(
+        session_routes(
+            store,
+            read=scoped("read"),
+            write=scoped("feedback"),
+            route_class=route_class,
+            responses=_responses,
+            errors=store_errors,
+            auth_codes=auth_codes,
+        )
+    )
+
+    @router.post(
+        "/turns",
+        response_model=Turn,
+        status_code=201,
+        summary="Record a turn (question, answer, context); returns it with its new qa_id",
+        responses=_responses(400, *auth_codes, 413, 415, 503),
+    )
+    async def record_turn(user: Writer, turn: TurnRequest, request: Request) -> Response:
+        with store_errors("record"):  # written before the answer: a GET right after sees it
+            entry = await store.arecord(
+                turn.session_id,
+                turn.question,
+                turn.answer,
+                turn.context,
+                user=user,
+                metadata=turn.metadata,
+                wait=True,
+                memory_ids=turn.memory_refs(),
+            )
+        where = request.url_for("get_turn", qa_id=entry.qa_id)
+        return _turn_json(
+            entry,
+            status_code=201,
+            headers={"Location": str(where.include_query_params(session_id=entry.session_id))},
+        )
+
     @router.get(
         "/turns",
-        response_model=list[SessionQAEntry],
+        response_model=list[Turn],
         summary="A session's turns, oldest first",
         responses=_responses(*auth_codes, 503),
     )
@@ -361,7 +418,7 @@ def create_router(
 
     @router.get(
         "/turns/{qa_id:path}",
-        response_model=SessionQAEntry,
+        response_model=Turn,
         summary="One turn",
         responses=_responses(*auth_codes, 404, 503),
     )
@@ -371,8 +428,8 @@ def create_router(
 
     @router.put(
         "/turns/{qa_id:path}/feedback",
-        response_model=SessionQAEntry,
-        summary="Rate a turn (score or thumbs, comment, correction); returns the turn",
+        response_model=FeedbackAnswer,
+        summary="Rate a turn (score, thumbs or rating, comment, correction); returns the turn",
         responses=_responses(400, *auth_codes, 404, 413, 415, 503),
     )
     async def put_feedback(
@@ -387,17 +444,17 @@ def create_router(
                 user=user,
                 correction=feedback.correction,
             )
-        return _turn_json(entry)
+        return _feedback_json(entry)
 
     @router.delete(
         "/turns/{qa_id:path}/feedback",
-        response_model=SessionQAEntry,
+        response_model=FeedbackAnswer,
         summary="Clear a turn's feedback (the turn stays); returns the turn",
         responses=_responses(*auth_codes, 404, 503),
     )
     async def delete_feedback(user: Writer, qa_id: QaId, session_id: SessionId) -> Response:
         with store_errors("delete feedback"):
-            return _turn_json(await store.aclear_rating(session_id, qa_id, user=user))
+            return _feedback_json(await store.aclear_rating(session_id, qa_id, user=user))
 
     @router.get(
         "/memory",
@@ -456,16 +513,41 @@ def _embeddings_now(embeddings: MemoryEmbeddings) -> Callable[[], Embeddings | N
     return now
 
 
-def _turn_json(entry: SessionQAEntry) -> Response:
-    """A turn as its JSON, written by the model's own encoder (the stored layout, which
-    is the response schema): FastAPI's validation and encoding of a returned model
-    cost a rating request about a tenth of its time."""
-    return Response(entry.to_json(), media_type="application/json")
+_EMPTY = {
+    name: json.dumps(SessionQAEntry.model_fields[name].get_default(call_default_factory=True))
+    for name in EXTENSIONS
+}
+"""The fields the stored JSON leaves out while empty, as the API serves them then."""
+
+_TIME: TypeAdapter[datetime | None] = TypeAdapter(datetime | None)
+
+
+def _turn_text(entry: SessionQAEntry, more: str = "") -> str:
+    """A turn as the API serves it: its stored JSON, written by the model's own encoder
+    (FastAPI's validation and encoding of a returned model cost a rating request about
+    a tenth of its time), with the empty fields the store leaves out (``memory_ids``:
+    ``[]``) and ``more`` (``,"name":value`` pairs) added before its closing brace."""
+    text = entry.to_json()
+    empty = "".join(f',"{name}":{_EMPTY[name]}' for name in EXTENSIONS if not getattr(entry, name))
+    return f"{text[:-1]}{empty}{more}}}"
+
+
+def _turn_json(entry: SessionQAEntry, **response: Any) -> Response:
+    return Response(_turn_text(entry), media_type="application/json", **response)
 
 
 def _turns_json(entries: list[SessionQAEntry]) -> Response:
-    body = "[" + ",".join(entry.to_json() for entry in entries) + "]"
+    body = "[" + ",".join(_turn_text(entry) for entry in entries) + "]"
     return Response(body, media_type="application/json")
+
+
+def _feedback_json(entry: SessionQAEntry) -> Response:
+    """The turn a feedback request left, with ``remembered`` (positive memory hands it
+    back now) and ``recorded_at`` (when the feedback was recorded)."""
+    remembered = "true" if entry.remembered else "false"
+    recorded_at = _TIME.dump_json(entry.feedback_time).decode()
+    more = f',"remembered":{remembered},"recorded_at":{recorded_at}'
+    return Response(_turn_text(entry, more), media_type="application/json")
 
 
 def closing_store(store: SessionStore | None) -> Callable[[FastAPI], Any]:

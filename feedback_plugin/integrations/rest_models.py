@@ -5,25 +5,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     WithJsonSchema,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from ..errors import InvalidFeedbackError
 from ..models import (
+    MAX_ID_LENGTH,
     MAX_SCORE,
     MAX_TEXT_LENGTH,
     MIN_SCORE,
+    SessionFeedback,
     SessionQAEntry,
     check_feedback,
+    check_id,
     check_score,
+    check_text,
 )
 from ..ratings import (
     NEGATIVE_MAX_SCORE,
@@ -38,14 +44,34 @@ from .explained_memory import FoundBy, Search
 
 __all__ = [
     "KEEP",
+    "MAX_MEMORY_IDS",
     "ErrorResponse",
+    "FeedbackAnswer",
     "FeedbackFilter",
     "FeedbackRequest",
     "MemoryHit",
+    "MemoryRef",
+    "Rating",
     "Ratings",
+    "SessionFeedbackRequest",
+    "SessionRating",
     "SessionSummary",
+    "Turn",
+    "TurnRequest",
+    "first_rating",
+    "rating_of",
+    "session_rating",
     "summary",
 ]
+
+MAX_MEMORY_IDS = 100
+"""The most remembered turns one recorded turn may name (``POST /api/turns``)."""
+
+Rating = Literal["positive", "negative"]
+"""A rating in words: ``positive`` stores thumbs up's score, ``negative`` thumbs down's."""
+
+_RATING_SCORE = {"positive": POSITIVE_SCORE, "negative": NEGATIVE_SCORE}
+_THUMBS_RATING = {"up": "positive", "down": "negative"}
 
 
 class ErrorResponse(BaseModel):
@@ -58,12 +84,13 @@ _Text = Annotated[str, WithJsonSchema({"type": "string", "maxLength": MAX_TEXT_L
 """A text field. Its length is checked by ``check_feedback`` (the store's own rule),
 not by pydantic: a length constraint makes pydantic refuse lone surrogates."""
 
+_Id = Annotated[str, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH})]
+"""An id field, checked by ``check_id`` (the store's rule) for the same reason."""
 
-class FeedbackRequest(BaseModel):
-    """Feedback on one turn: a score *or* thumbs, and/or a comment and a correction.
 
-    Only the fields given change; at least one must carry something.
-    """
+class _RatingRequest(BaseModel):
+    """A rating: a score, thumbs or a rating in words (one of them, or thumbs and a
+    rating that agree), and/or a comment."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -71,10 +98,14 @@ class FeedbackRequest(BaseModel):
         default=None, ge=MIN_SCORE, le=MAX_SCORE, description="rating 1–5 (an integer)"
     )
     thumbs: Literal["up", "down"] | None = Field(
-        default=None, description="thumbs up stores score 5, thumbs down score 1"
+        default=None,
+        description=f"thumbs up stores score {POSITIVE_SCORE}, thumbs down score {NEGATIVE_SCORE}",
+    )
+    rating: Rating | None = Field(
+        default=None,
+        description="the same in words: 'positive' is thumbs up, 'negative' thumbs down",
     )
     text: _Text | None = Field(default=None, description="free-form comment")
-    correction: _Text | None = Field(default=None, description="the right answer, if it was wrong")
 
     @field_validator("score", mode="before")  # before: no lax coercion of True, 3.0, "4"
     @classmethod
@@ -82,18 +113,194 @@ class FeedbackRequest(BaseModel):
         return check_score(value)
 
     @model_validator(mode="after")
-    def _one_rating(self) -> FeedbackRequest:
+    def _one_rating(self) -> _RatingRequest:
         if self.score is not None and self.thumbs is not None:
             raise InvalidFeedbackError("give score or thumbs, not both")
-        check_feedback(self.text, self.effective_score, self.correction)
+        if self.score is not None and self.rating is not None:
+            raise InvalidFeedbackError("give score or rating, not both")
+        thumbs, rating = self.thumbs, self.rating
+        if thumbs is not None and rating is not None and _THUMBS_RATING[thumbs] != rating:
+            raise InvalidFeedbackError(f"thumbs {thumbs!r} and rating {rating!r} disagree")
+        check_feedback(self.text, self.effective_score, self._correction())
         return self
+
+    def _correction(self) -> str | None:
+        return None
 
     @property
     def effective_score(self) -> int | None:
-        """The score to store: ``score``, or what the thumbs stand for."""
+        """The score to store: ``score``, or what the thumbs or the rating stand for."""
         if self.thumbs is not None:
             return POSITIVE_SCORE if self.thumbs == "up" else NEGATIVE_SCORE
+        if self.rating is not None:
+            return _RATING_SCORE[self.rating]
         return self.score
+
+
+class FeedbackRequest(_RatingRequest):
+    """Feedback on one turn: a score, thumbs *or* a rating, and/or a comment and a
+    correction.
+
+    Only the fields given change; at least one must carry something.
+    """
+
+    correction: _Text | None = Field(default=None, description="the right answer, if it was wrong")
+
+    def _correction(self) -> str | None:
+        return self.correction
+
+
+class SessionFeedbackRequest(_RatingRequest):
+    """Feedback on a whole conversation: a score, thumbs *or* a rating, and/or a comment.
+
+    Only the fields given change; at least one must carry something.
+    """
+
+
+class Turn(SessionQAEntry):
+    """A turn as the REST API serves it: every field, ``memory_ids`` ``[]`` when none."""
+
+    memory_ids: list[str] = Field(
+        description="the qa_ids of the remembered turns handed to the model for this turn"
+    )
+
+
+FeedbackAnswer: type[BaseModel] = create_model(
+    "FeedbackAnswer",
+    __doc__="A turn as a feedback request left it, and what that means for memory.",
+    # every field of a turn, then two more (a subclass cannot: the entry's
+    # ``remembered`` is a property)
+    **{name: (field.annotation, field) for name, field in Turn.model_fields.items()},  # type: ignore[call-overload]
+    remembered=(
+        bool,
+        Field(
+            description="positive memory hands this turn back now (a score >= "
+            f"{POSITIVE_MIN_SCORE} or a correction, and it does not hurt)"
+        ),
+    ),
+    recorded_at=(
+        datetime | None,
+        Field(description="when this feedback was recorded (the turn's feedback_time)"),
+    ),
+)
+
+
+class SessionRating(BaseModel):
+    """A whole conversation's rating, and how much of it is in positive memory."""
+
+    session_id: str
+    rating: Rating | None = Field(
+        description=f"'positive' (score >= {POSITIVE_MIN_SCORE}), 'negative' (score <= "
+        f"{NEGATIVE_MAX_SCORE}) or null (no score, or one in between)"
+    )
+    feedback_score: int | None = Field(description="the conversation's score 1–5, if any")
+    feedback_text: str | None = Field(description="the comment on the conversation, if any")
+    recorded_at: datetime | None = Field(
+        description="when the rating was recorded; null when the conversation has none"
+    )
+    remembered: bool = Field(
+        description="at least one of the session's turns is in positive memory (a "
+        "conversation's rating alone puts nothing there: rate its answers for that)"
+    )
+    remembered_turns: int = Field(description="how many of its turns are in positive memory")
+
+
+def session_rating(session_id: str, entries: list[SessionQAEntry]) -> SessionRating:
+    """The answer about a session's rating, from all its turns (oldest first)."""
+    found = first_rating(entries)
+    remembered = sum(1 for e in entries if e.remembered)
+    return SessionRating(
+        session_id=session_id,
+        rating=rating_of(found.feedback_score) if found else None,
+        feedback_score=found.feedback_score if found else None,
+        feedback_text=found.feedback_text if found else None,
+        recorded_at=found.feedback_time if found else None,
+        remembered=remembered > 0,
+        remembered_turns=remembered,
+    )
+
+
+def first_rating(entries: list[SessionQAEntry]) -> SessionFeedback | None:
+    """The conversation's rating, kept on its first turn."""
+    return next((e.session_feedback for e in entries if e.session_feedback), None)
+
+
+def rating_of(score: int | None) -> Rating | None:
+    """``"positive"``, ``"negative"`` or ``None``, by :mod:`feedback_plugin.ratings`."""
+    if is_positive(score):
+        return "positive"
+    if is_negative(score):
+        return "negative"
+    return None
+
+
+class MemoryRef(BaseModel):
+    """A remembered turn and the session it lives in (as ``GET /api/memory`` names it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    qa_id: _Id
+    session_id: _Id
+
+    @field_validator("qa_id", "session_id")
+    @classmethod
+    def _id(cls, value: str, info: ValidationInfo) -> str:
+        return check_id(value, f"memory {info.field_name}")
+
+
+class TurnRequest(BaseModel):
+    """A turn to record: the question, the answer and what the answer was made from.
+
+    The user is the API key's; the turn's id is new (the answer tells it). The
+    checks are the store's own (:meth:`SessionStore.record`), as validators: pydantic
+    string constraints would refuse text UTF-8 cannot carry, which the store keeps.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: _Id = Field(description="the session (any non-empty string)")
+    question: _Text = Field(description="what the user asked")
+    answer: _Text = Field(description="what the model answered")
+    context: list[_Text] = Field(
+        default_factory=list, description="the documents the answer was made from"
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="anything to keep with the turn (JSON)"
+    )
+    memory_ids: list[_Id | MemoryRef] = Field(
+        default_factory=list,
+        max_length=MAX_MEMORY_IDS,
+        description="the remembered turns handed to the model for this answer: qa_ids, or "
+        "{qa_id, session_id} as GET /api/memory names them; rating this turn down "
+        "charges them",
+    )
+
+    @field_validator("session_id")
+    @classmethod
+    def _session_id(cls, value: str) -> str:
+        return check_id(value)
+
+    @field_validator("question", "answer")
+    @classmethod
+    def _text(cls, value: str, info: ValidationInfo) -> str:
+        return check_text(value, str(info.field_name))
+
+    @field_validator("context")
+    @classmethod
+    def _context(cls, value: list[str]) -> list[str]:
+        return [check_text(doc, "context") for doc in value]
+
+    @field_validator("memory_ids")
+    @classmethod
+    def _memory_ids(cls, value: list[str | MemoryRef]) -> list[str | MemoryRef]:
+        for ref in value:
+            if isinstance(ref, str):
+                check_id(ref, "memory id")
+        return value
+
+    def memory_refs(self) -> list[str | tuple[str, str]]:
+        """``memory_ids`` as :meth:`SessionStore.record` takes them."""
+        return [r if isinstance(r, str) else (r.session_id, r.qa_id) for r in self.memory_ids]
 
 
 class SessionSummary(BaseModel):
@@ -105,6 +312,9 @@ class SessionSummary(BaseModel):
     negative: int = Field(description=f"turns with score <= {NEGATIVE_MAX_SCORE}")
     unrated: int = Field(description="turns without a score")
     last_time: datetime | None = Field(description="when the newest turn was recorded")
+    session_feedback: SessionFeedback | None = Field(
+        description="the conversation's own rating (score, comment, time), if it has one"
+    )
 
 
 class Ratings(BaseModel):
@@ -157,6 +367,7 @@ def summary(session_id: str, entries: list[SessionQAEntry]) -> SessionSummary:
         negative=sum(1 for s in scores if is_negative(s)),
         unrated=sum(1 for s in scores if not is_rated(s)),
         last_time=max((e.time for e in entries), default=None),
+        session_feedback=first_rating(entries),
     )
 
 
