@@ -92,6 +92,11 @@ def test_installed_console_script() -> None:
         (["sessions", "--since", "last tuesday"], "'last tuesday' is not a time"),
         (["sessions", "--meta", "prompt_version"], "'prompt_version' is not KEY=VALUE"),
         (["sessions", "--feedback", "great"], "invalid choice: 'great'"),
+        (
+            ["stats", "--session-feedback", "up"],
+            "argument --session-feedback: invalid choice: 'up'",
+        ),
+        (["entries", "--hurting", "yes"], "unrecognized arguments: yes"),
         (["sessions", "--user", "a", "--no-user"], "not allowed with argument"),
         (["sessions", "--limit", "-1"], "'-1' is not a whole number"),
         (["export"], "the following arguments are required: --format"),
@@ -310,12 +315,12 @@ def test_sessions_table(run: Run, store: SessionStore, stores: Stores) -> None:
     lines = out.splitlines()
     assert lines[0].split() == [
         "LAST", "ACTIVE", "USER", "SESSION", "TURNS", "RATED", "+", "-", "MEAN",
-        "FIRST", "QUESTION",
+        "RATING", "FIRST", "QUESTION",
     ]  # fmt: skip
     assert lines[2].split() == [
-        "2024-05-01", "10:03", "-", "s1", "4", "3", "2", "1", "3.7", "question", "a1?",
+        "2024-05-01", "10:03", "-", "s1", "4", "3", "2", "1", "3.7", "-", "question", "a1?",
     ]  # fmt: skip
-    assert lines[4].split()[2:9] == ["alice", "s3", "3", "3", "3", "0", "4.7"]
+    assert lines[4].split()[2:10] == ["alice", "s3", "3", "3", "3", "0", "4.7", "-"]
     assert lines[-1] == "6 sessions"
 
 

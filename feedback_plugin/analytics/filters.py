@@ -4,6 +4,12 @@ A :class:`Filter` validates its fields once and compiles to a predicate over
 raw entries (the dicts :mod:`feedback_plugin.codec` parses). The time and
 metadata helpers here are the ones every query shares: times compare as
 fixed-width UTC text, metadata values also by their JSON text.
+
+One field is not a property of a turn: ``session_feedback`` asks for the
+turns of sessions whose *own* rating (a whole conversation rated, kept on
+its first turn) is of a kind. A turn alone cannot answer it, so
+:meth:`Filter.predicate` leaves it out and :meth:`Filter.session_predicate`
+tests it against the ratings a read has gathered (:mod:`.reading`).
 """
 
 from __future__ import annotations
@@ -25,10 +31,21 @@ from ..ratings import (
     MIN_SCORE,
     NEGATIVE_MAX_SCORE,
     POSITIVE_MIN_SCORE,
+    hurts,
+    is_negative,
+    is_positive,
     is_rated,
 )
 
-__all__ = ["ALL_USERS", "FEEDBACK_KINDS", "FeedbackKind", "Filter", "FilterArgs", "UserFilter"]
+__all__ = [
+    "ALL_USERS",
+    "FEEDBACK_KINDS",
+    "FeedbackKind",
+    "Filter",
+    "FilterArgs",
+    "SessionKey",
+    "UserFilter",
+]
 
 FeedbackKind = Literal["positive", "negative", "rated", "unrated"]
 FEEDBACK_KINDS: Final = ("positive", "negative", "rated", "unrated")
@@ -46,6 +63,9 @@ ALL_USERS: Final = _All.USERS
 
 UserFilter = str | None | Literal[_All.USERS]
 
+SessionKey = tuple[str | None, str]
+"""A session of one user: ``(user_id, session_id)``."""
+
 
 class FilterArgs(TypedDict, total=False):
     """The filter keywords every query takes (see :mod:`feedback_plugin.analytics`)."""
@@ -59,6 +79,24 @@ class FilterArgs(TypedDict, total=False):
     user: UserFilter
     session_id: str | None
     metadata: Mapping[str, Any] | None
+    session_feedback: FeedbackKind | None
+    hurting: bool | None
+
+
+_SCORE_KIND: Final[dict[str, Callable[[int | None], bool]]] = {
+    "positive": is_positive,
+    "negative": is_negative,
+    "rated": is_rated,
+    "unrated": lambda score: not is_rated(score),
+}
+"""Each feedback kind as a test of one score (``None``: no score)."""
+
+
+def _check_kind(name: str, value: object) -> None:
+    if value is not None and value not in FEEDBACK_KINDS:
+        raise InvalidArgumentError(
+            f"{name} must be one of {', '.join(FEEDBACK_KINDS)} or None, got {value!r}"
+        )
 
 
 def _time_key(text: str) -> str:
@@ -107,6 +145,13 @@ class Filter:
 
     Validates on construction (a bad value raises ``ValueError``) and
     compiles to a predicate over raw entries (:meth:`predicate`).
+
+    ``session_feedback`` keeps the turns of sessions whose own rating (the
+    whole conversation's, :meth:`SessionStore.add_session_feedback`) is
+    ``"positive"``, ``"negative"``, ``"rated"`` or ``"unrated"`` (no rating,
+    or a comment without a score), by :mod:`feedback_plugin.ratings`' words.
+    ``hurting=True`` keeps the memories that hurt (:func:`.ratings.hurts`),
+    ``False`` the other turns.
     """
 
     feedback: FeedbackKind | None = None
@@ -118,17 +163,16 @@ class Filter:
     user: UserFilter = ALL_USERS
     session_id: str | None = None
     metadata: Mapping[str, Any] | None = None
+    session_feedback: FeedbackKind | None = None
+    hurting: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.feedback is not None and self.feedback not in FEEDBACK_KINDS:
-            raise InvalidArgumentError(
-                f"feedback must be one of {', '.join(FEEDBACK_KINDS)} or None, "
-                f"got {self.feedback!r}"
-            )
-        if self.has_text is not None and not isinstance(self.has_text, bool):
-            raise InvalidArgumentError(
-                f"has_text must be True, False or None, got {self.has_text!r}"
-            )
+        _check_kind("feedback", self.feedback)
+        _check_kind("session_feedback", self.session_feedback)
+        for name in ("has_text", "hurting"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise InvalidArgumentError(f"{name} must be True, False or None, got {value!r}")
         check_score(self.min_score)
         check_score(self.max_score)
         low, high = self.min_score, self.max_score
@@ -156,10 +200,14 @@ class Filter:
     @property
     def is_empty(self) -> bool:
         """True when the filter selects every turn."""
-        return self.predicate() is None
+        return self.predicate() is None and self.session_feedback is None
 
     def predicate(self) -> Callable[[Raw], bool] | None:
-        """A test over raw entries, or ``None`` when every entry passes."""
+        """A test over raw entries, or ``None`` when every entry passes.
+
+        Everything but ``session_feedback``, which one turn cannot answer
+        (:meth:`session_predicate`).
+        """
         tests: list[Callable[[Raw], bool]] = []
         feedback, low, high = self.feedback, self.min_score, self.max_score
         if feedback == "positive":
@@ -205,14 +253,41 @@ class Filter:
                 return all(k in meta and _meta_equal(meta[k], v) for k, v in wanted)
 
             tests.append(meta_match)
+        if self.hurting is not None:
+            hurting = self.hurting
+            tests.append(lambda d: hurts(d) is hurting)
         if not tests:
             return None
         if len(tests) == 1:
             return tests[0]
         return lambda d: all(test(d) for test in tests)
 
+    def session_predicate(
+        self, scores: Mapping[SessionKey, int | None]
+    ) -> Callable[[Raw], bool] | None:
+        """The ``session_feedback`` test, given the score of each rated session
+        (``scores``; a session missing from it has no rating), or ``None``."""
+        if self.session_feedback is None:
+            return None
+        kind = _SCORE_KIND[self.session_feedback]
+        return lambda d: kind(scores.get((d.get("user_id"), d["session_id"])))
+
+    def session_matches(self, score: int | None) -> bool:
+        """Whether a session whose own rating has ``score`` (``None``: none) passes
+        ``session_feedback``."""
+        return self.session_feedback is None or _SCORE_KIND[self.session_feedback](score)
+
     def matches(self, entry: SessionQAEntry) -> bool:
-        """Whether one entry passes (for entries already in hand)."""
+        """Whether one entry passes (for entries already in hand).
+
+        ``session_feedback`` needs the session's rating, which one entry does
+        not hold: such a filter raises ``ValueError`` here (query the store).
+        """
+        if self.session_feedback is not None:
+            raise InvalidArgumentError(
+                "session_feedback needs each session's rating: query the store "
+                "(analytics.entries) instead of matching one entry"
+            )
         test = self.predicate()
         return test is None or test(entry.model_dump(mode="json"))
 

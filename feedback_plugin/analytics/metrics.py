@@ -2,8 +2,16 @@
 
 :func:`stats` groups turns by one metadata key (a prompt or model version)
 and gives each group its counts, mean score, positive rate with its 95%
-Wilson interval (:func:`wilson_interval`) and per-session figures. It parses
-only the small tail of each payload (:func:`feedback_plugin.codec.parse_light`).
+Wilson interval (:func:`wilson_interval`) and per-session figures, among them
+the session-level positive rate: of the group's sessions rated as a whole
+(Helicone's session feedback), the share rated positive, with its own
+Wilson interval. It parses only the small tail of each payload
+(:func:`feedback_plugin.codec.parse_light`).
+
+Which sessions a group holds: every ``(user, session)`` with at least one
+turn in the group (that passes the filters). A session whose turns carry
+two values of the key counts in both groups; in an A/B test, where a
+session stays on one variant, each session is in exactly one group.
 """
 
 from __future__ import annotations
@@ -17,9 +25,9 @@ from typing_extensions import Unpack
 
 from ..codec import parse_light, parse_light_time
 from ..errors import InvalidArgumentError
-from ..ratings import NEGATIVE_MAX_SCORE, POSITIVE_MIN_SCORE
+from ..ratings import NEGATIVE_MAX_SCORE, POSITIVE_MIN_SCORE, is_positive, is_rated
 from .filters import FilterArgs, _filter, _json_text
-from .reading import _checked, _payloads
+from .reading import _both, _checked, _payloads, _session_ratings, _SessionRatings
 from .tables import _html_table, _pandas
 
 if TYPE_CHECKING:
@@ -62,6 +70,12 @@ class GroupMetrics:
     ``turns_per_session`` is ``turns / sessions`` and
     ``negative_session_share`` the share of those sessions with at least
     one negative turn in the group.
+
+    Session ratings (a whole conversation rated): ``rated_sessions`` counts
+    the group's sessions with a score of their own, ``positive_sessions``
+    those rated positive; ``session_positive_rate`` is their ratio and
+    ``session_ci_low``..``session_ci_high`` its 95% Wilson interval
+    (``None`` / ``(0, 1)`` when no session is rated).
     """
 
     group: Any
@@ -78,6 +92,11 @@ class GroupMetrics:
     turns_per_session: float
     negative_sessions: int
     negative_session_share: float | None
+    rated_sessions: int = 0
+    positive_sessions: int = 0
+    session_positive_rate: float | None = None
+    session_ci_low: float = 0.0
+    session_ci_high: float = 1.0
 
     @property
     def label(self) -> str:
@@ -115,7 +134,13 @@ class Metrics(Sequence[GroupMetrics]):
 
     def __repr__(self) -> str:
         inner = ", ".join(
-            f"{g.label}: {g.turns} turns, {g.positive}/{g.rated} positive" for g in self._groups
+            f"{g.label}: {g.turns} turns, {g.positive}/{g.rated} positive"
+            + (
+                f", sessions {g.positive_sessions}/{g.rated_sessions} positive"
+                if g.rated_sessions
+                else ""
+            )
+            for g in self._groups
         )
         return f"Metrics(by={self.by!r}, {inner})"
 
@@ -164,8 +189,12 @@ def stats(store: SessionStore, by: str | None = None, **filters: Unpack[FilterAr
     """Feedback figures per value of the metadata key ``by`` (one group if ``None``).
 
     Turns without the key (or with ``null``) form the group ``None``, shown
-    as ``(none)``. One scan over the raw payloads; memory grows with the
-    number of sessions, not turns.
+    as ``(none)``. Each group also has the session-level positive rate of
+    its sessions rated as a whole, with its Wilson interval
+    (:class:`GroupMetrics`); a session belongs to every group it has a
+    (matching) turn in. One scan over the raw payloads (two with a
+    ``session_feedback`` filter); memory grows with the number of sessions,
+    not turns.
     """
     if by is not None and (not isinstance(by, str) or not by):
         raise InvalidArgumentError("by must be a non-empty metadata key or None")
@@ -173,9 +202,18 @@ def stats(store: SessionStore, by: str | None = None, **filters: Unpack[FilterAr
     test = flt.predicate()
     groups: dict[Any, _GroupAcc] = {}
     light = parse_light_time if flt.since is not None or flt.until is not None else parse_light
+    if flt.session_feedback is None:
+        ratings, seen = _SessionRatings(), True  # gathered in this scan
+    else:  # the filter needs every session's rating before its turns: a scan first
+        ratings, seen = _session_ratings(store, flt), False
+        test = _both(test, flt.session_predicate(ratings.scores()))
     for payload in _payloads(store, flt):
         raw = _checked(light, payload)
-        if raw is None or (test is not None and not test(raw)):
+        if raw is None:
+            continue
+        if seen:
+            ratings.see(raw, payload)  # before the test: the first turn may not pass it
+        if test is not None and not test(raw):
             continue
         if by is None:
             value = None
@@ -211,6 +249,10 @@ def stats(store: SessionStore, by: str | None = None, **filters: Unpack[FilterAr
         low, high = wilson_interval(acc.positive, acc.rated)
         n_sessions = len(acc.sessions)
         negative_sessions = sum(acc.sessions.values())
+        scores = [ratings.score(key) for key in acc.sessions]
+        rated_sessions = sum(1 for score in scores if is_rated(score))
+        positive_sessions = sum(1 for score in scores if is_positive(score))
+        session_low, session_high = wilson_interval(positive_sessions, rated_sessions)
         out.append(
             GroupMetrics(
                 group=value,
@@ -227,6 +269,13 @@ def stats(store: SessionStore, by: str | None = None, **filters: Unpack[FilterAr
                 turns_per_session=acc.turns / n_sessions,
                 negative_sessions=negative_sessions,
                 negative_session_share=negative_sessions / n_sessions,
+                rated_sessions=rated_sessions,
+                positive_sessions=positive_sessions,
+                session_positive_rate=(
+                    positive_sessions / rated_sessions if rated_sessions else None
+                ),
+                session_ci_low=session_low,
+                session_ci_high=session_high,
             )
         )
     return Metrics(by, out)

@@ -5,8 +5,9 @@ matplotlib (in the ``analytics`` extra) is imported only when a plot is drawn.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+from ..errors import InvalidArgumentError
 from ..ratings import POSITIVE_MIN_SCORE
 from .metrics import Metrics
 from .tables import _EXTRA_HINT
@@ -14,12 +15,22 @@ from .tables import _EXTRA_HINT
 __all__ = ["plot_positive_rate"]
 
 
-def plot_positive_rate(metrics: Metrics, ax: Any = None, *, title: str | None = None) -> Any:
+def plot_positive_rate(
+    metrics: Metrics,
+    ax: Any = None,
+    *,
+    title: str | None = None,
+    level: Literal["turns", "sessions"] = "turns",
+) -> Any:
     """Draw each group's positive rate as a bar with its 95% Wilson interval; return the axes.
 
-    Groups without rated turns get no bar, only their label and ``n=0``.
-    Needs matplotlib (``pip install "feedback-plugin[analytics]"``).
+    ``level="turns"``: the share of rated turns that are positive;
+    ``"sessions"``: the share of sessions rated as a whole that are
+    positive. Groups with nothing rated get no bar, only their label and
+    ``n=0``. Needs matplotlib (``pip install "feedback-plugin[analytics]"``).
     """
+    if level not in ("turns", "sessions"):
+        raise InvalidArgumentError(f"level must be 'turns' or 'sessions', got {level!r}")
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:
@@ -28,13 +39,20 @@ def plot_positive_rate(metrics: Metrics, ax: Any = None, *, title: str | None = 
         _fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(metrics) + 3), 4.5))
     labels = [g.label for g in metrics]
     xs = list(range(len(labels)))
-    shown = [(x, g, g.positive_rate) for x, g in enumerate(metrics) if g.positive_rate is not None]
+    # (rate, ci_low, ci_high, n) of each group at the level asked
+    figures = [
+        (g.positive_rate, g.ci_low, g.ci_high, g.rated)
+        if level == "turns"
+        else (g.session_positive_rate, g.session_ci_low, g.session_ci_high, g.rated_sessions)
+        for g in metrics
+    ]
+    shown = [(x, f) for x, f in enumerate(figures) if f[0] is not None]
     ax.bar(
-        [x for x, _g, _rate in shown],
-        [rate for _x, _g, rate in shown],
+        [x for x, _f in shown],
+        [f[0] for _x, f in shown],
         yerr=[
-            [rate - g.ci_low for _x, g, rate in shown],
-            [g.ci_high - rate for _x, g, rate in shown],
+            [f[0] - f[1] for _x, f in shown],  # type: ignore[operator]
+            [f[2] - f[0] for _x, f in shown],  # type: ignore[operator]
         ],
         width=0.6,
         capsize=6,
@@ -42,18 +60,20 @@ def plot_positive_rate(metrics: Metrics, ax: Any = None, *, title: str | None = 
         edgecolor="black",
         linewidth=0.6,
     )
-    for x, g in enumerate(metrics):
-        text = f"{g.positive_rate:.0%}\nn={g.rated}" if g.rated else "n=0"
-        y = g.ci_high + 0.02 if g.rated else 0.02
+    for x, (rate, _low, high, n) in enumerate(figures):
+        text = f"{rate:.0%}\nn={n}" if n else "n=0"
+        y = high + 0.02 if n else 0.02
         ax.text(x, min(y, 1.0), text, ha="center", va="bottom", fontsize=9)
     ax.set_xticks(xs)
     ax.set_xticklabels(labels)
     ax.set_ylim(0, 1.15)
     ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     ax.set_yticklabels(["0%", "25%", "50%", "75%", "100%"])
-    ax.set_ylabel(f"positive rate (score >= {POSITIVE_MIN_SCORE}), 95% CI")
+    what = "rated sessions" if level == "sessions" else "rated turns"
+    ax.set_ylabel(f"positive (score >= {POSITIVE_MIN_SCORE}) of {what}, 95% CI")
     ax.set_xlabel(metrics.by or "group")
-    ax.set_title(title or f"Positive rate by {metrics.by or 'group'}")
+    default = "Session positive rate" if level == "sessions" else "Positive rate"
+    ax.set_title(title or f"{default} by {metrics.by or 'group'}")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     return ax

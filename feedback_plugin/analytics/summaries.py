@@ -2,7 +2,10 @@
 
 A filter picks which sessions are listed (those with a matching turn); the
 figures of a listed session cover all its turns. One pass over the store,
-memory in proportion to the number of sessions.
+memory in proportion to the number of sessions. Each summary carries the
+session's own rating (``session_score``, ``session_text``: a whole
+conversation rated, kept on its first turn), and ``session_feedback=``
+lists only the sessions whose rating is of that kind.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import Unpack
 
 from ..errors import InvalidArgumentError
-from ..ratings import NEGATIVE_MAX_SCORE, POSITIVE_MIN_SCORE
+from ..ratings import is_negative, is_positive
 from .filters import Filter, FilterArgs, _filter, _parse_time, _time_key
-from .reading import _scan_filtered
+from .reading import _scan_filtered, _SessionRatings
 from .tables import _html_table, _pandas
 
 if TYPE_CHECKING:
@@ -31,6 +34,8 @@ class SessionSummary:
     """One session of one user: its figures cover all its turns.
 
     ``matching`` counts the turns that passed the query's filters.
+    ``session_score`` and ``session_text`` are the session's own rating (the
+    whole conversation's; ``None`` when it has none).
     """
 
     user_id: str | None
@@ -45,6 +50,8 @@ class SessionSummary:
     last_time: datetime
     first_question: str
     matching: int
+    session_score: int | None = None
+    session_text: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: times as ISO 8601 text."""
@@ -104,9 +111,10 @@ def sessions(
 
     Each :class:`SessionSummary` covers all the session's turns (``matching``
     counts those that passed), so ``sessions(store, feedback="negative")`` lists
-    every session a user disliked something in, with its whole record. One
-    scan; memory grows with the number of sessions, not turns. ``limit``
-    keeps the most recently active ones.
+    every session a user disliked something in, with its whole record, and
+    ``sessions(store, session_feedback="negative")`` every conversation rated
+    down as a whole. One scan; memory grows with the number of sessions, not
+    turns. ``limit`` keeps the most recently active ones.
     """
     if limit is not None and (type(limit) is not int or limit < 0):
         raise InvalidArgumentError(f"limit must be an int >= 0 or None, got {limit!r}")
@@ -116,7 +124,9 @@ def sessions(
     # turns: scan everything of the user/session asked for, test each turn.
     scope = Filter(user=flt.user, session_id=flt.session_id)
     accs: dict[tuple[str | None, str], _SessionAcc] = {}
-    for _payload, raw in _scan_filtered(store, scope):
+    ratings = _SessionRatings()
+    for payload, raw in _scan_filtered(store, scope):
+        ratings.see(raw, payload)
         key = (raw.get("user_id"), raw["session_id"])
         time_key = _time_key(raw["time"])
         acc = accs.get(key)
@@ -128,12 +138,12 @@ def sessions(
             acc.last = time_key
         acc.turns += 1
         score = raw.get("feedback_score")
-        if score is not None:
+        if score is not None:  # rated
             acc.rated += 1
             acc.score_sum += score
-            if score >= POSITIVE_MIN_SCORE:
+            if is_positive(score):
                 acc.positive += 1
-            elif score <= NEGATIVE_MAX_SCORE:
+            elif is_negative(score):
                 acc.negative += 1
         if raw.get("feedback_text") is not None:
             acc.with_text += 1
@@ -153,11 +163,18 @@ def sessions(
             last_time=_parse_time(acc.last),
             first_question=acc.first_question,
             matching=acc.matching,
+            session_score=ratings.score(key),
+            session_text=_text(ratings.rating(key)),
         )
         for key, acc in accs.items()
-        if acc.matching
+        if acc.matching and flt.session_matches(ratings.score(key))
     ]
     rows.sort(key=lambda r: (r.last_time, r.user_id or "", r.session_id))
     if limit is not None:
         rows = rows[len(rows) - limit :] if limit else []
     return SessionTable(rows)
+
+
+def _text(rating: dict[str, Any] | None) -> str | None:
+    text = None if rating is None else rating.get("feedback_text")
+    return text if isinstance(text, str) else None

@@ -11,13 +11,13 @@ from __future__ import annotations
 import html
 import importlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from ..models import SessionQAEntry
 
-__all__ = ["EntryTable"]
+__all__ = ["EntryTable", "fed_counts"]
 
 _EXTRA_HINT = "pip install 'feedback-plugin[analytics]'"
 
@@ -65,10 +65,34 @@ _ENTRY_COLUMNS = (
     "time", "user_id", "session_id", "qa_id", "question", "answer",
     "feedback_score", "feedback_text", "correction", "metadata",
 )  # fmt: skip
+_FED_COLUMNS = ("fed_negative", "fed_positive")
+
+
+def fed_counts(entry: SessionQAEntry | Mapping[str, Any]) -> tuple[int, int]:
+    """``(negative, positive)``: how many answers this memory fed were rated each way
+    (its ``fed_outcomes``)."""
+    fed = entry.get("fed_outcomes") if isinstance(entry, Mapping) else entry.fed_outcomes
+    if not fed:
+        return 0, 0
+    verdicts = list(fed.values())
+    return verdicts.count("negative"), verdicts.count("positive")
+
+
+def _cell(entry: SessionQAEntry, column: str) -> Any:
+    if column == "fed_negative":
+        return fed_counts(entry)[0]
+    if column == "fed_positive":
+        return fed_counts(entry)[1]
+    return getattr(entry, column)
 
 
 class EntryTable(Sequence[SessionQAEntry]):
-    """A list of turns in hand: a table in Jupyter, a DataFrame with :meth:`to_pandas`."""
+    """A list of turns in hand: a table in Jupyter, a DataFrame with :meth:`to_pandas`.
+
+    The HTML table adds a ``memory_ids`` column when a turn was answered with
+    remembered turns, and ``fed_negative`` / ``fed_positive`` (how the answers
+    a memory fed were rated) when a turn is a memory that fed rated answers.
+    """
 
     def __init__(self, entries: Iterable[SessionQAEntry], *, more: bool = False) -> None:
         self._entries = list(entries)
@@ -88,16 +112,27 @@ class EntryTable(Sequence[SessionQAEntry]):
         return list(self._entries)
 
     def to_pandas(self) -> Any:
-        """A ``pandas.DataFrame``, one row per turn, one column per field."""
+        """A ``pandas.DataFrame``, one row per turn, one column per field, plus
+        ``fed_negative`` and ``fed_positive`` (counted from ``fed_outcomes``)."""
         return _entries_frame(self._entries)
 
     def _repr_html_(self) -> str:
-        rows = ([getattr(e, c) for c in _ENTRY_COLUMNS] for e in self._entries)
+        columns: tuple[str, ...] = _ENTRY_COLUMNS
+        if any(e.memory_ids for e in self._entries):
+            columns += ("memory_ids",)
+        if any(e.fed_outcomes for e in self._entries):
+            columns += _FED_COLUMNS
+        rows = ([_cell(e, c) for c in columns] for e in self._entries)
         caption = f"{len(self)} turns" + (" (first ones; more not shown)" if self.more else "")
-        return _html_table(_ENTRY_COLUMNS, rows, caption)
+        return _html_table(columns, rows, caption)
 
 
 def _entries_frame(entries: Iterable[SessionQAEntry]) -> Any:
     pandas = _pandas()
-    columns = list(SessionQAEntry.model_fields)
-    return pandas.DataFrame([e.model_dump() for e in entries], columns=columns)
+    columns = [*SessionQAEntry.model_fields, *_FED_COLUMNS]
+    rows = []
+    for e in entries:
+        row = e.model_dump()
+        row["fed_negative"], row["fed_positive"] = fed_counts(e)
+        rows.append(row)
+    return pandas.DataFrame(rows, columns=columns)

@@ -15,13 +15,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..ratings import NEGATIVE_MAX_SCORE, POSITIVE_MIN_SCORE, is_negative, is_positive
+from ..ratings import (
+    HURT_MIN_NEGATIVE,
+    NEGATIVE_MAX_SCORE,
+    POSITIVE_MIN_SCORE,
+    is_negative,
+    is_positive,
+)
 from .output import Out, cell, clean, fmt_num, fmt_pct, fmt_time, fmt_user, render_table
 from .parser import EXIT_OK, EXIT_USAGE, CliError
 
 if TYPE_CHECKING:
     from .. import analytics
-    from ..models import SessionQAEntry
     from ..store import SessionStore
 
 __all__ = [
@@ -103,6 +108,8 @@ def filter_args(args: argparse.Namespace) -> analytics.FilterArgs:
         "until": args.until,
         "session_id": args.session,
         "metadata": dict(args.meta) if args.meta else None,
+        "session_feedback": args.session_feedback,
+        "hurting": args.hurting,
     }
     if args.no_user:
         filters["user"] = None
@@ -119,10 +126,11 @@ def filter_args(args: argparse.Namespace) -> analytics.FilterArgs:
     return filters
 
 
-def _narrowed(args: argparse.Namespace) -> bool:
+def _narrowed(args: argparse.Namespace, *but: str) -> bool:
+    """Whether a filter narrows the query (the filters ``but`` names aside)."""
     names = ("feedback", "has_text", "min_score", "max_score", "since", "until", "meta", "user",
-             "no_user", "session")  # fmt: skip
-    return any(getattr(args, name) not in (None, False) for name in names)
+             "no_user", "session", "session_feedback", "hurting")  # fmt: skip
+    return any(getattr(args, name) not in (None, False) for name in names if name not in but)
 
 
 def cmd_sessions(args: argparse.Namespace, store: SessionStore, out: Out) -> int:
@@ -136,10 +144,13 @@ def cmd_sessions(args: argparse.Namespace, store: SessionStore, out: Out) -> int
         out.note("no sessions match" if _narrowed(args) else "no sessions")
         return EXIT_OK
     narrowed = _narrowed(args)
+    commented = any(s.session_text is not None for s in table)
     headers = ["LAST ACTIVE", "USER", "SESSION", "TURNS", "RATED", "+", "-", "MEAN"]
     if narrowed:
         headers.append("MATCH")
-    headers.append("FIRST QUESTION")
+    headers += ["RATING", "FIRST QUESTION"]
+    if commented:
+        headers.append("RATING COMMENT")
     rows = []
     for s in table:
         row = [
@@ -148,16 +159,18 @@ def cmd_sessions(args: argparse.Namespace, store: SessionStore, out: Out) -> int
         ]  # fmt: skip
         if narrowed:
             row.append(str(s.matching))
-        row.append(cell(s.first_question, 48))
+        row += [_score_text(s.session_score), cell(s.first_question, 48)]
+        if commented:
+            row.append(cell(s.session_text, 30))
         rows.append(row)
-    right = {3, 4, 5, 6, 7, 8} if narrowed else {3, 4, 5, 6, 7}
+    right = set(range(3, 9 if narrowed else 8))
     out.print(render_table(headers, rows, right))
     out.print(f"{len(table)} session{'s' if len(table) != 1 else ''}")
     return EXIT_OK
 
 
-def _score_text(entry: SessionQAEntry) -> str:
-    score = entry.feedback_score
+def _score_text(score: int | None) -> str:
+    """A score with its word: ``5 +`` (positive), ``1 -`` (negative), ``3``, or ``-``."""
     if score is None:
         return "-"
     if is_positive(score):
@@ -170,6 +183,8 @@ def _score_text(entry: SessionQAEntry) -> str:
 def cmd_entries(args: argparse.Namespace, store: SessionStore, out: Out) -> int:
     from .. import analytics
 
+    if args.hurting:
+        return _hurting(args, store, out)
     table = analytics.entries(store, **filter_args(args)).head(args.limit)
     if out.as_json:
         out.json([e.model_dump(mode="json") for e in table])
@@ -180,8 +195,8 @@ def cmd_entries(args: argparse.Namespace, store: SessionStore, out: Out) -> int:
     headers = ["TIME", "USER", "SESSION", "SCORE", "QUESTION", "ANSWER", "COMMENT"]
     rows = [
         [
-            fmt_time(e.time), fmt_user(e.user_id), cell(e.session_id, 24), _score_text(e),
-            cell(e.question, 40), cell(e.answer, 40),
+            fmt_time(e.time), fmt_user(e.user_id), cell(e.session_id, 24),
+            _score_text(e.feedback_score), cell(e.question, 40), cell(e.answer, 40),
             cell(e.feedback_text, 30),
         ]
         for e in table
@@ -189,6 +204,42 @@ def cmd_entries(args: argparse.Namespace, store: SessionStore, out: Out) -> int:
     out.print(render_table(headers, rows, set()))
     more = f" (the first {len(table)}; --limit N for more)" if table.more else ""
     out.print(f"{len(table)} turn{'s' if len(table) != 1 else ''}{more}")
+    return EXIT_OK
+
+
+def _hurting(args: argparse.Namespace, store: SessionStore, out: Out) -> int:
+    """``entries --hurting``: the memories that hurt, worst first."""
+    from .. import analytics
+
+    found = analytics.memories_that_hurt(store, **filter_args(args))
+    shown = found[: args.limit]
+    if out.as_json:
+        out.json([e.model_dump(mode="json") for e in shown])
+        return EXIT_OK
+    if not shown:
+        out.note(
+            "no memories that hurt match" if _narrowed(args, "hurting") else "no memories hurt"
+        )
+        return EXIT_OK
+    headers = ["USER", "SESSION", "QA_ID", "SCORE", "FED -", "FED +", "QUESTION"]
+    rows = []
+    for e in shown:
+        negative, positive = analytics.fed_counts(e)
+        rows.append(
+            [
+                fmt_user(e.user_id), cell(e.session_id, 24), cell(e.qa_id, 36),
+                _score_text(e.feedback_score), str(negative), str(positive),
+                cell(e.question, 48),
+            ]
+        )  # fmt: skip
+    out.print(render_table(headers, rows, {4, 5}))
+    more = f" (the first {len(shown)}; --limit N for more)" if len(found) > len(shown) else ""
+    noun = "memory that hurts" if len(shown) == 1 else "memories that hurt"
+    out.print(f"{len(shown)} {noun}{more}")
+    out.print(
+        f"FED -/+: answers it fed, rated negative / positive (hurts: at least {HURT_MIN_NEGATIVE} "
+        "negative, more than positive)"
+    )
     return EXIT_OK
 
 
@@ -216,11 +267,17 @@ def cmd_show(args: argparse.Namespace, store: SessionStore, out: Out) -> int:
     out.print(
         f"session {cell(args.session)}{owner}: {len(turns)} turn{'s' if len(turns) != 1 else ''}"
     )
+    rating = store.get_session_feedback(args.session, user=user)
+    if rating is not None:
+        line = f"session rating: {_score_text(rating.feedback_score)}"
+        if rating.feedback_text is not None:
+            line += f"  comment: {clean(rating.feedback_text, lines=True)}"
+        out.print(line)
     for number, e in enumerate(turns, 1):
         out.print()
         head = f"[{number}] {e.time.strftime('%Y-%m-%d %H:%M:%S')}  qa_id {cell(e.qa_id)}"
         if e.feedback_score is not None:
-            head += f"  score {_score_text(e)}"
+            head += f"  score {_score_text(e.feedback_score)}"
         out.print(head)
         out.print(f"  Q: {clean(e.question, lines=True)}")
         out.print(f"  A: {clean(e.answer, lines=True)}")
@@ -233,6 +290,15 @@ def cmd_show(args: argparse.Namespace, store: SessionStore, out: Out) -> int:
         if e.metadata:
             meta = json.dumps(e.metadata, ensure_ascii=False, default=str)
             out.print(f"  metadata: {cell(meta, 200)}")
+        if e.memory_ids:
+            n = len(e.memory_ids)
+            ids = cell(", ".join(e.memory_ids), 200)
+            out.print(f"  memory: {n} remembered turn{'s' if n != 1 else ''}: {ids}")
+        if e.fed_outcomes:
+            negative, positive = analytics.fed_counts(e)
+            hurts = "; hurts: out of memory until rated again" if e.hurts else ""
+            answers = "answer" if negative == 1 else "answers"
+            out.print(f"  fed: {negative} {answers} rated negative, {positive} positive{hurts}")
     return EXIT_OK
 
 
@@ -264,6 +330,25 @@ def cmd_stats(args: argparse.Namespace, store: SessionStore, out: Out) -> int:
         f"positive: score >= {POSITIVE_MIN_SCORE} among rated turns; "
         f"NEG. SESSIONS: share of sessions with a score <= {NEGATIVE_MAX_SCORE}"
     )
+    if any(g.rated_sessions for g in metrics):
+        out.print()
+        out.print("session ratings (whole conversations rated):")
+        headers = [
+            (args.by or "GROUP").upper(), "SESSIONS", "RATED SESSIONS", "POSITIVE", "95% CI",
+        ]  # fmt: skip
+        rows = [
+            [
+                cell(g.label if args.by else "all", 30), str(g.sessions), str(g.rated_sessions),
+                fmt_pct(g.session_positive_rate),
+                f"{g.session_ci_low:.1%} - {g.session_ci_high:.1%}" if g.rated_sessions else "-",
+            ]
+            for g in metrics
+        ]  # fmt: skip
+        out.print(render_table(headers, rows, {1, 2, 3, 4}))
+        out.print(
+            f"positive: score >= {POSITIVE_MIN_SCORE} among rated sessions; "
+            "a session counts in every group it has a turn in"
+        )
     return EXIT_OK
 
 

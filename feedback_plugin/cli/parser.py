@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import NoReturn
 
 from ..errors import FeedbackPluginError
-from ..ratings import NEGATIVE_MAX_SCORE, POSITIVE_MIN_SCORE
+from ..ratings import HURT_MIN_NEGATIVE, NEGATIVE_MAX_SCORE, POSITIVE_MIN_SCORE
 
 __all__ = [
     "EXIT_FAILED",
@@ -195,6 +195,20 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="run metadata KEY equals VALUE (repeat to require several)",
     )
+    group.add_argument(
+        "--session-feedback",
+        choices=FEEDBACK_KINDS,
+        help="only turns of sessions whose own rating (the whole conversation rated) is "
+        "positive, negative, rated or unrated (no rating, or a comment alone)",
+    )
+    group.add_argument(
+        "--hurting",
+        action="store_const",
+        const=True,
+        help="only memories that hurt: liked or corrected turns that fed at least "
+        f"{HURT_MIN_NEGATIVE} answers rated negative, and more negative than positive ones "
+        "(out of memory until rated again)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sessions",
         "list sessions (with filters)",
         "List sessions with at least one turn that passes the filters, least recently active "
-        "first. Each row covers all the session's turns; MATCH counts those that passed.",
+        "first. Each row covers all the session's turns; MATCH counts those that passed; "
+        "RATING is the session's own rating (the whole conversation rated).",
     )
     _filter_options(sessions)
     sessions.add_argument(
@@ -230,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     entries = command(
         "entries",
         "list turns (with filters)",
-        "List the turns that pass the filters, in the store's order.",
+        "List the turns that pass the filters, in the store's order. With --hurting: the "
+        "memories that hurt, worst first, with the answers each one fed counted by their "
+        "rating: FED - negative, FED + positive.",
     )
     _filter_options(entries)
     entries.add_argument(
@@ -252,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         "feedback figures per group",
         "Feedback figures per value of a metadata key (an A/B comparison): turns, rated "
         "turns, mean score, positive rate with its 95% Wilson interval, sessions, turns "
-        "per session and the share of sessions with a negative rating.",
+        "per session and the share of sessions with a negative rating; then, when sessions "
+        "are rated as a whole, the session-level positive rate of each group with its 95% "
+        "Wilson interval. A session counts in every group it has a turn in.",
     )
     stats.add_argument(
         "--by",
