@@ -96,6 +96,7 @@ if TYPE_CHECKING:
     from .feedback_tasks import FeedbackTask
 
 __all__ = [
+    "INTERPRET_TAG",
     "REPLY_KEYS",
     "RUN_NAME",
     "SHOWN_TURNS",
@@ -124,7 +125,9 @@ REPLY_KEYS = (
 
 RUN_NAME = "feedback_plugin.interpret_feedback"
 """The run name of the model call."""
-TAGS = ("nostream", "feedback_plugin:interpret")
+INTERPRET_TAG = "feedback_plugin:interpret"
+"""Marks the model call as the library's own: the callback handler never records it."""
+TAGS = ("nostream", INTERPRET_TAG)
 """The tags of the model call (``nostream``: LangGraph keeps its tokens out of an agent's
 ``messages`` stream)."""
 

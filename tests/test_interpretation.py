@@ -544,11 +544,6 @@ def test_without_detect_a_missing_is_feedback_counts_as_feedback(store: SessionS
     assert "most such messages" not in str(model.calls[0][0].content)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FeedbackCallbackHandler records every root chat-model run, the interpretation "
-    "call included: it should skip runs tagged feedback_plugin:interpret (capture/handler.py)",
-)
 def test_enable_does_not_record_the_interpretation_call(store: SessionStore) -> None:
     import feedback_plugin
 

@@ -42,6 +42,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables.config import var_child_runnable_config
 
+from ..interpretation import INTERPRET_TAG
 from .extract import (
     answer_from,
     is_command,
@@ -210,6 +211,8 @@ class FeedbackCallbackHandler(BaseCallbackHandler):
                     # caller's configurable and the runtime context
                     turn.user = user_from_config(var_child_runnable_config.get())
                 return turn
+        if tags and INTERPRET_TAG in tags:
+            return None  # the library's own model call (process_feedback): not a chat turn
         turn = _Turn(
             kind,
             session_id_from(metadata, self.session_id),
