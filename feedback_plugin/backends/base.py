@@ -51,7 +51,9 @@ class Change(Protocol):
 
     ``fields`` is the JSON object of the top-level fields the change sets (or
     ``None``), for an engine that merges them into the stored entry itself
-    (PostgreSQL's ``jsonb ||``) instead of reading the payload to call it.
+    (PostgreSQL's ``jsonb ||``) instead of reading the payload to call it. A
+    field set to an empty object or list is removed instead (the stored layout
+    leaves empty extension fields out: see :mod:`feedback_plugin.codec`).
     """
 
     @property

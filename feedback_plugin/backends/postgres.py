@@ -469,7 +469,9 @@ class PostgresBackend:
 
     def _update_sql(self, key: SessionKey, qa_id: str, fields: str) -> tuple[str, dict[str, Any]]:
         return (
-            f"UPDATE {self.t} SET doc = doc || %(f)s::jsonb WHERE namespace = %(ns)s"
+            f"UPDATE {self.t} SET doc = (doc || %(f)s::jsonb) - ARRAY(SELECT key FROM"
+            " jsonb_each(%(f)s::jsonb) WHERE value IN ('{}'::jsonb, '[]'::jsonb))"
+            " WHERE namespace = %(ns)s"
             " AND owner = %(o)s AND session_id = %(s)s AND qa_id = %(q)s AND raw IS NULL"
             f" AND {_LIVE} RETURNING doc::text",
             {**self._key(key), "q": enc_id(qa_id), "f": fields},
