@@ -263,7 +263,8 @@ def test_an_agent_failure_mid_stream_shows_an_error_and_no_turn(
             error = page.locator(".msg.bot.error .bubble")
             expect(error).to_contain_text("the chat model could not answer")
             expect(page.locator(".msg.bot[data-qa-id]")).to_have_count(0)
-            expect(page.locator("feedback-buttons")).to_have_count(0)
+            expect(page.locator("#messages feedback-buttons")).to_have_count(0)
+            expect(page.locator("#session-rating")).to_be_hidden()  # no turn: nothing to rate
             expect(page.locator("#turns .turn")).to_have_count(0)
             expect(page.locator("#question")).to_be_enabled()
             assert store.get_session(site.session_id) == []

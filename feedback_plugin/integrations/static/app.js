@@ -333,6 +333,7 @@
           finishMessage(msg, turn);
           select(turn.qa_id, false);
           answered = true;
+          if (turn.recorded !== false && $("#session-rating").hidden) showSessionRating(null);
         } else if (event.type === "error") {
           throw new Error(event.detail);
         }
@@ -355,6 +356,41 @@
   }
 
   // -- the side panel ------------------------------------------------------------------
+
+  /**
+   * The "rate this conversation" control: a <feedback-buttons target="session"> for the
+   * current session, shown once the session has a turn (a session without turns cannot be
+   * rated). `rating` is GET /api/sessions/feedback's answer, or null for "not rated".
+   */
+  function showSessionRating(rating) {
+    const box = $("#session-rating");
+    const buttons = $("#session-buttons");
+    if (state.apiKey) buttons.apiKey = state.apiKey;
+    buttons.setAttribute("session-id", state.sessionId);
+    if (rating && rating.feedback_score != null) buttons.setAttribute("score", rating.feedback_score);
+    else buttons.removeAttribute("score");
+    if (rating && rating.feedback_text) buttons.setAttribute("comment", rating.feedback_text);
+    else buttons.removeAttribute("comment");
+    box.hidden = false;
+  }
+
+  function hideSessionRating() {
+    $("#session-rating").hidden = true;
+    $("#session-buttons").removeAttribute("score");
+    $("#session-buttons").removeAttribute("comment");
+  }
+
+  async function loadSessionRating() {
+    if (!state.turns.size) {
+      hideSessionRating();
+      return;
+    }
+    try {
+      showSessionRating(await api(`/sessions/feedback?session_id=${encodeURIComponent(state.sessionId)}`));
+    } catch (_) {
+      hideSessionRating(); // not there (yet): the control comes with the next answer
+    }
+  }
 
   function renderTurns() {
     const list = $("#turns");
@@ -466,6 +502,7 @@
       renderTurns();
       renderMemories();
     }
+    await loadSessionRating();
     scrollToEnd();
   }
 
@@ -533,6 +570,7 @@
       showSession();
       state.turns.clear();
       state.selected = null;
+      hideSessionRating();
       document.body.dataset.ready = "false";
       await loadTurns();
       document.body.dataset.ready = "true";

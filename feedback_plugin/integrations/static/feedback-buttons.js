@@ -4,24 +4,28 @@
  *
  *   <script src="/static/feedback-buttons.js" defer></script>
  *   <feedback-buttons qa-id="…" session-id="…" api-base="/api"></feedback-buttons>
+ *   <feedback-buttons target="session" session-id="…"></feedback-buttons>   (a whole conversation)
  *
  * Attributes
- *   qa-id       the turn's id (required; the handler's qa_id = str(root run_id))
- *   session-id  the turn's session (required)
+ *   qa-id       the turn's id (required for a turn; the handler's qa_id = str(root run_id))
+ *   session-id  the turn's session (required); without qa-id, the element rates the session
+ *   target      "turn" (default when qa-id is set) or "session": rate the whole conversation
  *   api-base    where the REST router is mounted (default "/api")
  *   score       the current score 1–5, if known (a positive score shows 👍 pressed, a
  *               negative one 👎; the thresholds come from GET {api-base}/ratings)
  *   comment     the current comment, if any
  *   api-key     sent as "Authorization: Bearer <key>" (or set the .apiKey property)
  *
- * Clicking a thumb sends PUT {api-base}/turns/{qa-id}/feedback?session_id=… with
- * {"thumbs": "up"|"down"}; clicking the pressed thumb again clears the rating
- * (DELETE, then the comment is put back if there was one). 💬 opens a comment box
- * (it also opens by itself after 👎); "Send" sends {"text": …}, which keeps the score.
+ * Clicking a thumb sends PUT {api-base}/turns/{qa-id}/feedback?session_id=… (a session:
+ * PUT {api-base}/sessions/feedback?session_id=…) with {"thumbs": "up"|"down"}; clicking
+ * the pressed thumb again clears the rating (DELETE, then the comment is put back if there
+ * was one). 💬 opens a comment box (it also opens by itself after 👎); "Send" sends
+ * {"text": …}, which keeps the score.
  *
  * Events (bubbling, composed)
- *   feedback-change  detail {qaId, sessionId, score, thumbs, comment, entry}
- *   feedback-error   detail {qaId, sessionId, error}
+ *   feedback-change  detail {target, qaId, sessionId, score, thumbs, comment, entry}
+ *                    (a session: target "session", qaId null, entry the session's rating)
+ *   feedback-error   detail {target, qaId, sessionId, error}
  *
  * Styling: CSS custom properties --fb-accent, --fb-up, --fb-down, --fb-border, --fb-bg,
  * --fb-muted, and ::part(button), ::part(up), ::part(down), ::part(toggle),
@@ -139,7 +143,7 @@
 
   class FeedbackButtons extends HTMLElement {
     static get observedAttributes() {
-      return ["score", "comment"];
+      return ["score", "comment", "target", "qa-id", "session-id"];
     }
 
     constructor() {
@@ -155,7 +159,8 @@
       const root = this.attachShadow({ mode: "open" });
       addStyles(root);
 
-      const bar = node("div", { class: "bar", part: "bar", role: "group", "aria-label": "Rate this answer" });
+      this._bar = node("div", { class: "bar", part: "bar", role: "group", "aria-label": "Rate this answer" });
+      const bar = this._bar;
       this._up = node("button", { type: "button", class: "thumb up", part: "button up",
         "aria-pressed": "false", "aria-label": "Thumbs up", title: "Good answer" }, "👍");
       this._down = node("button", { type: "button", class: "thumb down", part: "button down",
@@ -167,7 +172,8 @@
 
       this._form = node("form", { id: `${id}-form`, part: "comment-form" });
       this._form.hidden = true;
-      const label = node("label", { for: `${id}-text`, class: "sr" }, "Comment on this answer");
+      this._label = node("label", { for: `${id}-text`, class: "sr" }, "Comment on this answer");
+      const label = this._label;
       this._text = node("textarea", { id: `${id}-text`, part: "textarea", rows: "2", maxlength: "4000",
         placeholder: "What was good or wrong? (optional)" });
       const actions = node("div", { class: "actions" });
@@ -237,7 +243,17 @@
       this._apiKey = value == null || value === "" ? null : String(value);
     }
 
-    /** Reload this turn's rating from GET {api-base}/turns/{qa-id}. */
+    /** "session" (the element rates the whole conversation) or "turn". */
+    get target() {
+      const target = this.getAttribute("target");
+      if (target === "session" || target === "turn") return target;
+      return !this.getAttribute("qa-id") && this.getAttribute("session-id") ? "session" : "turn";
+    }
+
+    /**
+     * Reload the rating: GET {api-base}/turns/{qa-id}, or for a session
+     * GET {api-base}/sessions/feedback (a session without turns is a 404: an error).
+     */
     async refresh() {
       const entry = await this._request("GET", "");
       this._apply(entry, false);
@@ -250,14 +266,27 @@
 
     _url(suffix) {
       const base = this._base();
-      const qa = encodeURIComponent(this.getAttribute("qa-id") || "");
       const session = encodeURIComponent(this.getAttribute("session-id") || "");
+      // a session's rating has one URL: GET reads it, PUT and DELETE change it
+      if (this.target === "session") return `${base}/sessions/feedback?session_id=${session}`;
+      const qa = encodeURIComponent(this.getAttribute("qa-id") || "");
       return `${base}/turns/${qa}${suffix}?session_id=${session}`;
     }
 
+    _detail(extra) {
+      const session = this.target === "session";
+      return {
+        target: this.target,
+        qaId: session ? null : this.getAttribute("qa-id"),
+        sessionId: this.getAttribute("session-id"),
+        ...extra,
+      };
+    }
+
     async _request(method, suffix, body) {
-      if (!this.getAttribute("qa-id") || !this.getAttribute("session-id")) {
-        throw new Error("the qa-id and session-id attributes are required");
+      if (!this.getAttribute("session-id")) throw new Error("the session-id attribute is required");
+      if (this.target === "turn" && !this.getAttribute("qa-id")) {
+        throw new Error("the qa-id attribute is required to rate an answer");
       }
       const headers = { Accept: "application/json" };
       if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -288,8 +317,7 @@
       } catch (error) {
         this._setStatus(`Not saved (${error.message})`, true);
         this.dispatchEvent(new CustomEvent("feedback-error", {
-          bubbles: true, composed: true,
-          detail: { qaId: this.getAttribute("qa-id"), sessionId: this.getAttribute("session-id"), error },
+          bubbles: true, composed: true, detail: this._detail({ error }),
         }));
         return null;
       } finally {
@@ -355,10 +383,10 @@
       if (!notify) return;
       this.dispatchEvent(new CustomEvent("feedback-change", {
         bubbles: true, composed: true,
-        detail: {
-          qaId: entry.qa_id, sessionId: entry.session_id, score: this._score,
-          thumbs: this.thumbs, comment: this._comment, entry,
-        },
+        detail: this._detail({
+          sessionId: entry.session_id, score: this._score, thumbs: this.thumbs,
+          comment: this._comment, entry,
+        }),
       }));
     }
 
@@ -371,10 +399,13 @@
 
     _render() {
       const thumbs = this.thumbs;
+      const noun = this.target === "session" ? "conversation" : "answer";
+      this._bar.setAttribute("aria-label", `Rate this ${noun}`);
+      this._label.textContent = `Comment on this ${noun}`;
       this._up.setAttribute("aria-pressed", String(thumbs === "up"));
       this._down.setAttribute("aria-pressed", String(thumbs === "down"));
-      this._up.title = thumbs === "up" ? "You liked this (click to clear)" : "Good answer";
-      this._down.title = thumbs === "down" ? "You disliked this (click to clear)" : "Bad answer";
+      this._up.title = thumbs === "up" ? "You liked this (click to clear)" : `Good ${noun}`;
+      this._down.title = thumbs === "down" ? "You disliked this (click to clear)" : `Bad ${noun}`;
       this._saved.hidden = !this._comment;
       this._saved.textContent = this._comment ? `Your comment: ${this._comment}` : "";
       this._toggle.textContent = this._comment ? "💬 Edit comment" : "💬 Comment";
