@@ -3,7 +3,9 @@
 Every operation is fuzzed (schema-valid and schema-violating data) with a
 valid bearer key, over a real diskcache store that holds turns; each
 generated case is also replayed against a turn that exists, so the fuzzed
-bodies reach the write path and not just the 404.
+bodies reach the write path and not just the 404. Feedback in words has its
+chat model (a scripted ``BaseChatModel`` that always finds a score of 4), so
+those bodies reach the store too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 pytest.importorskip("fastapi")
 schemathesis = pytest.importorskip("schemathesis")
 
+from _fakes import ScriptedChatModel  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
@@ -48,7 +51,10 @@ CHECKS = [
 # store until the fixture below fills it (and removes the directory after).
 _DIR = Path(tempfile.mkdtemp(prefix="feedback-plugin-fuzz-"))
 STORE = SessionStore(_DIR / "store")
-APP = create_app(STORE, auth=ApiKeyAuth({KEY: "fuzzer"}), allowed_hosts=["testserver"])
+MODEL = ScriptedChatModel(script=['{"score": 4}'], cycle=True)
+APP = create_app(
+    STORE, auth=ApiKeyAuth({KEY: "fuzzer"}), allowed_hosts=["testserver"], feedback_model=MODEL
+)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 

@@ -26,6 +26,8 @@ Endpoints (all under ``/api``, all scoped to the caller's user)::
     PUT    /api/turns/{qa_id}/feedback?session_id=...             rate a turn
     DELETE /api/turns/{qa_id}/feedback?session_id=...             clear its rating
     GET    /api/memory?q=...&k=...                                positive memory search
+    POST   /api/sessions/feedback/words?session_id=...            feedback in plain words
+    GET    /api/feedback-tasks/{task_id}                          a background one's task
 
 A turn is served with every field of :class:`~feedback_plugin.SessionQAEntry`
 (``memory_ids`` ``[]`` when none). A feedback answer (``PUT``/``DELETE`` of a
@@ -33,6 +35,8 @@ turn's or a session's feedback) also says whether the turn is in positive memory
 now (``remembered``; for a session, whether any of its turns is) and when the
 feedback was recorded (``recorded_at``). ``rating: "positive"|"negative"`` is
 thumbs up / down in words (:mod:`.rest_sessions` has the session routes).
+Feedback in the user's own words needs a chat model (``feedback_model=``; 501
+without one): :mod:`.rest_words`.
 
 ``GET /api/memory`` searches by words (BM25), or, given ``embeddings``, by words
 and by meaning (:func:`~feedback_plugin.memory.search_memory`'s fusion), so a
@@ -95,6 +99,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from langchain_core.embeddings import Embeddings
+from langchain_core.runnables import Runnable
 from pydantic import TypeAdapter
 
 from ..codec import EXTENSIONS
@@ -138,6 +143,7 @@ from .guards import (
     install_json_errors,
     rate_limit_setting,
 )
+from .rest_guards import Guards
 from .rest_models import (
     KEEP,
     ErrorResponse,
@@ -152,6 +158,7 @@ from .rest_models import (
     summary,
 )
 from .rest_sessions import session_routes
+from .rest_words import check_model, words_routes
 
 __all__ = ["ApiKeyAuth", "authorize", "create_app", "create_router", "guarded_route"]
 
@@ -187,6 +194,8 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
         400: "the body could not be read (not UTF-8 / not JSON)",
         401: "missing or unknown API key",
+        501: "no chat model is configured for feedback in words",
+        502: "the chat model failed (nothing was stored)",
         403: "the API key lacks the scope this needs",
         404: "no such turn (or session) for this user",
         413: "the request body is larger than the server's limit",
@@ -231,6 +240,7 @@ def create_router(
     max_body_bytes: int | None = None,
     rate_limit: str | RateLimit | None = None,
     embeddings: MemoryEmbeddings = None,
+    feedback_model: Runnable[Any, Any] | None = None,
 ) -> APIRouter:
     """The feedback endpoints (prefix ``/api``) over ``store``.
 
@@ -246,6 +256,8 @@ def create_router(
             embeddings (or those a function returns at each search, ``None`` meaning
             by words); ``None``: by words. A :func:`feedback_plugin.embeddings.local`
             model is best loaded first (``.load()``): the first search waits for it.
+        feedback_model: the LangChain chat model that reads feedback in plain words
+            (``POST /api/sessions/feedback/words``); ``None``: those routes answer 501.
     """
     if not isinstance(store, SessionStore):
         raise ArgumentTypeError(f"store must be a SessionStore, got {type(store).__name__}")
@@ -254,6 +266,7 @@ def create_router(
     if type(memory_k) is not int or not 1 <= memory_k <= MAX_MEMORY_K:
         raise ConfigurationError(f"memory_k must be an int from 1 to {MAX_MEMORY_K}")
     meaning = _embeddings_now(embeddings)
+    interpreter = check_model(feedback_model)
 
     if auth is None:
         _warn_open()
@@ -363,17 +376,16 @@ def create_router(
                     out.append(found)
         return out
 
-    router.include_router(
-        session_routes(
-            store,
-            read=scoped("read"),
-            write=scoped("feedback"),
-            route_class=route_class,
-            responses=_responses,
-            errors=store_errors,
-            auth_codes=auth_codes,
-        )
+    guards = Guards(
+        read=scoped("read"),
+        write=scoped("feedback"),
+        route_class=route_class,
+        responses=_responses,
+        errors=store_errors,
+        auth_codes=auth_codes,
     )
+    router.include_router(session_routes(store, guards))
+    router.include_router(words_routes(store, interpreter, guards))
 
     @router.post(
         "/turns",
@@ -573,6 +585,7 @@ def create_app(
     rate_limit: str | RateLimit | None = None,
     allow_open: bool | None = None,
     embeddings: MemoryEmbeddings = None,
+    feedback_model: Runnable[Any, Any] | None = None,
 ) -> FastAPI:
     """A FastAPI app serving :func:`create_router` plus ``GET /healthz``.
 
@@ -592,6 +605,8 @@ def create_app(
             to answer any non-loopback host unless this is true (default
             ``$FEEDBACK_PLUGIN_ALLOW_OPEN=1``).
         embeddings: ``/api/memory`` by meaning too (see :func:`create_router`).
+        feedback_model: the chat model for feedback in plain words (see
+            :func:`create_router`); ``None``: those routes answer 501.
     """
     the_auth = ApiKeyAuth.from_env() if auth is None else auth
     hosts = allowed_hosts_setting(allowed_hosts)
@@ -620,6 +635,7 @@ def create_app(
             max_body_bytes=body_limit,
             rate_limit=limiter,
             embeddings=embeddings,
+            feedback_model=feedback_model,
         )
     )
 

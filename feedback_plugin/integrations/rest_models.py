@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationInfo,
     WithJsonSchema,
     create_model,
@@ -58,6 +59,7 @@ __all__ = [
     "SessionSummary",
     "Turn",
     "TurnRequest",
+    "WordsRequest",
     "first_rating",
     "rating_of",
     "session_rating",
@@ -301,6 +303,31 @@ class TurnRequest(BaseModel):
     def memory_refs(self) -> list[str | tuple[str, str]]:
         """``memory_ids`` as :meth:`SessionStore.record` takes them."""
         return [r if isinstance(r, str) else (r.session_id, r.qa_id) for r in self.memory_ids]
+
+
+class WordsRequest(BaseModel):
+    """Feedback in the user's own words, for a chat model to turn into a rating."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feedback_content: _Text = Field(
+        description="what the user said about the answers ('No, it's Canberra.')"
+    )
+    corrected_answer: StrictBool = Field(
+        default=False,
+        description="also ask the model for the answer rewritten to follow the feedback",
+    )
+    background: StrictBool = Field(
+        default=False,
+        description="answer 202 at once with a task to read at GET /api/feedback-tasks/{task_id}",
+    )
+
+    @field_validator("feedback_content")
+    @classmethod
+    def _content(cls, value: str) -> str:
+        if not check_text(value, "feedback_content").strip():
+            raise InvalidFeedbackError("feedback_content must not be blank")
+        return value
 
 
 class SessionSummary(BaseModel):

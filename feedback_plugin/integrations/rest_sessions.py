@@ -15,16 +15,14 @@ session's turns is in positive memory (``remembered``), read back from the
 store after the change.
 """
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.routing import APIRoute
 
 from ..errors import StoreError
 from ..models import MAX_ID_LENGTH
 from ..store import SessionStore
-from .guards import SafeJSONResponse
+from .rest_guards import Guards
 from .rest_models import SessionFeedbackRequest, SessionRating, session_rating
 
 __all__ = ["session_routes"]
@@ -35,26 +33,12 @@ SessionId = Annotated[
 ]
 
 
-def session_routes(
-    store: SessionStore,
-    *,
-    read: Callable[..., Awaitable[str | None]],
-    write: Callable[..., Awaitable[str | None]],
-    route_class: type[APIRoute],
-    responses: Callable[..., dict[int | str, dict[str, Any]]],
-    errors: Callable[[str], Any],
-    auth_codes: tuple[int, ...],
-) -> APIRouter:
-    """The session-rating routes, guarded like the rest of the router.
-
-    ``read`` and ``write`` are the router's user dependencies (scopes ``read`` and
-    ``feedback``), ``errors`` its store-error context (404 / 503 / 422).
-    """
-    Reader = Annotated[str | None, Depends(read)]
-    Writer = Annotated[str | None, Depends(write)]
-    router = APIRouter(
-        tags=["feedback"], route_class=route_class, default_response_class=SafeJSONResponse
-    )
+def session_routes(store: SessionStore, guards: Guards) -> APIRouter:
+    """The session-rating routes, guarded like the rest of the router."""
+    Reader = Annotated[str | None, Depends(guards.read)]
+    Writer = Annotated[str | None, Depends(guards.write)]
+    responses, errors, auth_codes = guards.responses, guards.errors, guards.auth_codes
+    router = guards.router()
 
     async def answer(session_id: str, user: str | None, *, stored: bool = True) -> SessionRating:
         """The session's rating as stored now; 404 without a turn, 503 when a write that
