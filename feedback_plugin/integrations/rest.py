@@ -58,18 +58,19 @@ Auth: ``Authorization: Bearer <key>``, each key mapped to one user
 (:class:`ApiKeyAuth`, from :mod:`~feedback_plugin.integrations.auth`, which
 the demo chat shares; re-exported here). A key acts only on its own user's turns: another
 user's turn answers 404, exactly like a turn that does not exist. A key has
-the scopes ``read`` (GET) and ``feedback`` (PUT/DELETE), both by default.
+the scopes ``read`` (GET) and ``feedback`` (PUT/DELETE/POST), both by default.
 Without auth (``auth=None``) the API is open and acts as user ``None``: for
 local demos only.
 
 Status codes: 400 a PUT body that cannot even be read (or, from
 :func:`create_app`, a ``Host`` it does not answer to), 401 missing or unknown
 key (with ``WWW-Authenticate: Bearer``), 403 key without the needed scope,
-404 unknown turn, 413 body over ``max_body_bytes`` (1 MiB by default), 415 a
+404 unknown turn (or session), 413 body over ``max_body_bytes`` (1 MiB by default), 415 a
 body not sent as ``application/json``, 422 bad input (score not an int 1..5
 or not finite, score and thumbs together, no feedback at all, empty ids, ids
 over 1024 or texts over 1,000,000 characters: the store's own limits), 429
-over the optional per-key ``rate_limit`` (with ``Retry-After``), 503 store
+over the optional per-key ``rate_limit`` (with ``Retry-After``), 501 feedback
+in words without a ``feedback_model``, 502 that model failed, 503 store
 unavailable. Authentication comes first: a request without a valid key gets
 its 401 before its body is looked at. Every error body is JSON ``{"detail":
 ...}`` (in :func:`create_app`; an app that mounts the router gets the same with
