@@ -92,8 +92,17 @@ def record(
     metadata: Mapping[str, Any] | None = None,
     qa_id: Id | None = None,
     wait: bool | None = None,
+    memory_ids: Iterable[Any] | None = None,
 ) -> SessionQAEntry:
     """See :meth:`SessionStore.record`."""
     return default_store().record(
-        session_id, question, answer, context, user=user, metadata=metadata, qa_id=qa_id, wait=wait
+        session_id,
+        question,
+        answer,
+        context,
+        user=user,
+        metadata=metadata,
+        qa_id=qa_id,
+        wait=wait,
+        memory_ids=memory_ids,
     )
