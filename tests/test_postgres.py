@@ -218,3 +218,34 @@ def test_a_rating_made_in_another_process_is_in_the_very_next_query(store: Sessi
     assert hits[0].payload is not None  # the entry came with the hit: nothing re-read
     run_python(CHILD_RATES, *args, turn.qa_id, "1")
     assert memory.search("export invoices", user=None, limit=5, min_score=4) == []
+
+
+BLACK_HOLE_APP = """
+import asyncio, socket, sys
+from feedback_plugin.backends import postgres
+
+hole = socket.socket()
+hole.bind(("127.0.0.1", 0))
+hole.listen(8)  # the kernel completes the handshake; nobody ever answers
+port = hole.getsockname()[1]
+pool_class = postgres.{pool}
+
+async def main() -> None:
+    pool = pool_class(f"host=127.0.0.1 port={{port}} user=x dbname=x connect_timeout=30",
+                      min_size=1, open=False)
+    await pool.open(wait=False)  # a worker starts connecting
+    await asyncio.sleep(0.2)     # ... and is still connecting when the app ends
+
+asyncio.run(main())
+print("exited")
+"""
+
+
+@pytest.mark.slow
+def test_an_app_that_ends_while_the_pool_connects_exits() -> None:
+    """Regression: psycopg_pool's workers swallow a cancellation that lands while they
+    connect, so asyncio.run(), which cancels every task at the end and waits for them,
+    hung at exit. The backend's pool class re-cancels its workers until they end."""
+    proc = run_python(BLACK_HOLE_APP.format(pool="_async_pool_class()"), timeout=25)
+    assert proc.returncode == 0, proc.stderr
+    assert "exited" in proc.stdout

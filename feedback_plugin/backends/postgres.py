@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -254,8 +255,7 @@ class PostgresBackend:
         loop = asyncio.get_running_loop()
         pool = self._apools.get(loop)
         if pool is None:
-            from psycopg_pool import AsyncConnectionPool
-
+            AsyncConnectionPool = _async_pool_class()
             await asyncio.to_thread(self._ensure_schema)
             pool = AsyncConnectionPool(
                 self.conninfo,
@@ -600,6 +600,35 @@ class PostgresBackend:
         if pool is not None:
             await pool.close()
         await asyncio.to_thread(self.close)
+
+
+@functools.cache
+def _async_pool_class() -> Any:
+    """psycopg_pool's ``AsyncConnectionPool``, with workers that end when cancelled.
+
+    Its worker tasks catch ``CancelledError`` while they connect (to keep the
+    pool consistent), so a cancellation that lands then is lost and the worker
+    goes back to waiting for work. ``asyncio.run`` cancels every task when the
+    loop ends and waits for them: an app that ended while the pool was still
+    opening a connection hung at exit (reproduced under load). Each worker
+    here runs the library's worker as an inner task and, when cancelled,
+    cancels it again until it ends.
+    """
+    from psycopg_pool import AsyncConnectionPool
+
+    class _AsyncPool(AsyncConnectionPool):
+        @classmethod
+        async def worker(cls, q: Any) -> None:
+            work = asyncio.ensure_future(super().worker(q))
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                while not work.done():
+                    work.cancel()
+                    await asyncio.wait([work], timeout=0.1)
+                raise
+
+    return _AsyncPool
 
 
 def _fields(change: Change) -> str | None:
