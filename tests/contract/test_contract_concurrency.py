@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .conftest import BACKENDS, Stores, process_context, require_processes, require_redis
+from .conftest import BACKENDS, Stores, process_context, require_backend, require_processes
 from .workers import OWN_EVERY, RATED, TURNS, WORKERS, rate_then_record
 
 pytestmark = pytest.mark.slow  # four processes per backend: about 2 s each
@@ -16,8 +16,7 @@ pytestmark = pytest.mark.slow  # four processes per backend: about 2 s each
 def four_processes(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stores]:
-    if request.param == "redis":
-        require_redis()
+    require_backend(request.param)
     stores = Stores(request.param, tmp_path_factory.mktemp("four"))
     require_processes(stores)
     setup = stores(write_behind=False)
