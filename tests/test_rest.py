@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from _rest import ALICE, ALICE_RO, ALICE_WO, BOB, KEYS, LOCAL
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -26,19 +27,6 @@ from feedback_plugin.backends.disk import DiskBackend
 from feedback_plugin.errors import ConfigurationError
 from feedback_plugin.integrations import rest
 from feedback_plugin.integrations.rest import ApiKeyAuth, create_app, create_router
-
-LOCAL = "http://localhost"  # a host the app answers to (not TestClient's "testserver")
-ALICE = {"Authorization": "Bearer alice-key"}
-BOB = {"Authorization": "Bearer bob-key"}
-ALICE_RO = {"Authorization": "Bearer alice-read-only"}
-ALICE_WO = {"Authorization": "Bearer alice-feedback-only"}
-
-KEYS: dict[str, Any] = {
-    "alice-key": "alice",
-    "bob-key": "bob",
-    "alice-read-only": {"user": "alice", "scopes": ["read"]},
-    "alice-feedback-only": {"user": "alice", "scopes": ["feedback"]},
-}
 
 ODD_SESSION_IDS = [
     "../x/y",

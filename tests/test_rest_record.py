@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from _rest import ALICE, ALICE_RO, BOB, KEYS, LOCAL
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -23,15 +24,6 @@ from feedback_plugin.integrations.rest import ApiKeyAuth, create_app
 from feedback_plugin.integrations.rest_models import MAX_MEMORY_IDS
 from feedback_plugin.models import MAX_ID_LENGTH, MAX_TEXT_LENGTH
 
-LOCAL = "http://localhost"
-ALICE = {"Authorization": "Bearer alice-key"}
-BOB = {"Authorization": "Bearer bob-key"}
-ALICE_RO = {"Authorization": "Bearer alice-read-only"}
-KEYS: dict[str, Any] = {
-    "alice-key": "alice",
-    "bob-key": "bob",
-    "alice-read-only": {"user": "alice", "scopes": ["read"]},
-}
 TURN = {
     "session_id": "web/42",
     "question": "How do I export a PDF?",

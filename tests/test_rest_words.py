@@ -24,6 +24,7 @@ pytest.importorskip("httpx")
 from _fakes import ScriptedChatModel
 from _postgres import POSTGRES_URL, require_postgres
 from _redis import REDIS_URL, require_redis
+from _rest import ALICE, ALICE_RO, ALICE_WO, BOB, KEYS, LOCAL
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from langchain_core.messages import BaseMessage
@@ -32,17 +33,6 @@ from feedback_plugin import SessionStore
 from feedback_plugin.integrations.rest import ApiKeyAuth, create_app, create_router
 from feedback_plugin.integrations.rest_words import MODEL_FAILED, NO_MODEL, TASK_FAILED
 
-LOCAL = "http://localhost"
-ALICE = {"Authorization": "Bearer alice-key"}
-BOB = {"Authorization": "Bearer bob-key"}
-ALICE_RO = {"Authorization": "Bearer alice-read-only"}
-ALICE_WO = {"Authorization": "Bearer alice-feedback-only"}
-KEYS: dict[str, Any] = {
-    "alice-key": "alice",
-    "bob-key": "bob",
-    "alice-read-only": {"user": "alice", "scopes": ["read"]},
-    "alice-feedback-only": {"user": "alice", "scopes": ["feedback"]},
-}
 URL = "/api/sessions/feedback/words"
 WRONG = "No, it's Canberra."
 
