@@ -186,6 +186,25 @@ class SessionRatings:
         """:meth:`delete_session_feedback`, awaited."""
         return await _aanswered(_aset(self, session_id, user, None))
 
+    async def arate_session(
+        self: _Store,
+        session_id: Id,
+        feedback_text: str | None = None,
+        feedback_score: int | None = None,
+        *,
+        user: str | None = None,
+    ) -> SessionFeedback:
+        """:meth:`rate_session`, awaited."""
+        rating = await _aset(self, session_id, user, _rating(feedback_text, feedback_score))
+        assert rating is not None
+        return rating
+
+    async def aclear_session_rating(
+        self: _Store, session_id: Id, *, user: str | None = None
+    ) -> None:
+        """:meth:`clear_session_rating`, awaited."""
+        await _aset(self, session_id, user, None)
+
     async def aget_session_feedback(
         self: _Store, session_id: Id, *, user: str | None = None
     ) -> SessionFeedback | None:

@@ -155,5 +155,11 @@ def test_the_async_twins(stores: Stores) -> None:
         assert await s.adelete_session_feedback("chat", user="ann")
         assert await s.aget_session_feedback("chat", user="ann") is None
         assert await s.adelete_session_feedback("chat", user="bob") is False
+        rating = await s.arate_session("chat", "again", 4, user="ann")
+        assert (rating.feedback_score, rating.feedback_text) == (4, "again")
+        with pytest.raises(LookupError):
+            await s.arate_session("chat", None, 4, user="bob")
+        await s.aclear_session_rating("chat", user="ann")
+        assert await s.aget_session_feedback("chat", user="ann") is None
 
     asyncio.run(main())
