@@ -40,7 +40,8 @@ tool calls.
 * Every tool call keeps the documents that retrievers return inside it (a
   plain retriever tool hands the model text only), and those of a tool's
   ``content_and_artifact`` artifact, in the agent state, so a turn paused by
-  an interrupt and resumed elsewhere still has them.
+  an interrupt and resumed elsewhere still has them. Remembered turns among
+  them (``memory.MEMORY_SOURCE``) join the turn's ``memory_ids`` too.
 * The model call that answers (an AI message without tool calls) records
   the turn: session = the thread id (else metadata ``session_id``), user =
   metadata or ``configurable`` ``user_id``, else the runtime context's
@@ -86,6 +87,7 @@ from typing_extensions import NotRequired
 
 from .capture.extract import (
     json_safe,
+    memories_in,
     session_id_from,
     turn_from_messages,
     user_from,
@@ -106,8 +108,9 @@ _RESET = "\x00feedback_plugin:new-turn"
 without the reducer, so readers skip it too: :func:`_documents`)."""
 
 
-def _gather(old: list[str] | None, new: Sequence[str]) -> list[str]:
-    """The state reducer of the turn's documents: append new ones; ``[_RESET]`` empties."""
+def _gather(old: list[Any] | None, new: Sequence[Any]) -> list[Any]:
+    """The state reducer of the turn's documents (and of the memories its tools returned):
+    append new ones; ``[_RESET]`` empties."""
     if list(new) == [_RESET]:
         return [_RESET]
     out = list(old or [])
@@ -170,6 +173,9 @@ class FeedbackState(AgentState[Any]):
     feedback_memory: NotRequired[Annotated[str, PrivateStateAttr]]
     feedback_memory_ids: NotRequired[Annotated[list[list[str]], PrivateStateAttr]]
     """``[session_id, qa_id]`` of each liked turn in ``feedback_memory``."""
+    feedback_tool_memory_ids: NotRequired[Annotated[list[Any], PrivateStateAttr, _gather]]
+    """``[session_id, qa_id]`` of each remembered turn the turn's tools returned (a
+    ``PositiveMemoryRetriever`` behind a tool, ``search_positive_memory``)."""
 
 
 # -- documents retrieved inside tools ----------------------------------------------------
@@ -184,9 +190,11 @@ class _DocumentCollector(BaseCallbackHandler):
 
     def __init__(self) -> None:
         self.documents: list[str] = []
+        self.memories: list[tuple[str, str]] = []
 
     def on_retriever_end(self, documents: Sequence[Document], **kwargs: Any) -> None:
         self.documents.extend(doc.page_content for doc in documents)
+        self.memories.extend(memories_in(documents))
 
 
 _collector: ContextVar[_DocumentCollector | None] = ContextVar(
@@ -202,11 +210,16 @@ def _artifact_documents(result: Any) -> list[str]:
     return [doc.page_content for doc in artifact if isinstance(doc, Document)]
 
 
-def _with_documents(result: ToolMessage | Command[Any], found: list[str]) -> Any:
-    documents = found + _artifact_documents(result)
+def _with_documents(result: ToolMessage | Command[Any], found: _DocumentCollector) -> Any:
+    """The tool's answer, with the documents (and memories) it retrieved for the state."""
+    documents = found.documents + _artifact_documents(result)
     if not documents or not isinstance(result, ToolMessage):
         return result
-    return Command(update={"messages": [result], "feedback_context": documents})
+    update: dict[str, Any] = {"messages": [result], "feedback_context": documents}
+    memories = [*found.memories, *memories_in(getattr(result, "artifact", None))]
+    if memories:
+        update["feedback_tool_memory_ids"] = [list(ref) for ref in memories]
+    return Command(update=update)
 
 
 # -- the middleware ---------------------------------------------------------------------
@@ -326,6 +339,8 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         update: dict[str, Any] = {"feedback_qa_id": qa_id}
         if _documents(request.state):
             update["feedback_context"] = [_RESET]  # the previous turn's documents
+        if _memory_refs(request.state.get("feedback_tool_memory_ids")):
+            update["feedback_tool_memory_ids"] = [_RESET]  # ... and the memories among them
         if self.detect_feedback is not None and any(_is_ai(m) for m in messages[:newest]):
             self._detect(request, _text_of(messages[newest]))  # before memory: it may change
         refs: list[list[str]] = []
@@ -463,7 +478,11 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
                 qa_id,
             )
             return
-        context = [] if "feedback_qa_id" in update else _documents(request.state)
+        if "feedback_qa_id" not in update:  # a later call: the turn's tools have run
+            context = _documents(request.state)
+            memory += _memory_refs(request.state.get("feedback_tool_memory_ids"))
+        else:
+            context = []
         question, answer = found
         # Queued as plain fields: the store's writer thread builds the entry (as for the
         # callback handler); the ids are checked here, the rest is what record() accepts.
@@ -500,7 +519,7 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
             result = handler(request)
         finally:
             _collector.reset(token)
-        return _with_documents(result, collector.documents) if self.record else result
+        return _with_documents(result, collector) if self.record else result
 
     async def awrap_tool_call(
         self,
@@ -513,7 +532,7 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
             result = await handler(request)
         finally:
             _collector.reset(token)
-        return _with_documents(result, collector.documents) if self.record else result
+        return _with_documents(result, collector) if self.record else result
 
 
 def memory_block(entries: Sequence[SessionQAEntry]) -> str:

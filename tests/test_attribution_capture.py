@@ -333,3 +333,47 @@ def test_a_memory_the_middleware_injected_into_two_disliked_answers_leaves_memor
     assert store.thumbs("old", liked, up=True, user="alice")
     agent.invoke({"messages": [("user", "password reset?")]}, cfg)
     assert LIKED_A in model.system_prompts()[3]
+
+
+@pytest.mark.parametrize("memory", [False, True])
+def test_memories_a_middleware_agents_tools_return_are_its_memory_ids(
+    store: SessionStore, memory: bool
+) -> None:
+    """In an agent recorded by FeedbackMiddleware (the handler skips its runs), the
+    memories its tools hand the model count too: a PositiveMemoryRetriever behind a
+    retriever tool, and search_positive_memory's artifact; an ordinary retriever's
+    documents stay context only; the next turn starts with none."""
+    liked = liked_turn(store)
+    memory_tool = create_retriever_tool(
+        PositiveMemoryRetriever(store=store, user="alice"), "liked", "Answers the user liked."
+    )
+    articles_tool = create_retriever_tool(Articles(), "articles", "Help articles.")
+    search = next(
+        t for t in FeedbackToolkit(store=store).get_tools() if t.name == "search_positive_memory"
+    )
+    model = ScriptedChatModel(
+        script=[
+            tool_call("articles", {"query": "reset password"}),
+            tool_call("liked", {"query": "reset password"}),
+            "Use the link.",
+            tool_call("search_positive_memory", {"query": "reset password"}),
+            "Use the link again.",
+            "Hello.",
+        ]
+    )
+    agent = create_agent(
+        model,
+        [memory_tool, articles_tool, search],
+        middleware=[FeedbackMiddleware(store, memory=memory)],
+        checkpointer=InMemorySaver(),
+    )
+    cfg = {"configurable": {"thread_id": "t", "user_id": "alice"}}
+    turns = [
+        agent.invoke({"messages": [("user", q)]}, cfg)["feedback_qa_id"]
+        for q in ("reset?", "and again?", "thanks, bye")
+    ]
+    entries = [store.get_entry("t", qa, user="alice") for qa in turns]
+    assert entries[0] is not None and ARTICLE in entries[0].context
+    assert entries[0].memory_ids == [liked] and entries[0].memory_sessions == {liked: "old"}
+    assert entries[1] is not None and entries[1].memory_ids == [liked]
+    assert entries[2] is not None and entries[2].memory_ids == []  # a new turn starts clean
