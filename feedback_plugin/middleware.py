@@ -110,9 +110,10 @@ without the reducer, so readers skip it too: :func:`_documents`)."""
 
 def _gather(old: list[Any] | None, new: Sequence[Any]) -> list[Any]:
     """The state reducer of the turn's documents (and of the memories its tools returned):
-    append new ones; ``[_RESET]`` empties."""
-    if list(new) == [_RESET]:
-        return [_RESET]
+    append new ones; a list that starts with ``_RESET`` starts over."""
+    new = list(new)
+    if new[:1] == [_RESET]:
+        old, new = [_RESET], new[1:]
     out = list(old or [])
     out.extend(doc for doc in new if doc not in out)
     return out
@@ -171,10 +172,9 @@ class FeedbackState(AgentState[Any]):
     # the reducer must come last: LangGraph reads only the last Annotated item as one
     feedback_context: NotRequired[Annotated[list[str], PrivateStateAttr, _gather]]
     feedback_memory: NotRequired[Annotated[str, PrivateStateAttr]]
-    feedback_memory_ids: NotRequired[Annotated[list[list[str]], PrivateStateAttr]]
-    """``[session_id, qa_id]`` of each liked turn in ``feedback_memory``."""
-    feedback_tool_memory_ids: NotRequired[Annotated[list[Any], PrivateStateAttr, _gather]]
-    """``[session_id, qa_id]`` of each remembered turn the turn's tools returned (a
+    feedback_memory_ids: NotRequired[Annotated[list[Any], PrivateStateAttr, _gather]]
+    """``[session_id, qa_id]`` of each remembered turn handed to the model this turn: the
+    liked turns in ``feedback_memory``, then those its tools returned (a
     ``PositiveMemoryRetriever`` behind a tool, ``search_positive_memory``)."""
 
 
@@ -218,7 +218,7 @@ def _with_documents(result: ToolMessage | Command[Any], found: _DocumentCollecto
     update: dict[str, Any] = {"messages": [result], "feedback_context": documents}
     memories = [*found.memories, *memories_in(getattr(result, "artifact", None))]
     if memories:
-        update["feedback_tool_memory_ids"] = [list(ref) for ref in memories]
+        update["feedback_memory_ids"] = [list(ref) for ref in memories]
     return Command(update=update)
 
 
@@ -339,8 +339,6 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
         update: dict[str, Any] = {"feedback_qa_id": qa_id}
         if _documents(request.state):
             update["feedback_context"] = [_RESET]  # the previous turn's documents
-        if _memory_refs(request.state.get("feedback_tool_memory_ids")):
-            update["feedback_tool_memory_ids"] = [_RESET]  # ... and the memories among them
         if self.detect_feedback is not None and any(_is_ai(m) for m in messages[:newest]):
             self._detect(request, _text_of(messages[newest]))  # before memory: it may change
         refs: list[list[str]] = []
@@ -348,8 +346,8 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
             update["feedback_memory"], refs = self._shown(request, _text_of(messages[newest]))
         elif request.state.get("feedback_memory"):
             update["feedback_memory"] = ""
-        if refs or request.state.get("feedback_memory_ids"):
-            update["feedback_memory_ids"] = refs
+        if refs or _memory_refs(request.state.get("feedback_memory_ids")):
+            update["feedback_memory_ids"] = [_RESET, *refs]  # the previous turn's go
         return update
 
     def _detect(self, request: ModelRequest[Any], words: str) -> None:
@@ -480,7 +478,7 @@ class FeedbackMiddleware(AgentMiddleware[FeedbackState, Any, Any]):
             return
         if "feedback_qa_id" not in update:  # a later call: the turn's tools have run
             context = _documents(request.state)
-            memory += _memory_refs(request.state.get("feedback_tool_memory_ids"))
+            memory += _memory_refs(request.state.get("feedback_memory_ids"))
         else:
             context = []
         question, answer = found
