@@ -101,7 +101,7 @@ async def _written(store: _Store, scope: tuple[str | None, str | None] | None = 
         await in_writer_thread(store._flush_quietly, scope)
 
 
-async def _answered(work: Awaitable[SessionQAEntry]) -> bool:
+async def _answered(work: Awaitable[object]) -> bool:
     try:
         await work
     except (TurnNotFoundError, StoreError) as exc:

@@ -22,9 +22,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import calls, codec
-from .aio import _guard, _written
+from .aio import _answered, _guard, _written
 from .aio import _Store as AsyncStore
-from .errors import StoreError, TurnNotFoundError
+from .errors import TurnNotFoundError
 from .models import (
     Id,
     SessionFeedback,
@@ -47,6 +47,7 @@ class _Store(AsyncStore, Protocol):
     """What these methods need of the store they are mixed into."""
 
     def _io(self, what: str, fn: Callable[..., Any], *args: Any) -> Any: ...
+    def _answered(self, change: Callable[..., object], *args: Any, **kwargs: Any) -> bool: ...
 
 
 class SessionChange:
@@ -104,7 +105,7 @@ class SessionRatings:
         change). ``False`` if the session has no turn for this user, or the store is
         unavailable (logged); :class:`InvalidFeedbackError` for a bad rating."""
         changes = _rating(feedback_text, feedback_score)
-        return _answered(lambda: _set(self, session_id, user, changes))
+        return self._answered(_set, self, session_id, user, changes)
 
     def session_thumbs(
         self: _Store,
@@ -116,11 +117,11 @@ class SessionRatings:
     ) -> bool:
         """Thumbs up (score 5) or down (score 1) for the whole conversation."""
         changes = _rating(feedback_text, calls.thumb(up))
-        return _answered(lambda: _set(self, session_id, user, changes))
+        return self._answered(_set, self, session_id, user, changes)
 
     def delete_session_feedback(self: _Store, session_id: Id, *, user: str | None = None) -> bool:
         """Clear the conversation's rating (its turns and their ratings stay)."""
-        return _answered(lambda: _set(self, session_id, user, None))
+        return self._answered(_set, self, session_id, user, None)
 
     def rate_session(
         self: _Store,
@@ -166,7 +167,7 @@ class SessionRatings:
     ) -> bool:
         """:meth:`add_session_feedback`, awaited."""
         changes = _rating(feedback_text, feedback_score)
-        return await _aanswered(_aset(self, session_id, user, changes))
+        return await _answered(_aset(self, session_id, user, changes))
 
     async def asession_thumbs(
         self: _Store,
@@ -178,13 +179,13 @@ class SessionRatings:
     ) -> bool:
         """:meth:`session_thumbs`, awaited."""
         changes = _rating(feedback_text, calls.thumb(up))
-        return await _aanswered(_aset(self, session_id, user, changes))
+        return await _answered(_aset(self, session_id, user, changes))
 
     async def adelete_session_feedback(
         self: _Store, session_id: Id, *, user: str | None = None
     ) -> bool:
         """:meth:`delete_session_feedback`, awaited."""
-        return await _aanswered(_aset(self, session_id, user, None))
+        return await _answered(_aset(self, session_id, user, None))
 
     async def arate_session(
         self: _Store,
@@ -246,19 +247,3 @@ async def _aset(
     if await _guard(store, "session feedback", store.backend.aupdate(key, qa_id, change)) is None:
         raise TurnNotFoundError(f"no session {key[1]!r} for this user")
     return change.result
-
-
-def _answered(work: Callable[[], object]) -> bool:
-    try:
-        work()
-    except (TurnNotFoundError, StoreError) as exc:
-        return calls.refused(exc)
-    return True
-
-
-async def _aanswered(work: Any) -> bool:
-    try:
-        await work
-    except (TurnNotFoundError, StoreError) as exc:
-        return calls.refused(exc)
-    return True

@@ -555,7 +555,7 @@ class SessionStore(SessionRatings, AsyncMethods, FeedbackInterpretation):
         """:meth:`delete_feedback` that says what happened (see :meth:`rate`)."""
         return self._change(session_id, qa_id, user, dict(calls.CLEARED))
 
-    def _answered(self, change: Callable[..., SessionQAEntry], *args: Any, **kwargs: Any) -> bool:
+    def _answered(self, change: Callable[..., object], *args: Any, **kwargs: Any) -> bool:
         """A raising feedback call as the boolean API's answer (cognee's contract)."""
         try:
             change(*args, **kwargs)
